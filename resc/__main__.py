@@ -1,0 +1,3 @@
+from resc.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""Reading a config file: the format by extension, syntax errors with their line, and
+the line of every value so that validation errors can point at it.
+
+Positions come from a subclass of hjson's decoder that wraps its object and array
+parsers (hjson is pinned in pyproject.toml for that reason).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import hjson
+from hjson.decoder import JSONArray, JSONObject
+from hjson.scanner import linecol
+
+from resc.errors import ConfigError
+
+Loc = tuple[str | int, ...]
+FORMATS = (".hjson", ".json")
+
+
+class _Node:
+    """A parsed object or array, with the start offset of each of its values."""
+
+    __slots__ = ("offsets", "value")
+
+    def __init__(self, value: Any, offsets: dict[str | int, int]) -> None:
+        self.value = value
+        self.offsets = offsets
+
+
+class _LocatingDecoder(hjson.HjsonDecoder):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+
+        def parse_object(
+            state: Any,
+            encoding: Any,
+            strict: Any,
+            scan_once: Any,
+            object_hook: Any,
+            object_pairs_hook: Any,
+            memo: Any = None,
+            without_braces: bool = False,
+        ) -> Any:
+            starts: list[int] = []
+
+            def scan_value(s: str, idx: int) -> Any:
+                starts.append(idx)
+                return scan_once(s, idx)
+
+            def make(pairs: list[tuple[str, Any]]) -> _Node:
+                offsets: dict[str | int, int] = {
+                    key: start for (key, _), start in zip(pairs, starts, strict=True)
+                }
+                return _Node(dict(pairs), offsets)
+
+            return JSONObject(state, encoding, strict, scan_value, None, make, memo, without_braces)
+
+        def parse_array(state: Any, scan_once: Any) -> Any:
+            starts: list[int] = []
+
+            def scan_value(s: str, idx: int) -> Any:
+                starts.append(idx)
+                return scan_once(s, idx)
+
+            values, end = JSONArray(state, scan_value)
+            return _Node(values, dict(enumerate(starts))), end
+
+        self.parse_object = parse_object
+        self.parse_array = parse_array
+        self.scan_once, self.scan_object_once = hjson.decoder.make_scanner(self)
+
+
+def _unwrap(node: Any, text: str, loc: Loc, lines: dict[Loc, int]) -> Any:
+    if not isinstance(node, _Node):
+        return node
+    for key, offset in node.offsets.items():
+        lines[(*loc, key)] = linecol(text, offset)[0]
+    if isinstance(node.value, dict):
+        return {k: _unwrap(v, text, (*loc, k), lines) for k, v in node.value.items()}
+    return [_unwrap(v, text, (*loc, i), lines) for i, v in enumerate(node.value)]
+
+
+class SourceFile:
+    """A config file's data, with the line on which each value starts."""
+
+    def __init__(self, path: Path, data: Any, lines: dict[Loc, int]) -> None:
+        self.path = path
+        self.data = data
+        self._lines = lines
+
+    def line_of(self, loc: Loc) -> int | None:
+        """The line of the value at `loc`, or of its nearest enclosing value."""
+        while loc:
+            if loc in self._lines:
+                return self._lines[loc]
+            loc = loc[:-1]
+        return None
+
+    def value_at(self, loc: Loc) -> Any:
+        value = self.data
+        for key in loc:
+            try:
+                value = value[key]
+            except (KeyError, IndexError, TypeError):
+                return None
+        return value
+
+
+def read_source(path: Path) -> SourceFile:
+    """Read and parse a config file; ConfigError for a bad name, I/O or syntax."""
+    if path.suffix not in FORMATS:
+        raise ConfigError(
+            [
+                f"{path}: unknown config format {path.suffix or '(no extension)'!r}: "
+                f"the file name must end in .hjson or .json"
+            ]
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    if path.suffix == ".json":
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError([f"{path}:{exc.lineno}: invalid JSON: {exc.msg}"]) from None
+    try:
+        root = _LocatingDecoder().decode(text)
+    except hjson.HjsonDecodeError as exc:
+        message = exc.msg[0].lower() + exc.msg[1:]
+        raise ConfigError([f"{path}:{exc.lineno}: invalid Hjson: {message}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{path}: nested too deeply to be a config"]) from None
+    lines: dict[Loc, int] = {}
+    data = _unwrap(root, text, (), lines)
+    return SourceFile(path, data, lines)

@@ -1,0 +1,44 @@
+"""Every error resc raises on purpose derives from RescError.
+
+    RescError
+    ├── ConfigError        the config file cannot be used (exit status 2)
+    ├── EventError         one event cannot be processed: it goes to the failed queue
+    │   ├── MissingVariable    a pattern names a variable with no value for this event
+    │   └── FetchError         a web service call failed (connection, timeout, status, body)
+    └── StoreError         Redis cannot be reached or refused a command
+
+Errors of the libraries underneath (redis-py, httpx) are converted where they enter:
+in store.py and fetch.py.
+"""
+
+from __future__ import annotations
+
+
+class RescError(Exception):
+    """Root of every error resc raises on purpose."""
+
+
+class ConfigError(RescError):
+    """The config file is unusable; `problems` holds one located message per fault."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class EventError(RescError):
+    """One event cannot be turned into tasks; the message is the reason recorded for it."""
+
+
+class MissingVariable(EventError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"variable ${{{name}}} has no value for this event")
+        self.name = name
+
+
+class FetchError(EventError):
+    """A fetch failed; the message names the URL and what went wrong."""
+
+
+class StoreError(RescError):
+    """Redis is unreachable or answered with an error."""

@@ -1,0 +1,89 @@
+-- commit.lua: commit a batch of processed events, all of each event or none of it.
+--
+-- KEYS[1]   taken queue
+-- KEYS[2]   failed queue
+-- KEYS[3]   failed reasons hash (event -> reason)
+-- KEYS[4..] the todo queues and dedup sets named by the records below
+-- ARGV[1]   score of new set members (unix time, whole seconds)
+-- ARGV[2]   listener channel, or '' for none
+-- ARGV[3..] one record per event, in the order they were taken:
+--             event, n, then n times: task, queue key index, set key index (0: no set)
+--             event, -1, reason                       (the event failed)
+-- Returns   a status string: per event 'c' (committed), 'f' (moved to the failed
+--           queue) or 'm' (no longer in the taken queue: nothing done); after a 'c',
+--           one letter per result: 'p' (pushed) or 'd' (already in its set).
+--           Or '!<key index>:<type>' when a key holds the wrong type: nothing was done.
+-- Touches   KEYS[1] (LREM), KEYS[2] (LPUSH), KEYS[3] (HSET), todo queues (LPUSH),
+--           dedup sets (ZADD NX); PUBLISHes to the listener channel.
+--
+-- The event is removed from the taken queue first: when it is no longer there (another
+-- process put it back into the input queue), it will be processed again, so nothing of
+-- it may be pushed now. Redis does not undo the writes of a script that fails halfway,
+-- so every key's type is checked before the first write.
+
+local taken, failed, reasons = KEYS[1], KEYS[2], KEYS[3]
+local score, channel = ARGV[1], ARGV[2]
+
+-- Pass 1: every key must hold its expected type or not exist.
+local expected = {[1] = 'list', [2] = 'list', [3] = 'hash'}
+local i, nargs = 3, #ARGV
+while i <= nargs do
+  local count = tonumber(ARGV[i + 1])
+  i = i + 2
+  if count < 0 then
+    i = i + 1
+  else
+    for _ = 1, count do
+      expected[tonumber(ARGV[i + 1])] = 'list'
+      local set_index = tonumber(ARGV[i + 2])
+      if set_index > 0 then
+        expected[set_index] = 'zset'
+      end
+      i = i + 3
+    end
+  end
+end
+for index, wanted in pairs(expected) do
+  local actual = redis.call('TYPE', KEYS[index]).ok
+  if actual ~= wanted and actual ~= 'none' then
+    return '!' .. index .. ':' .. actual
+  end
+end
+
+-- Pass 2: the writes.
+local status = {}
+i = 3
+while i <= nargs do
+  local event = ARGV[i]
+  local count = tonumber(ARGV[i + 1])
+  i = i + 2
+  if redis.call('LREM', taken, -1, event) == 0 then
+    status[#status + 1] = 'm'
+    i = i + (count < 0 and 1 or 3 * count)
+  elseif count < 0 then
+    redis.call('LPUSH', failed, event)
+    redis.call('HSET', reasons, event, ARGV[i])
+    status[#status + 1] = 'f'
+    i = i + 1
+  else
+    status[#status + 1] = 'c'
+    for _ = 1, count do
+      local task = ARGV[i]
+      local set_index = tonumber(ARGV[i + 2])
+      if set_index == 0 or redis.call('ZADD', KEYS[set_index], 'NX', score, task) == 1 then
+        redis.call('LPUSH', KEYS[tonumber(ARGV[i + 1])], task)
+        status[#status + 1] = 'p'
+        if channel ~= '' then
+          redis.call('PUBLISH', channel, taken .. ' TRIGGER ' .. event .. ' -> ' .. task)
+        end
+      else
+        status[#status + 1] = 'd'
+      end
+      i = i + 3
+    end
+    if channel ~= '' then
+      redis.call('PUBLISH', channel, taken .. ' DONE ' .. event)
+    end
+  end
+end
+return table.concat(status)
