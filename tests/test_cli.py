@@ -1,0 +1,166 @@
+"""resc's command line, run as a user runs it: in a child process."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from pathlib import Path
+
+import redis
+
+import resc
+from tests.conftest import (
+    RedisServer,
+    make_config,
+    resc_process,
+    run_resc,
+    wait_until,
+    write_config,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} \[(INFO|WARN|ERROR|DEBUG)\] - ")
+
+
+def test_version():
+    done = run_resc("--version")
+    assert (done.returncode, done.stdout.strip()) == (0, f"resc {resc.__version__}")
+
+
+def test_help_names_the_run_command():
+    done = run_resc("--help")
+    assert done.returncode == 0
+    assert "run       run the daemon on a config file" in done.stdout
+
+
+def test_no_arguments_is_a_usage_error():
+    done = run_resc()
+    assert done.returncode == 2
+    assert "usage: resc" in done.stderr
+
+
+def test_config_error_exits_2_with_located_messages_and_no_traceback(tmp_path):
+    path = tmp_path / "bad.hjson"
+    path.write_text(
+        "{\n"
+        '  redis: { url: "redis://127.0.0.1/" }\n'
+        "  watchers: [\n"
+        "    {\n"
+        "      input_queue: global/events\n"
+        "      rules: [\n"
+        "        {\n"
+        "          on: ^acq/(?P<p>\\w+)$\n"
+        '          make: { queue: "q/${product}" }\n'
+        "        }\n"
+        "      ]\n"
+        "    }\n"
+        "  ]\n"
+        "}\n"
+    )
+    done = run_resc(str(path))
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"resc: {path}:9: watchers[0].rules[0].make.queue: ${{product}} is not a variable "
+        f"of this rule; it has: input_task, p\n"
+    )
+
+
+def test_run_subcommand_and_missing_file(tmp_path):
+    done = run_resc("run", str(tmp_path / "nope.hjson"))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"resc: {tmp_path / 'nope.hjson'}: cannot read: ")
+    assert "Traceback" not in done.stderr
+
+
+def test_unknown_extension_is_refused(tmp_path):
+    path = tmp_path / "conf.yaml"
+    path.write_text("redis: {}")
+    done = run_resc(str(path))
+    assert done.returncode == 2
+    assert "unknown config format '.yaml': the file name must end in .hjson or .json" in done.stderr
+
+
+def test_example_config_runs_with_info_logs_and_stops_on_sigterm(
+    r: redis.Redis, redis_server: RedisServer, tmp_path: Path
+):
+    text = (ROOT / "configs" / "example.hjson").read_text()
+    path = tmp_path / "example.hjson"
+    path.write_text(text.replace("redis://127.0.0.1:6379/", redis_server.url))
+    process = resc_process(str(path), env={"RESC_LOG": "info"})
+    try:
+        r.lpush("global/events", "acq/plantA/1")
+        wait_until(lambda: r.llen("trt/plantA/todo-queue") == 1)
+        assert r.lrange("trt/plantA/todo-queue", 0, -1) == [b"trt/plantA/1"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0
+    lines = stderr.splitlines()
+    assert all(LINE.match(line) for line in lines), stderr
+    assert any(
+        line.endswith("[INFO] - event taken watcher=global/events input_task=acq/plantA/1")
+        for line in lines
+    ), stderr
+    assert any(
+        "[INFO] - task pushed watcher=global/events task=trt/plantA/1 "
+        "queue=trt/plantA/todo-queue" in line
+        for line in lines
+    ), stderr
+    assert lines[-1].endswith("[INFO] - resc stopped")
+
+
+def test_quiet_by_default(r, redis_server, tmp_path):
+    config = make_config(
+        redis_server.url, [{"input_queue": "in", "rules": [{"on": "", "make": {"queue": "out"}}]}]
+    )
+    process = resc_process(
+        str(write_config(tmp_path, config)), env={"RESC_LOG": "", "RUST_LOG": ""}
+    )
+    r.lpush("in", "x")
+    wait_until(lambda: r.llen("out") == 1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=20)
+    assert (process.returncode, stderr) == (0, "")
+
+
+def test_rust_log_is_honoured_and_json_format(r, redis_server, tmp_path):
+    config = make_config(
+        redis_server.url,
+        [{"input_queue": "in", "rules": [{"name": "all", "on": "", "make": {"queue": "out"}}]}],
+    )
+    process = resc_process(
+        str(write_config(tmp_path, config)),
+        env={"RESC_LOG": "", "RUST_LOG": "warn,resc::rules=debug", "RESC_LOG_FORMAT": "json"},
+    )
+    r.lpush("in", "x")
+    wait_until(lambda: r.llen("out") == 1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert stderr.count("\n") == 1, stderr  # only the rules' debug line
+    assert '"logger": "resc.rules"' in stderr and '"message": "rule fired"' in stderr
+    assert '"rule": "all"' in stderr and '"input_task": "x"' in stderr
+
+
+def test_redis_password_never_appears_in_logs(tmp_path):
+    server = RedisServer(tmp_path, password="s3cret-pw")
+    server.start()
+    try:
+        config = make_config(
+            server.url, [{"input_queue": "in", "rules": [{"on": "", "make": {"queue": "out"}}]}]
+        )
+        process = resc_process(str(write_config(tmp_path, config)), env={"RESC_LOG": "debug"})
+        client = server.client()
+        client.lpush("in", "x")
+        wait_until(lambda: client.llen("out") == 1)
+        server.kill()  # connection errors get logged too
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    finally:
+        server.kill()
+    assert process.returncode == 0
+    assert "Redis unavailable" in stderr
+    assert "redis://:***@127.0.0.1" in stderr
+    assert "s3cret-pw" not in stderr

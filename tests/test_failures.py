@@ -1,0 +1,173 @@
+"""Events that cannot be processed land in the failed queue, byte for byte, with their
+reason, while later events keep flowing."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import WebService, drained, free_port, make_config, running, wait_until
+
+
+def fetch_config(url: str, fetch_url: str, timeout_s: float = 10.0) -> dict[str, object]:
+    return make_config(
+        url,
+        [
+            {
+                "input_queue": "in",
+                "rules": [
+                    {
+                        "on": r"^(?:fetch|ok)/(?P<id>\d+)$",
+                        "make": {"task": "seen/${id}", "queue": "seen"},
+                    },
+                    {
+                        "on": r"^fetch/(?P<id>\d+)$",
+                        "fetch": [
+                            {"url": fetch_url + "/${id}", "returns": "db", "timeout": timeout_s}
+                        ],
+                        "make": {"task": "got/${db.name}", "queue": "got"},
+                    },
+                ],
+            }
+        ],
+    )
+
+
+def run_failing(r: redis.Redis, config: dict[str, object], tmp_path: Path, bad: bytes) -> bytes:
+    """Push a bad event between two good ones; return the reason recorded for it."""
+    with running(config, tmp_path):
+        r.lpush("in", "ok/1", bad, "ok/2")
+        wait_until(lambda: r.llen("in/failed") == 1 and r.llen("seen") == 2)
+        wait_until(lambda: drained(r, "in", "in/taken"))
+    assert r.lrange("in/failed", 0, -1) == [bad]
+    # Nothing of the failed event was pushed, not even by a rule that had no trouble.
+    assert r.lrange("seen", 0, -1) == [b"seen/2", b"seen/1"]
+    reason = r.hget("in/failed/reasons", bad)
+    assert reason is not None
+    return reason
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (500, b"{}", b"HTTP 500"),
+        (404, b"{}", b"HTTP 404"),
+        (200, b"<html>not json</html>", b"bad response"),
+        (200, b'{"truncated": ', b"bad response"),
+        (200, b"[1, 2]", b"expected a JSON object or an array of objects"),
+    ],
+)
+def test_web_service_errors_fail_the_event(
+    r, redis_server, tmp_path, web: WebService, status, body, expected
+):
+    web.answer("/7", body, status=status)
+    reason = run_failing(r, fetch_config(redis_server.url, web.url), tmp_path, b"fetch/7")
+    assert expected in reason
+    assert r.lrange("got", 0, -1) == []
+
+
+def test_unreachable_web_service_fails_the_event(r, redis_server, tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}"
+    reason = run_failing(r, fetch_config(redis_server.url, dead), tmp_path, b"fetch/7")
+    assert reason.startswith(f"GET {dead}/7: ConnectError".encode())
+
+
+def test_web_service_timeout_fails_the_event(r, redis_server, tmp_path, web):
+    web.answer("/7", {"name": "late"}, delay_s=2.0)
+    config = fetch_config(redis_server.url, web.url, timeout_s=0.3)
+    reason = run_failing(r, config, tmp_path, b"fetch/7")
+    assert reason == f"GET {web.url}/7: no answer within 0.3 s".encode()
+
+
+def test_missing_fetched_field_fails_the_event(r, redis_server, tmp_path, web):
+    web.answer("/7", {"other": "x"})
+    reason = run_failing(r, fetch_config(redis_server.url, web.url), tmp_path, b"fetch/7")
+    assert reason == b"variable ${db.name} has no value for this event"
+
+
+def test_variable_without_value_fails_the_event(r, redis_server, tmp_path):
+    config = make_config(
+        redis_server.url,
+        [
+            {
+                "input_queue": "in",
+                "rules": [
+                    {"on": r"^ok/(?P<id>\d+)$", "make": {"task": "seen/${id}", "queue": "seen"}},
+                    {
+                        "on": r"^opt/(?P<a>\d+)(?:/(?P<b>\w+))?$",
+                        "make": {"task": "${a}-${b}", "queue": "seen"},
+                    },
+                ],
+            }
+        ],
+    )
+    reason = run_failing(r, config, tmp_path, b"opt/5")
+    assert reason == b"variable ${b} has no value for this event"
+
+
+def test_event_that_is_not_utf8_fails_unchanged(r, redis_server, tmp_path):
+    config = make_config(
+        redis_server.url,
+        [
+            {
+                "input_queue": "in",
+                "rules": [
+                    {"on": r"^ok/(?P<id>\d+)$", "make": {"task": "seen/${id}", "queue": "seen"}},
+                    {"on": "", "make": {"queue": "everything"}},
+                ],
+            }
+        ],
+    )
+    bad = b"ok/\xff\xfe\x00binary"
+    reason = run_failing(r, config, tmp_path, bad)
+    assert reason.startswith(b"event is not UTF-8 text")
+    assert bad not in r.lrange("everything", 0, -1)
+
+
+def test_todo_key_of_the_wrong_type_fails_only_the_events_using_it(r, redis_server, tmp_path):
+    r.set("q/broken", "a string, not a list")
+    config = make_config(
+        redis_server.url,
+        [
+            {
+                "input_queue": "in",
+                "rules": [{"on": r"^(?P<q>\w+)/", "make": {"queue": "q/${q}", "set": "s/${q}"}}],
+            }
+        ],
+    )
+    with running(config, tmp_path):
+        r.lpush("in", "good/1", "broken/1", "good/2")
+        wait_until(lambda: r.llen("in/failed") == 1 and r.llen("q/good") == 2)
+        wait_until(lambda: drained(r, "in", "in/taken"))
+    assert r.lrange("in/failed", 0, -1) == [b"broken/1"]
+    assert r.hget("in/failed/reasons", "broken/1") == b"key q/broken holds a string"
+    # Nothing half-done: the failed event left no trace in its set.
+    assert r.zrange("s/broken", 0, -1) == []
+    assert r.lrange("q/good", 0, -1) == [b"good/2", b"good/1"]
+
+
+def test_a_catastrophic_backtracking_regex_does_not_hang(r, redis_server, tmp_path):
+    config = make_config(
+        redis_server.url,
+        [
+            {
+                "input_queue": "in",
+                "rules": [
+                    {"on": "^(a+)+$", "make": {"queue": "never"}},
+                    {"on": "^(x+x+)+y$", "make": {"queue": "never"}},
+                    {"on": "^done$", "make": {"queue": "done"}},
+                ],
+            }
+        ],
+    )
+    with running(config, tmp_path):
+        started = time.monotonic()
+        r.lpush("in", "a" * 200_000 + "b", "x" * 200_000, "done")
+        wait_until(lambda: r.llen("done") == 1, timeout_s=30)
+        elapsed = time.monotonic() - started
+    assert r.llen("never") == 0
+    assert drained(r, "in", "in/taken", "in/failed")
+    print(f"two pathological events of 200 kB handled in {elapsed:.3f} s")
