@@ -26,12 +26,12 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_lint_is_clean():
-    done = run(tool("ruff"), "check", "resc", "tests")
+    done = run(tool("ruff"), "check", "resc", "tests", "examples")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_ruff_format_is_clean():
-    done = run(tool("ruff"), "format", "--check", "resc", "tests")
+    done = run(tool("ruff"), "format", "--check", "resc", "tests", "examples")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
