@@ -89,7 +89,6 @@ class Store:
             socket_connect_timeout=5,
             socket_keepalive=True,
             retry=Retry(NoBackoff(), 0),
-            single_connection_client=True,
             client_name="resc",
         )
         self._has_lmove = True
@@ -101,7 +100,8 @@ class Store:
     def connect(self) -> None:
         """Check the server and register the scripts. StoreError when it is unreachable."""
         with _converted(f"connecting to {self.display_url}"):
-            self._redis.close()  # a fresh connection: the old one may be half-broken
+            # A fresh connection: the old one may be half-broken.
+            self._redis.connection_pool.disconnect()
             info = self._redis.info("server")
             version = tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
             self._has_lmove = version >= (6, 2)

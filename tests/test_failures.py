@@ -171,3 +171,39 @@ def test_a_catastrophic_backtracking_regex_does_not_hang(r, redis_server, tmp_pa
     assert r.llen("never") == 0
     assert drained(r, "in", "in/taken", "in/failed")
     print(f"two pathological events of 200 kB handled in {elapsed:.3f} s")
+
+
+def test_task_pushed_into_the_watchers_own_taken_queue_fails_the_event(r, redis_server, tmp_path):
+    config = make_config(
+        redis_server.url,
+        [
+            {
+                "input_queue": "in",
+                "rules": [
+                    {"on": "^loop$", "make": {"queue": "in/taken"}},
+                    {"on": "^ok$", "make": {"queue": "out"}},
+                ],
+            }
+        ],
+    )
+    with running(config, tmp_path):
+        r.lpush("in", "loop", "ok")
+        wait_until(lambda: r.llen("out") == 1 and r.llen("in/failed") == 1)
+        wait_until(lambda: drained(r, "in", "in/taken"))
+    assert r.hget("in/failed/reasons", "loop") == (
+        b"in/taken is one of the watcher's own queues, not a todo queue"
+    )
+
+
+def test_same_key_as_queue_and_set_fails_the_event(r, redis_server, tmp_path):
+    config = make_config(
+        redis_server.url,
+        [{"input_queue": "in", "rules": [{"on": "^x", "make": {"queue": "k", "set": "k"}}]}],
+    )
+    with running(config, tmp_path):
+        r.lpush("in", "x1")
+        wait_until(lambda: r.llen("in/failed") == 1)
+    assert r.hget("in/failed/reasons", "x1") == (
+        b"k would be used both as a todo queue and as a set"
+    )
+    assert not r.exists("k")

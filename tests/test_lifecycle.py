@@ -1,0 +1,81 @@
+"""Starting, stopping and waiting for Redis, through the command line."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from tests.conftest import (
+    RedisServer,
+    WebService,
+    make_config,
+    resc_process,
+    wait_until,
+    write_config,
+)
+
+
+def slow_fetch_config(redis_url: str, web: WebService) -> dict[str, object]:
+    return make_config(
+        redis_url,
+        [
+            {
+                "input_queue": "in",
+                "rules": [
+                    {
+                        "on": "^slow$",
+                        "fetch": [{"url": web.url + "/slow", "returns": "s"}],
+                        "make": {"task": "${s.v}", "queue": "out"},
+                    }
+                ],
+            }
+        ],
+    )
+
+
+def test_sigterm_finishes_the_event_in_hand_then_exits_0(r, redis_server, tmp_path, web):
+    web.answer("/slow", {"v": "finished"}, delay_s=1.5)
+    process = resc_process(str(write_config(tmp_path, slow_fetch_config(redis_server.url, web))))
+    r.lpush("in", "slow")
+    wait_until(lambda: web.requests == ["/slow"])
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+    assert r.lrange("out", 0, -1) == [b"finished"]
+    assert r.llen("in/taken") == 0
+
+
+def test_second_signal_exits_at_once_leaving_the_event_taken(r, redis_server, tmp_path, web):
+    web.answer("/slow", {"v": "never"}, delay_s=8)
+    process = resc_process(str(write_config(tmp_path, slow_fetch_config(redis_server.url, web))))
+    r.lpush("in", "slow")
+    wait_until(lambda: web.requests == ["/slow"])
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=5) == 130
+    assert r.lrange("in/taken", 0, -1) == [b"slow"]  # processed first at the next start
+    assert r.llen("out") == 0
+
+
+def test_starting_with_redis_down_waits_for_it(tmp_path: Path):
+    server = RedisServer(tmp_path)
+    config = make_config(
+        server.url, [{"input_queue": "in", "rules": [{"on": "", "make": {"queue": "out"}}]}]
+    )
+    process = resc_process(str(write_config(tmp_path, config)), env={"RESC_LOG": "info"})
+    try:
+        time.sleep(1.0)
+        assert process.poll() is None
+        server.start()
+        client = server.client()
+        client.lpush("in", "e")
+        wait_until(lambda: client.llen("out") == 1, timeout_s=20)
+        client.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+        server.kill()
+    assert process.returncode == 0
+    assert "[WARN] - Redis unavailable, retrying watcher=in" in stderr
+    assert "[INFO] - Redis is back watcher=in" in stderr
