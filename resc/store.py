@@ -8,12 +8,12 @@ recovers the taken queue instead, which is the truth about what is committed.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.resources import files
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -33,16 +33,14 @@ _LUA = {
 BLOCK_TIMEOUT_S = 1.0
 
 
+_USER_PASSWORD = re.compile(r"(://[^/@]*?:)[^/@]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*")
+
+
 def redact_url(url: str) -> str:
-    """The URL with its password replaced by ***, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """The URL with its password (in the user part or a `password=` query parameter)
+    replaced by ***, for messages and logs."""
+    return _QUERY_PASSWORD.sub(r"\1***", _USER_PASSWORD.sub(r"\1***@", url, count=1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +85,6 @@ class Store:
             url,
             socket_timeout=BLOCK_TIMEOUT_S + 10,
             socket_connect_timeout=5,
-            socket_keepalive=True,
             retry=Retry(NoBackoff(), 0),
             client_name="resc",
         )

@@ -1,0 +1,69 @@
+"""Redis URLs: TCP with a db number, unix sockets, passwords kept out of messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from resc.store import Store, redact_url
+from tests.conftest import RedisServer, make_config, running, wait_until
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://:pw@host:6379/2", "redis://:***@host:6379/2"),
+        ("rediss://user:pw@host/", "rediss://user:***@host/"),
+        ("unix:///run/redis.sock?db=1&password=pw", "unix:///run/redis.sock?db=1&password=***"),
+    ],
+)
+def test_redact_url_hides_only_the_password(url, shown):
+    assert redact_url(url) == shown
+
+
+def test_db_number_in_the_url_is_used(r: redis.Redis, redis_server: RedisServer, tmp_path):
+    url = redis_server.url.rsplit("/", 1)[0] + "/3"
+    config = make_config(
+        url, [{"input_queue": "in", "rules": [{"on": "", "make": {"queue": "out"}}]}]
+    )
+    db3 = redis.Redis(port=redis_server.port, db=3)
+    try:
+        with running(config, tmp_path):
+            db3.lpush("in", "e")
+            wait_until(lambda: db3.llen("out") == 1)
+        assert r.exists("out") == 0  # nothing in db 0
+    finally:
+        db3.close()
+
+
+def test_unix_socket_with_password_and_db(tmp_path: Path):
+    socket = tmp_path / "redis.sock"
+    server = RedisServer(
+        tmp_path, "--unixsocket", str(socket), "--unixsocketperm", "700", password="pw"
+    )
+    server.start()
+    try:
+        url = f"unix://{socket}?db=2&password=pw"
+        config = make_config(
+            url, [{"input_queue": "in", "rules": [{"on": "", "make": {"queue": "out"}}]}]
+        )
+        client = redis.Redis(unix_socket_path=str(socket), password="pw", db=2)
+        with running(config, tmp_path):
+            client.lpush("in", "e")
+            wait_until(lambda: client.llen("out") == 1)
+        client.close()
+    finally:
+        server.kill()
+
+
+def test_older_servers_path_brpoplpush_takes_events(redis_server, r, tmp_path):
+    store = Store(redis_server.url)
+    store.connect()
+    store._has_lmove = False  # as on Redis < 6.2
+    r.lpush("in", "a", "b")
+    assert store.wait_take("in", "in/taken") == b"a"
+    assert r.lrange("in/taken", 0, -1) == [b"a"]
+    store.close()
