@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import httpx
@@ -16,11 +17,14 @@ from resc.logs import get_logger
 log = get_logger("resc.fetch")
 
 
+_EXPONENT = re.compile(r"e\+?(-?)0*(?=\d)")
+
+
 def _number_text(text: str) -> str:
-    """Render a JSON float the way JSON writes it (1.5, 2.0); keep the text of one that
-    does not fit a double rather than turning it into inf."""
+    """Render a JSON float the way JSON writes it (1.5, 2.0, 1e-7, 1e20); keep the text of
+    one that does not fit a double rather than turning it into inf."""
     value = float(text)
-    return repr(value) if math.isfinite(value) else text
+    return _EXPONENT.sub(r"e\1", repr(value)) if math.isfinite(value) else text
 
 
 def _reject_constant(name: str) -> Any:
