@@ -20,6 +20,7 @@ from pydantic import (
     PlainSerializer,
     ValidationError,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -83,11 +84,12 @@ class _Model(BaseModel):
 class RedisConfig(_Model):
     url: str = Field(description="redis://, rediss:// or unix:// URL, with password and db")
 
-    @model_validator(mode="after")
-    def _known_scheme(self) -> RedisConfig:
-        if not self.url.startswith(REDIS_SCHEMES):
-            raise ValueError("url must start with redis://, rediss:// or unix://")
-        return self
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if not url.startswith(REDIS_SCHEMES):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return url
 
 
 class Fetch(_Model):

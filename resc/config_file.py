@@ -8,11 +8,12 @@ parsers (hjson is pinned in pyproject.toml for that reason).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import hjson
-from hjson.decoder import JSONArray, JSONObject
+from hjson.decoder import JSONArray, JSONObject, getNext
 from hjson.scanner import linecol
 
 from resc.errors import ConfigError
@@ -94,11 +95,11 @@ class SourceFile:
 
     def line_of(self, loc: Loc) -> int | None:
         """The line of the value at `loc`, or of its nearest enclosing value."""
-        while loc:
-            if loc in self._lines:
-                return self._lines[loc]
+        while loc not in self._lines:
+            if not loc:
+                return None
             loc = loc[:-1]
-        return None
+        return self._lines[loc]
 
     def value_at(self, loc: Loc) -> Any:
         value = self.data
@@ -108,6 +109,25 @@ class SourceFile:
             except (KeyError, IndexError, TypeError):
                 return None
         return value
+
+
+def _hjson_problem(exc: hjson.HjsonDecodeError) -> tuple[int, str]:
+    """The line and message of an Hjson syntax error. Two of hjson's messages keep an
+    unformatted `%r`, and the one for a control character points past it."""
+    message, line = exc.msg, exc.lineno
+    if message.startswith("Invalid control character"):
+        char = exc.doc[exc.pos - 1]
+        line = linecol(exc.doc, exc.pos - 1)[0]
+        message = f"invalid control character {char!r} in a quoted string"
+        if char in "\r\n":
+            message = "quoted string not closed on its line"
+    elif message.startswith("Invalid \\X escape"):
+        message = (
+            f"invalid escape \\{exc.doc[exc.pos : exc.pos + 1]} in a quoted string "
+            f"(a backslash is written \\\\ there, or leave the string unquoted)"
+        )
+    message = re.sub(r" (starting )?at$", "", message)
+    return line, message[0].lower() + message[1:]
 
 
 def read_source(path: Path) -> SourceFile:
@@ -130,13 +150,23 @@ def read_source(path: Path) -> SourceFile:
             json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError([f"{path}:{exc.lineno}: invalid JSON: {exc.msg}"]) from None
+        except RecursionError:
+            raise ConfigError([f"{path}: nested too deeply to be a config"]) from None
     try:
         root = _LocatingDecoder().decode(text)
     except hjson.HjsonDecodeError as exc:
-        message = exc.msg[0].lower() + exc.msg[1:]
-        raise ConfigError([f"{path}:{exc.lineno}: invalid Hjson: {message}"]) from None
+        line, message = _hjson_problem(exc)
+        raise ConfigError([f"{path}:{line}: invalid Hjson: {message}"]) from None
     except RecursionError:
         raise ConfigError([f"{path}: nested too deeply to be a config"]) from None
-    lines: dict[Loc, int] = {}
+    except IndexError:  # how hjson 3.1.0 fails at the end of an unclosed /* or '''
+        last_line = text.count("\n") + 1
+        raise ConfigError(
+            [f"{path}:{last_line}: invalid Hjson: unexpected end of file (unclosed /* or ''')"]
+        ) from None
+    # The root's own line, for the fields missing from it: where hjson found it, after
+    # a BOM, blanks and comments.
+    root_start = getNext(text, 1 if text.startswith("\ufeff") else 0)[1]
+    lines: dict[Loc, int] = {(): linecol(text, root_start)[0]}
     data = _unwrap(root, text, (), lines)
     return SourceFile(path, data, lines)

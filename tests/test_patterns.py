@@ -1,0 +1,66 @@
+"""Patterns: `${name}` references expanded with bytes variables."""
+
+from __future__ import annotations
+
+import pytest
+
+from resc.errors import MissingVariable
+from resc.patterns import parse_pattern
+
+
+@pytest.mark.parametrize(
+    ("source", "literals", "refs"),
+    [
+        ("trt/${a}/${b}", (b"trt/", b"/", b""), ("a", "b")),
+        ("plain/queue", (b"plain/queue",), ()),
+        ("${a}-${a}", (b"", b"-", b""), ("a", "a")),
+        ("${db.id}", (b"", b""), ("db.id",)),
+        ("cost $5 ${a", (b"cost $5 ${a",), ()),  # a lone `$`, an unclosed `${`
+        ("${} ${a b} $${a}", (b"${} ${a b} $", b""), ("a",)),
+    ],
+)
+def test_parse_splits_literals_and_references(
+    source: str, literals: tuple[bytes, ...], refs: tuple[str, ...]
+) -> None:
+    pattern = parse_pattern(source)
+
+    assert (pattern.literals, pattern.refs, str(pattern)) == (literals, refs, source)
+
+
+def test_expand_replaces_each_reference_with_its_bytes() -> None:
+    pattern = parse_pattern("trt/${process_id}/${product_id}/${process_id}")
+    variables = {"process_id": "Zürich".encode(), "product_id": b"\xff1", "unused": b"x"}
+
+    assert pattern.expand(variables) == "trt/Zürich/".encode() + b"\xff1/" + "Zürich".encode()
+
+
+def test_expand_without_references_gives_the_literal_text() -> None:
+    assert parse_pattern("cost $5 ${a").expand({"a": b"x"}) == b"cost $5 ${a"
+
+
+def test_expand_dotted_name() -> None:
+    assert parse_pattern("q/${db.id}").expand({"db.id": b"634876914"}) == b"q/634876914"
+
+
+def test_expand_raises_missing_variable_with_its_name() -> None:
+    with pytest.raises(MissingVariable) as info:
+        parse_pattern("trt/${a}/${b}").expand({"a": b"x"})
+
+    assert info.value.name == "b"
+    assert str(info.value) == "variable ${b} has no value for this event"
+
+
+def test_expand_url_percent_encodes_values_but_not_literal_text() -> None:
+    pattern = parse_pattern("http://db/é/jobs/${id}?owner=${owner}&x=1")
+    variables = {"id": b"a/b?c&d e", "owner": "Zürich".encode()}
+
+    assert (
+        pattern.expand_url(variables) == "http://db/é/jobs/a%2Fb%3Fc%26d%20e?owner=Z%C3%BCrich&x=1"
+    )
+
+
+def test_expand_url_raises_missing_variable() -> None:
+    with pytest.raises(MissingVariable) as info:
+        parse_pattern("http://db/${id}").expand_url({})
+
+    assert info.value.name == "id"
