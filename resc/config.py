@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -86,9 +87,18 @@ class RedisConfig(_Model):
 
     @field_validator("url")
     @classmethod
-    def _known_scheme(cls, url: str) -> str:
+    def _usable_url(cls, url: str) -> str:
         if not url.startswith(REDIS_SCHEMES):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+        except ValueError:
+            raise ValueError("the port must be a number from 0 to 65535") from None
+        db = parts.path.strip("/") if parts.scheme != "unix" else ""
+        query_db = dict(parse_qsl(parts.query)).get("db", "0")
+        if not (db or "0").isdigit() or not query_db.isdigit():
+            raise ValueError("the database must be a number: redis://host:6379/0")
         return url
 
 
@@ -147,6 +157,13 @@ Problem = tuple[Loc, str]
 
 def _check_rule(rule: Rule, loc: Loc) -> list[Problem]:
     problems: list[Problem] = []
+    if INPUT_TASK in rule.on.group_names:
+        problems.append(
+            (
+                (*loc, "on"),
+                f"a group may not be named {INPUT_TASK}: that variable is the whole event",
+            )
+        )
     own = {INPUT_TASK, *rule.on.group_names}
     namespaces = [f.returns for f in rule.fetch]
     for i, ns in enumerate(namespaces):

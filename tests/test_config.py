@@ -466,3 +466,38 @@ def test_missing_file_raises_config_error(tmp_path: Path) -> None:
     path = tmp_path / "absent.hjson"
 
     assert problems_of(path) == [f"{path}: cannot read: No such file or directory"]
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://host:port/0", "the port must be a number from 0 to 65535"),
+        ("redis://host:6379/x", "the database must be a number: redis://host:6379/0"),
+        ("unix:///tmp/r.sock?db=two", "the database must be a number: redis://host:6379/0"),
+    ],
+)
+def test_unusable_redis_url_is_a_config_error(tmp_path: Path, url: str, message: str) -> None:
+    path = tmp_path / "conf.json"
+    path.write_text(
+        json.dumps(
+            {
+                "redis": {"url": url},
+                "watchers": [{"input_queue": "in", "rules": []}],
+            }
+        )
+    )
+    assert problems_of(path) == [f"{path}:1: redis.url: {message}"]
+
+
+def test_a_group_named_input_task_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "conf.json"
+    rule = {"on": "^(?P<input_task>.*)$", "make": {"queue": "q"}}
+    path.write_text(
+        json.dumps(
+            {"redis": {"url": "redis://h/"}, "watchers": [{"input_queue": "in", "rules": [rule]}]}
+        )
+    )
+    assert problems_of(path) == [
+        f"{path}:1: watchers[0].rules[0].on: a group may not be named input_task: "
+        f"that variable is the whole event"
+    ]
