@@ -1,5 +1,7 @@
-"""The command line: `resc CONF` or `resc run CONF`. Exit status: 0 after a stop by
-signal, 1 for a fatal runtime error, 2 for usage or config errors."""
+"""The command line: `resc COMMAND ...`, and `resc CONF` as short for `resc run CONF`.
+
+Exit status: 0 for success (and after a stop by signal), 1 for a fatal runtime error,
+2 for usage or config errors."""
 
 from __future__ import annotations
 
@@ -8,11 +10,9 @@ import sys
 from collections.abc import Sequence
 
 from resc import __version__, logs
-from resc.config import load_config
-from resc.errors import ConfigError
+from resc.commands import load_all
 
-EXIT_USAGE = 2
-COMMANDS = ("run",)
+COMMANDS = load_all()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,24 +23,21 @@ def _parser() -> argparse.ArgumentParser:
         "(or RUST_LOG), RESC_LOG_FORMAT=json.",
     )
     parser.add_argument("--version", action="version", version=f"resc {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    run = commands.add_parser("run", help="run the daemon on a config file")
-    run.add_argument("config", metavar="CONF", help="config file (.hjson or .json)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        sub = subparsers.add_parser(command.NAME, help=command.HELP, description=command.HELP)
+        command.add_arguments(sub)
+        sub.set_defaults(main=command.main)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list and not args_list[0].startswith("-") and args_list[0] not in COMMANDS:
+    parser = _parser()
+    names = {command.NAME for command in COMMANDS}
+    if args_list and not args_list[0].startswith("-") and args_list[0] not in names:
         args_list.insert(0, "run")
-    args = _parser().parse_args(args_list)
+    args = parser.parse_args(args_list)
     logs.configure()
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"resc: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    from resc import daemon  # the daemon's imports are not needed for usage errors
-
-    return daemon.run(config)
+    status: int = args.main(args)
+    return status

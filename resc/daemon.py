@@ -9,15 +9,13 @@ import time
 from types import FrameType
 
 from resc.config import Config
+from resc.errors import EXIT_FATAL, EXIT_FORCED, EXIT_OK
 from resc.logs import get_logger
 from resc.store import redact_url
 from resc.watcher import Watcher
 
 log = get_logger("resc.daemon")
 
-EXIT_OK = 0
-EXIT_FATAL = 1
-EXIT_FORCED = 130
 GRACE_PERIOD_S = 10.0
 
 

