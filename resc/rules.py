@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
-from resc.config import INPUT_TASK, Fetch, Make, Rule
+from resc.config import INPUT_TASK, Fetch, Rule
 from resc.logs import get_logger
+from resc.regex import RegexSet
 
 log = get_logger("resc.rules")
+_debug_log = logging.getLogger("resc.rules")
 
 # Calls a fetch's URL; returns one mapping of `returns.field` variables per object.
 FetchFunction = Callable[[Fetch, str], list[dict[str, bytes]]]
 
+# With this many rules or more, one RE2 Set pass finds the matching ones; fewer are
+# cheaper to try one by one.
+_SET_FROM_RULES = 3
 
-@dataclass(frozen=True, slots=True)
-class Result:
+
+class Result(NamedTuple):
     """One task to push: `set` is the dedup set, or None for no deduplication."""
 
     task: bytes
@@ -25,41 +30,70 @@ class Result:
     rule: str
 
 
-def _make(rule: Rule, makes: Iterable[Make], variables: Mapping[str, bytes]) -> list[Result]:
-    return [
-        Result(
-            make.task.expand(variables),
-            make.queue.expand(variables),
-            make.set.expand(variables) if make.set is not None else None,
-            rule.name,
-        )
-        for make in makes
-    ]
+class RuleSet:
+    """A watcher's rules, ready to apply to events."""
 
-
-def apply_rules(rules: Iterable[Rule], event: bytes, fetch: FetchFunction) -> list[Result]:
-    """Every result of every rule matching `event`, in config order.
-
-    Raises EventError (MissingVariable, FetchError) when the event cannot be processed.
-    """
-    results: list[Result] = []
-    for rule in rules:
-        variables = rule.on.search(event)
-        if variables is None:
-            continue
-        variables[INPUT_TASK] = event
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "rule fired",
-                rule=rule.name,
-                input_task=event,
-                **{k: v for k, v in variables.items() if k != INPUT_TASK},
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self.rules = tuple(rules)
+        self._makes = tuple(
+            tuple(
+                (m.task.expand, m.queue.expand, m.set.expand if m.set is not None else None)
+                for m in rule.make
             )
-        if not rule.fetch:
-            results += _make(rule, rule.make, variables)
-            continue
-        for fetcher in rule.fetch:
-            url = fetcher.url.expand_url(variables)
-            for fields in fetch(fetcher, url):
-                results += _make(rule, rule.make, {**variables, **fields})
-    return results
+            for rule in self.rules
+        )
+        self._set = (
+            RegexSet([rule.on for rule in self.rules])
+            if len(self.rules) >= _SET_FROM_RULES
+            else None
+        )
+
+    def apply(self, event: bytes, fetch: FetchFunction) -> list[Result]:
+        """Every result of every rule matching `event`, in config order.
+
+        Raises EventError (MissingVariable, FetchError) when the event cannot be processed.
+        """
+        results: list[Result] = []
+        rules = self.rules
+        indexes: Iterable[int] = (
+            self._set.matching(event) if self._set is not None else range(len(rules))
+        )
+        for i in indexes:
+            rule = rules[i]
+            variables = rule.on.search(event)
+            if variables is None:
+                continue
+            variables[INPUT_TASK] = event
+            if _debug_log.isEnabledFor(logging.DEBUG):
+                found = {k: v for k, v in variables.items() if k != INPUT_TASK}
+                log.debug("rule fired", rule=rule.name, input_task=event, **found)
+            if not rule.fetch:
+                for task, queue, dedup in self._makes[i]:
+                    results.append(
+                        Result(
+                            task(variables),
+                            queue(variables),
+                            dedup(variables) if dedup is not None else None,
+                            rule.name,
+                        )
+                    )
+                continue
+            for fetcher in rule.fetch:
+                url = fetcher.url.expand_url(variables)
+                for fields in fetch(fetcher, url):
+                    merged = {**variables, **fields}
+                    for task, queue, dedup in self._makes[i]:
+                        results.append(
+                            Result(
+                                task(merged),
+                                queue(merged),
+                                dedup(merged) if dedup is not None else None,
+                                rule.name,
+                            )
+                        )
+        return results
+
+
+def apply_rules(rules: Sequence[Rule], event: bytes, fetch: FetchFunction) -> list[Result]:
+    """Every result of every rule matching `event`, in config order (see RuleSet.apply)."""
+    return RuleSet(rules).apply(event, fetch)

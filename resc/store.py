@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from hashlib import sha1
 from importlib.resources import files
+from typing import Any, Generic, NamedTuple, TypeVar
 
+import hiredis
 import redis
 from redis.backoff import NoBackoff
-from redis.commands.core import Script
 from redis.retry import Retry
 
 from resc.errors import StoreError
@@ -32,9 +35,10 @@ _LUA = {
 # A blocking take waits this long, so that a stop request is seen promptly.
 BLOCK_TIMEOUT_S = 1.0
 
-
 _USER_PASSWORD = re.compile(r"(://[^/@]*?:)[^/@]*@")
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*")
+
+T = TypeVar("T")
 
 
 def redact_url(url: str) -> str:
@@ -43,8 +47,7 @@ def redact_url(url: str) -> str:
     return _QUERY_PASSWORD.sub(r"\1***", _USER_PASSWORD.sub(r"\1***@", url, count=1))
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What to commit for one event: its results, or the reason it failed."""
 
     event: bytes
@@ -75,64 +78,154 @@ def _converted(action: str) -> Iterator[None]:
         raise StoreError(f"{action}: {exc}") from None
 
 
+class Reply(Generic[T]):
+    """The reply to a command already sent; get() reads it (and every reply before it)."""
+
+    def __init__(self, store: Store, action: str, convert: Callable[[Any], T]) -> None:
+        self._store = store
+        self.action = action
+        self._convert = convert
+        self._done = False
+        self._value: Any = None
+        self._error: Exception | None = None
+
+    def _receive(self, value: Any) -> None:
+        self._done = True
+        if isinstance(value, redis.ResponseError):
+            self._error = value
+        else:
+            self._value = value
+
+    def get(self) -> T:
+        if not self._done:
+            self._store._read_until(self)
+        if self._error is not None:
+            raise StoreError(f"{self.action}: {self._error}")
+        return self._convert(self._value)
+
+
 class Store:
-    """One connection to Redis, for one watcher."""
+    """One connection to Redis, for one watcher. Commands can be pipelined: send_*()
+    return a Reply at once, and replies are read in the order the commands were sent."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.display_url = redact_url(url)
-        self._redis = redis.Redis.from_url(
+        self._pool = redis.ConnectionPool.from_url(
             url,
             socket_timeout=BLOCK_TIMEOUT_S + 10,
             socket_connect_timeout=5,
             retry=Retry(NoBackoff(), 0),
             client_name="resc",
         )
+        self._conn: Any = None
+        self._pending: deque[Reply[Any]] = deque()
         self._has_lmove = True
-        self._scripts: dict[str, Script] = {}
+        self._sha = {name: sha1(source.encode()).hexdigest() for name, source in _LUA.items()}
 
     def close(self) -> None:
-        self._redis.close()
+        self._pending.clear()
+        self._pool.disconnect()
+
+    # --- the connection -----------------------------------------------------------
+
+    def _send(self, args: tuple[Any, ...], action: str, convert: Callable[[Any], T]) -> Reply[T]:
+        reply: Reply[T] = Reply(self, action, convert)
+        try:
+            if self._conn is None:
+                self._conn = self._pool.get_connection()
+            self._conn.send_packed_command([hiredis.pack_command(args)])
+        except redis.RedisError as exc:
+            self._broken()
+            with _converted(action):
+                raise exc from None
+        self._pending.append(reply)
+        return reply
+
+    def _read_until(self, reply: Reply[Any]) -> None:
+        while not reply._done:
+            oldest = self._pending[0]
+            try:
+                value = self._conn.read_response(disable_decoding=True)
+            except redis.ResponseError as exc:
+                value = exc
+            except redis.RedisError as exc:
+                self._broken()
+                with _converted(oldest.action):
+                    raise exc from None
+            self._pending.popleft()._receive(value)
+
+    def _broken(self) -> None:
+        """After a connection error nothing in flight can be trusted: drop it all."""
+        self._pending.clear()
+        if self._conn is not None:
+            self._conn.disconnect()
+
+    def _call(self, args: tuple[Any, ...], action: str, convert: Callable[[Any], T]) -> T:
+        return self._send(args, action, convert).get()
 
     def connect(self) -> None:
-        """Check the server and register the scripts. StoreError when it is unreachable."""
-        with _converted(f"connecting to {self.display_url}"):
-            # A fresh connection: the old one may be half-broken.
-            self._redis.connection_pool.disconnect()
-            info = self._redis.info("server")
-            version = tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
-            self._has_lmove = version >= (6, 2)
-            # Redis 7 refuses a script flagged by a shebang when it is out of memory,
-            # before it runs, instead of failing at its first write.
-            shebang = "#!lua\n" if version >= (7, 0) else ""
-            self._scripts = {
-                name: self._redis.register_script(shebang + source) for name, source in _LUA.items()
-            }
+        """A fresh connection: check the server, load the scripts. StoreError when Redis
+        is unreachable."""
+        self._broken()
+        action = f"connecting to {self.display_url}"
+        info = self._call((b"INFO", b"server"), action, bytes)
+        found = re.search(rb"redis_version:(\d+)\.(\d+)", info)
+        version = (int(found[1]), int(found[2])) if found else (0, 0)
+        self._has_lmove = version >= (6, 2)
+        # Redis 7 refuses a script flagged by a shebang when it is out of memory, before
+        # it runs, instead of failing at its first write.
+        shebang = "#!lua\n" if version >= (7, 0) else ""
+        for name, source in _LUA.items():
+            self._sha[name] = self._call(
+                (b"SCRIPT", b"LOAD", shebang + source), action, lambda sha: sha.decode()
+            )
+
+    def _script(self, name: str, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any, ...]:
+        return (b"EVALSHA", self._sha[name], len(keys), *keys, *args)
+
+    # --- commands -----------------------------------------------------------------
 
     def recover(self, input_queue: str, taken_queue: str) -> int:
         """Move every event of the taken queue back to the input queue, to be taken first."""
-        with _converted(f"recovering {taken_queue}"):
-            return int(self._scripts["recover"](keys=[input_queue, taken_queue]))
+        command = self._script("recover", (input_queue, taken_queue), ())
+        return self._call(command, f"recovering {taken_queue}", int)
+
+    def send_take(self, input_queue: str, taken_queue: str, most: int) -> Reply[list[bytes]]:
+        """Move up to `most` waiting events to the taken queue, oldest first; no wait."""
+        command = self._script("take", (input_queue, taken_queue), (most,))
+        return self._send(command, f"taking from {input_queue}", list)
 
     def take(self, input_queue: str, taken_queue: str, most: int) -> list[bytes]:
-        """Move up to `most` waiting events to the taken queue, oldest first; no wait."""
-        with _converted(f"taking from {input_queue}"):
-            return list(self._scripts["take"](keys=[input_queue, taken_queue], args=[most]))
+        return self.send_take(input_queue, taken_queue, most).get()
 
     def wait_take(self, input_queue: str, taken_queue: str) -> bytes | None:
         """Wait up to BLOCK_TIMEOUT_S for one event and move it to the taken queue."""
-        with _converted(f"taking from {input_queue}"):
-            if self._has_lmove:
-                event = self._redis.blmove(
-                    input_queue,
-                    taken_queue,
-                    BLOCK_TIMEOUT_S,  # type: ignore[arg-type]  # Redis takes seconds as a float
-                    "RIGHT",
-                    "LEFT",
-                )
-            else:
-                event = self._redis.brpoplpush(input_queue, taken_queue, BLOCK_TIMEOUT_S)
-            return event  # type: ignore[return-value]
+        timeout = str(BLOCK_TIMEOUT_S).encode()
+        if self._has_lmove:
+            command: tuple[Any, ...] = (
+                b"BLMOVE",
+                input_queue,
+                taken_queue,
+                b"RIGHT",
+                b"LEFT",
+                timeout,
+            )
+        else:
+            command = (b"BRPOPLPUSH", input_queue, taken_queue, timeout)
+        return self._call(command, f"taking from {input_queue}", _event_or_none)
+
+    def send_commit(
+        self,
+        taken_queue: str,
+        failed_queue: str,
+        outcomes: Sequence[Outcome],
+        listener_channel: str | None,
+    ) -> Reply[CommitReport]:
+        """Commit a batch atomically: each event's tasks pushed (deduplicated through its
+        set) and the event removed from the taken queue, or the event moved to the
+        failed queue. A key of the wrong type fails the events that use it."""
+        return self._send_commit(taken_queue, failed_queue, outcomes, listener_channel, {})
 
     def commit(
         self,
@@ -141,23 +234,30 @@ class Store:
         outcomes: Sequence[Outcome],
         listener_channel: str | None,
     ) -> CommitReport:
-        """Commit a batch atomically: each event's tasks pushed (deduplicated through its
-        set) and the event removed from the taken queue, or the event moved to the
-        failed queue. A key of the wrong type fails the events that use it."""
-        failures: dict[int, str] = {}
-        while True:
-            keys, args = self._commit_arguments(
-                taken_queue, failed_queue, outcomes, failures, listener_channel
-            )
-            with _converted(f"committing to {taken_queue}"):
-                status = self._scripts["commit"](keys=keys, args=args)
-            status = status.decode() if isinstance(status, bytes) else str(status)
-            if not status.startswith("!"):
-                return self._report(status, failures)
-            index, _, actual = status[1:].partition(":")
+        return self.send_commit(taken_queue, failed_queue, outcomes, listener_channel).get()
+
+    def _send_commit(
+        self,
+        taken_queue: str,
+        failed_queue: str,
+        outcomes: Sequence[Outcome],
+        listener_channel: str | None,
+        failures: dict[int, str],
+    ) -> Reply[CommitReport]:
+        keys, args = _commit_arguments(
+            taken_queue, failed_queue, outcomes, failures, listener_channel
+        )
+
+        def report(status: bytes) -> CommitReport:
+            text = status.decode()
+            if not text.startswith("!"):
+                return _report(text, failures)
+            # A key holds the wrong type and nothing was written: fail the events that
+            # use it, and commit again.
+            index, _, actual = text[1:].partition(":")
             key = keys[int(index) - 1]
+            name = key.decode(errors="replace")
             if int(index) <= 3:
-                name = key.decode(errors="replace")
                 raise StoreError(f"{name} holds a {actual}, where resc keeps its own list/hash")
             for i, outcome in enumerate(outcomes):
                 if (
@@ -165,68 +265,79 @@ class Store:
                     and outcome.failure is None
                     and any(key in (r.queue, r.set) for r in outcome.results)
                 ):
-                    failures[i] = f"key {key.decode(errors='replace')} holds a {actual}"
+                    failures[i] = f"key {name} holds a {actual}"
+            return self._send_commit(
+                taken_queue, failed_queue, outcomes, listener_channel, failures
+            ).get()
 
-    @staticmethod
-    def _commit_arguments(
-        taken_queue: str,
-        failed_queue: str,
-        outcomes: Sequence[Outcome],
-        failures: dict[int, str],
-        listener_channel: str | None,
-    ) -> tuple[list[bytes], list[bytes | int | str]]:
-        keys = [taken_queue.encode(), failed_queue.encode(), failed_reasons(failed_queue).encode()]
-        index_of: dict[bytes, int] = {}
-        role: dict[bytes, str] = {k: "own" for k in keys}
-        args: list[bytes | int | str] = [int(time.time()), listener_channel or ""]
+        command = self._script("commit", keys, args)
+        return self._send(command, f"committing to {taken_queue}", report)
 
-        def index(key: bytes) -> int:
-            found = index_of.get(key)
-            if found is None:
-                keys.append(key)
-                found = index_of[key] = len(keys)
-            return found
 
-        for i, outcome in enumerate(outcomes):
-            failure = failures.get(i, outcome.failure)
+def _commit_arguments(
+    taken_queue: str,
+    failed_queue: str,
+    outcomes: Sequence[Outcome],
+    failures: dict[int, str],
+    listener_channel: str | None,
+) -> tuple[list[bytes], list[Any]]:
+    """KEYS and ARGV of commit.lua (see its header). Records a failure for an event that
+    would use one key both as a queue and as a set, or write into the watcher's own keys."""
+    keys = [taken_queue.encode(), failed_queue.encode(), failed_reasons(failed_queue).encode()]
+    own = set(keys)
+    queue_index: dict[bytes, int] = {}
+    set_index: dict[bytes, int] = {}
+    args: list[Any] = [int(time.time()), listener_channel or ""]
+    for i, (event, results, failure) in enumerate(outcomes):
+        if failures and i in failures:
+            failure = failures[i]
+        if failure is None:
+            record: list[Any] = [event, len(results)]
+            for task, queue, dedup, _ in results:
+                q = queue_index.get(queue)
+                if q is None:
+                    if queue in own or queue in set_index:
+                        failure = _conflict(queue, "queue", queue in own)
+                        break
+                    keys.append(queue)
+                    q = queue_index[queue] = len(keys)
+                s = 0
+                if dedup is not None:
+                    found = set_index.get(dedup)
+                    if found is None:
+                        if dedup in own or dedup in queue_index:
+                            failure = _conflict(dedup, "set", dedup in own)
+                            break
+                        keys.append(dedup)
+                        found = set_index[dedup] = len(keys)
+                    s = found
+                record += (task, q, s)
             if failure is None:
-                failure = _role_conflict(outcome.results, role)
-                if failure is not None:
-                    failures[i] = failure
-            if failure is not None:
-                args += (outcome.event, -1, failure)
+                args += record
                 continue
-            args += (outcome.event, len(outcome.results))
-            for r in outcome.results:
-                args += (r.task, index(r.queue), 0 if r.set is None else index(r.set))
-        return keys, args
-
-    @staticmethod
-    def _report(status: str, failures: dict[int, str]) -> CommitReport:
-        pushed: list[list[bool]] = []
-        events = ""
-        for letter in status:
-            if letter in "cfm":
-                events += letter
-                pushed.append([])
-            else:
-                pushed[-1].append(letter == "p")
-        return CommitReport(events, pushed, failures)
+            failures[i] = failure
+        args += (event, -1, failure)
+    return keys, args
 
 
-def _role_conflict(results: Sequence[Result], role: dict[bytes, str]) -> str | None:
-    """A reason to fail the event when it would use a key both as a queue and as a set,
-    or use one of the watcher's own keys; None when its keys are fine."""
-    claimed: dict[bytes, str] = {}
-    for r in results:
-        for key, wanted in ((r.queue, "queue"), (r.set, "set")):
-            if key is None:
-                continue
-            current = role.get(key) or claimed.setdefault(key, wanted)
-            if current != wanted:
-                name = key.decode("utf-8", "replace")
-                if current == "own":
-                    return f"{name} is one of the watcher's own queues, not a todo {wanted}"
-                return f"{name} would be used both as a todo queue and as a set"
-    role.update(claimed)
-    return None
+def _event_or_none(reply: Any) -> bytes | None:
+    return reply if isinstance(reply, bytes) else None
+
+
+def _conflict(key: bytes, role: str, own: bool) -> str:
+    name = key.decode("utf-8", "replace")
+    if own:
+        return f"{name} is one of the watcher's own queues, not a todo {role}"
+    return f"{name} would be used both as a todo queue and as a set"
+
+
+def _report(status: str, failures: dict[int, str]) -> CommitReport:
+    pushed: list[list[bool]] = []
+    events = ""
+    for letter in status:
+        if letter in "cfm":
+            events += letter
+            pushed.append([])
+        else:
+            pushed[-1].append(letter == "p")
+    return CommitReport(events, pushed, failures)

@@ -13,8 +13,8 @@ from resc.errors import EventError, StoreError
 from resc.fetch import Fetcher
 from resc.keys import failed_reasons
 from resc.logs import get_logger
-from resc.rules import apply_rules
-from resc.store import CommitReport, Outcome, Store
+from resc.rules import RuleSet
+from resc.store import CommitReport, Outcome, Reply, Store
 
 log = get_logger("resc.watcher")
 
@@ -38,6 +38,7 @@ class Watcher:
         self.store = store or Store(settings.redis.url)
         self.fetch = fetcher or Fetcher()
         self.log = log.bind(watcher=config.input_queue)
+        self.rules = RuleSet(config.rules)
 
     def run(self) -> None:
         """The watcher's loop; returns when `stop` is set. Redis errors are waited out."""
@@ -52,7 +53,7 @@ class Watcher:
                         if failures:
                             self.log.info("Redis is back", url=self.store.display_url)
                         failures = 0
-                    self._round()
+                    self._pump()
                 except StoreError as exc:
                     # After any Redis error nothing held in memory is trusted: the next
                     # connection starts by recovering the taken queue.
@@ -76,30 +77,45 @@ class Watcher:
                 "recovered unfinished events", count=moved, taken_queue=self.config.taken_queue
             )
 
-    def _round(self) -> None:
-        """Take a batch (waiting briefly when there is none), process it, commit it."""
-        cfg = self.config
-        events = self.store.take(cfg.input_queue, cfg.taken_queue, cfg.batch)
-        if not events:
-            first = self.store.wait_take(cfg.input_queue, cfg.taken_queue)
-            if first is None:
-                return
-            events = [first]
-            if cfg.batch > 1:
-                events += self.store.take(cfg.input_queue, cfg.taken_queue, cfg.batch - 1)
-        outcomes = self._process(events)
-        report = self.store.commit(
-            cfg.taken_queue, cfg.failed_queue, outcomes, self.listener_channel
-        )
-        self._log_report(outcomes, report)
+    def _pump(self) -> None:
+        """Take, process and commit batches until the input queue is empty or resc stops.
+
+        Python and Redis work side by side: the next batch is taken while this one is
+        processed, and this one is committed while the next one is processed. The
+        commits go out in order on one connection, each atomic on its own.
+        """
+        cfg, store = self.config, self.store
+        first = store.wait_take(cfg.input_queue, cfg.taken_queue)
+        if first is None:
+            return
+        events = [first]
+        committing: tuple[list[Outcome], Reply[CommitReport]] | None = None
+        while True:
+            next_events = store.send_take(cfg.input_queue, cfg.taken_queue, cfg.batch)
+            outcomes = self._process(events)
+            if committing is not None:
+                self._log_report(committing[0], committing[1].get())
+            committing = (
+                outcomes,
+                store.send_commit(
+                    cfg.taken_queue, cfg.failed_queue, outcomes, self.listener_channel
+                ),
+            )
+            events = next_events.get()
+            if not events or self.stop.is_set():
+                break
+        self._log_report(committing[0], committing[1].get())
+        if self.stop.is_set():
+            # Taken ahead but not processed: back to the input queue, in order.
+            store.recover(cfg.input_queue, cfg.taken_queue)
 
     def _process(self, events: Sequence[bytes]) -> list[Outcome]:
         info = self.log.isEnabledFor(logging.INFO)
+        apply, fetch, stop = self.rules.apply, self.fetch, self.stop
         outcomes: list[Outcome] = []
         for event in events:
-            if self.stop.is_set() and outcomes:
-                # Stopping: the rest stays in the taken queue, recovered at the next start.
-                break
+            if stop.is_set() and outcomes:
+                break  # the rest goes back to the input queue (see _pump)
             if info:
                 self.log.info("event taken", input_task=event)
             try:
@@ -108,7 +124,7 @@ class Watcher:
                 outcomes.append(Outcome(event, failure=f"event is not UTF-8 text: {exc}"))
                 continue
             try:
-                outcomes.append(Outcome(event, apply_rules(self.config.rules, event, self.fetch)))
+                outcomes.append(Outcome(event, apply(event, fetch)))
             except EventError as exc:
                 outcomes.append(Outcome(event, failure=str(exc)))
             except Exception as exc:
@@ -118,6 +134,8 @@ class Watcher:
 
     def _log_report(self, outcomes: Sequence[Outcome], report: CommitReport) -> None:
         info = self.log.isEnabledFor(logging.INFO)
+        if not info and "m" not in report.status and "f" not in report.status:
+            return
         for i, (outcome, status) in enumerate(zip(outcomes, report.status, strict=True)):
             if status == "m":
                 self.log.warning(
