@@ -26,12 +26,12 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_lint_is_clean():
-    done = run(tool("ruff"), "check", "resc", "tests", "examples")
+    done = run(tool("ruff"), "check", "resc", "tests", "examples", "bench")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_ruff_format_is_clean():
-    done = run(tool("ruff"), "format", "--check", "resc", "tests", "examples")
+    done = run(tool("ruff"), "format", "--check", "resc", "tests", "examples", "bench")
     assert done.returncode == 0, done.stdout + done.stderr
 
 

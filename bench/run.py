@@ -1,0 +1,409 @@
+"""The benchmark: resc against its own private Redis, on this machine.
+
+    python -m bench            full run: medians of 3, prints a table, writes JSON
+    python -m bench --quick    a few seconds: small counts, fails only on wrong results
+
+Scenarios:
+  backlog   N events pre-loaded; time until every task is queued and the input and taken
+            queues are empty (events/s). Variants: the example rule with a set, without a
+            set, 10 rules of which one matches, one rule with 3 makes.
+  latency   events pushed one at a time at a fixed rate; a consumer BRPOPs the todo
+            queue; milliseconds from LPUSH to receipt.
+  ceiling   Redis alone doing the same per-event writes in one Lua call per batch
+            (bench/ceiling.lua), fed back to back: what this Redis can do here.
+  memory    RSS of the resc process before and after many events.
+
+Every run checks its result (exact task counts, no duplicates, queues empty) and a wrong
+result is an error, never a number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from resc import __version__
+from resc.embedded import EmbeddedRedis
+
+PLANTS = 10
+INPUT, TAKEN = "global/events", "global/taken"
+EXAMPLE_RULE = {
+    "name": "compute on acquisition",
+    "on": r"^acq/(?P<process_id>\w+)/(?P<product_id>\w+)$",
+    "make": {
+        "task": "trt/${process_id}/${product_id}",
+        "queue": "trt/${process_id}/todo-queue",
+        "set": "trt/${process_id}/todo-set",
+    },
+}
+
+
+class WrongResult(Exception):
+    """A run whose result is wrong: no number may be reported from it."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    backlog: int
+    runs: int
+    latency_rate: int
+    latency_s: float
+    memory_events: int
+
+
+FULL = Sizes(backlog=100_000, runs=3, latency_rate=1_000, latency_s=10.0, memory_events=1_000_000)
+QUICK = Sizes(backlog=5_000, runs=1, latency_rate=200, latency_s=1.0, memory_events=20_000)
+
+
+def rules_for(variant: str) -> list[dict[str, Any]]:
+    if variant == "set":
+        return [EXAMPLE_RULE]
+    if variant == "noset":
+        make = {k: v for k, v in EXAMPLE_RULE["make"].items() if k != "set"}
+        return [{**EXAMPLE_RULE, "make": make}]
+    if variant == "10rules":
+        others = [
+            {"name": f"other {i}", "on": rf"^other{i}/(?P<x>\w+)$", "make": {"queue": f"q{i}"}}
+            for i in range(9)
+        ]
+        return [*others[:5], EXAMPLE_RULE, *others[5:]]
+    if variant == "3makes":
+        make = EXAMPLE_RULE["make"]
+        makes = [
+            make,
+            {"task": "a/${product_id}", "queue": "trt/${process_id}/a-queue"},
+            {"task": "b/${product_id}", "queue": "trt/${process_id}/b-queue", "set": "b-set"},
+        ]
+        return [{**EXAMPLE_RULE, "make": makes}]
+    raise ValueError(variant)
+
+
+def expected_tasks(variant: str, count: int) -> dict[str, set[bytes]]:
+    """Queue -> the exact tasks it must hold after `count` events."""
+    queues: dict[str, set[bytes]] = {}
+    for i in range(count):
+        plant = f"plant{i % PLANTS}"
+        queues.setdefault(f"trt/{plant}/todo-queue", set()).add(f"trt/{plant}/{i}".encode())
+        if variant == "3makes":
+            queues.setdefault(f"trt/{plant}/a-queue", set()).add(f"a/{i}".encode())
+            queues.setdefault(f"trt/{plant}/b-queue", set()).add(f"b/{i}".encode())
+    return queues
+
+
+def event(i: int) -> bytes:
+    return f"acq/plant{i % PLANTS}/{i}".encode()
+
+
+def preload(client: redis.Redis, key: str, first: int, count: int) -> None:
+    pipe = client.pipeline(transaction=False)
+    chunk = 5_000
+    for start in range(first, first + count, chunk):
+        pipe.lpush(key, *(event(i) for i in range(start, min(start + chunk, first + count))))
+    pipe.execute()
+
+
+def check_backlog(client: redis.Redis, variant: str, count: int) -> None:
+    for queue in (INPUT, TAKEN, INPUT + "/failed"):
+        if client.llen(queue):
+            raise WrongResult(f"{queue} holds {client.llen(queue)} events")
+    for queue, tasks in expected_tasks(variant, count).items():
+        got = client.lrange(queue, 0, -1)
+        if len(got) != len(tasks) or set(got) != tasks:
+            raise WrongResult(
+                f"{queue}: {len(got)} tasks, {len(set(got))} distinct, expected {len(tasks)}"
+            )
+
+
+@contextmanager
+def resc(
+    server: EmbeddedRedis, rules: list[dict[str, Any]], workdir: Path, batch: int | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """resc running as a child process on a one-watcher config, ready to take events."""
+    watcher: dict[str, Any] = {"input_queue": INPUT, "taken_queue": TAKEN, "rules": rules}
+    if batch is not None:
+        watcher["batch"] = batch
+    config = workdir / "bench.json"
+    config.write_text(json.dumps({"redis": {"url": server.url}, "watchers": [watcher]}))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "resc", str(config)], env={**os.environ, "RESC_LOG": "warn"}
+    )
+    client = server.client()
+    try:
+        deadline = time.monotonic() + 30
+        # Ready: resc's connection waits in BLMOVE on the empty input queue.
+        while not any(
+            c.get("name") == "resc" and c.get("cmd") == "blmove" for c in client.client_list()
+        ):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise WrongResult("resc did not start")
+            time.sleep(0.01)
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        if process.wait(30) != 0:
+            raise WrongResult(f"resc exited with status {process.returncode}")
+        client.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise WrongResult(f"timed out waiting for {what}")
+        time.sleep(0.002)
+    return time.perf_counter()
+
+
+def run_backlog(
+    server: EmbeddedRedis, variant: str, count: int, workdir: Path, batch: int | None = None
+) -> float:
+    """Events per second for a pre-loaded backlog of `count` events."""
+    client = server.client()
+    client.flushall()
+    preload(client, "bench/staging", 0, count)
+    queues = list(expected_tasks(variant, count))
+    with resc(server, rules_for(variant), workdir, batch):
+        started = time.perf_counter()
+        client.rename("bench/staging", INPUT)  # all at once, waking resc's BLMOVE
+
+        def done() -> bool:
+            pipe = client.pipeline(transaction=False)
+            pipe.llen(INPUT)
+            pipe.llen(TAKEN)
+            for queue in queues:
+                pipe.llen(queue)
+            lengths = pipe.execute()
+            return (
+                lengths[0] == 0
+                and lengths[1] == 0
+                and sum(lengths[2:]) >= count * (3 if variant == "3makes" else 1)
+            )
+
+        finished = wait_for(done, 600, f"{count} events")
+    check_backlog(client, variant, count)
+    client.close()
+    return count / (finished - started)
+
+
+def run_ceiling(server: EmbeddedRedis, count: int, batch: int, publish: bool) -> float:
+    """Events per second Redis manages alone for the example rule's writes."""
+    client = server.client()
+    client.flushall()
+    preload(client, INPUT, 0, count)
+    script = client.register_script((Path(__file__).parent / "ceiling.lua").read_text())
+    pipe = client.pipeline(transaction=False)
+    calls = -(-count // batch)
+    score = int(time.time())
+    script(keys=[INPUT, TAKEN], args=[batch, score, int(publish)])  # loads the script
+    for _ in range(calls - 1):
+        script(keys=[INPUT, TAKEN], args=[batch, score, int(publish)], client=pipe)
+    started = time.perf_counter()
+    pipe.execute()
+    elapsed = time.perf_counter() - started
+    check_backlog(client, "set", count)
+    client.close()
+    # The first call ran before the clock started: count only the events after it.
+    return (count - batch) / elapsed
+
+
+def run_latency(
+    server: EmbeddedRedis, rate: int, seconds: float, workdir: Path
+) -> dict[str, float]:
+    """LPUSH-to-receipt milliseconds at `rate` events/s for `seconds`."""
+    client = server.client()
+    client.flushall()
+    count = int(rate * seconds)
+    sent: list[float] = [0.0] * count
+    received: list[float] = [0.0] * count
+    queues = [f"trt/plant{p}/todo-queue" for p in range(PLANTS)]
+
+    duplicates: list[int] = []
+
+    def consume() -> None:
+        consumer = server.client()
+        for _ in range(count):
+            popped = consumer.brpop(queues, timeout=30)
+            if popped is None:
+                return
+            i = int(popped[1].rsplit(b"/", 1)[1])
+            if received[i]:
+                duplicates.append(i)
+            received[i] = time.perf_counter()
+        consumer.close()
+
+    with resc(server, [EXAMPLE_RULE], workdir):
+        consumer_thread = threading.Thread(target=consume, daemon=True)
+        consumer_thread.start()
+        producer = server.client()
+        start = time.perf_counter()
+        for i in range(count):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            sent[i] = time.perf_counter()
+            producer.lpush(INPUT, event(i))
+        consumer_thread.join(60)
+        producer.close()
+    if duplicates:
+        raise WrongResult(f"tasks received twice: {duplicates[:5]}")
+    if not all(received):
+        raise WrongResult(f"{sum(1 for t in received if not t)} of {count} tasks never arrived")
+    leftovers = sum(client.llen(q) for q in (INPUT, TAKEN, INPUT + "/failed", *queues))
+    if leftovers:
+        raise WrongResult(f"latency run: {leftovers} events or tasks left over")
+    client.close()
+    latencies = sorted((r - s) * 1000 for s, r in zip(sent, received, strict=True))
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))]
+
+    return {"p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99), "max_ms": latencies[-1]}
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise WrongResult("no VmRSS")
+
+
+def run_memory(server: EmbeddedRedis, count: int, workdir: Path) -> dict[str, float]:
+    """resc's RSS after a warm-up and after `count` more events (noset: no growing sets)."""
+    client = server.client()
+    client.flushall()
+    warmup, chunk = 10_000, 50_000
+    queues = list(expected_tasks("noset", 1))
+    with resc(server, rules_for("noset"), workdir) as process:
+        preload(client, INPUT, 0, warmup)
+        wait_for(lambda: client.llen(INPUT) == 0 and client.llen(TAKEN) == 0, 120, "warm-up")
+        for queue in expected_tasks("noset", PLANTS):
+            client.delete(queue)
+        before = rss_mb(process.pid)
+        pushed = 0
+        while pushed < count:
+            size = min(chunk, count - pushed)
+            preload(client, INPUT, warmup + pushed, size)
+            pushed += size
+            wait_for(lambda: client.llen(INPUT) < chunk // 2, 300, "the backlog to shrink")
+        wait_for(lambda: client.llen(INPUT) == 0 and client.llen(TAKEN) == 0, 300, "the end")
+        after = rss_mb(process.pid)
+    total = sum(client.llen(q) for q in expected_tasks("noset", PLANTS))
+    if total != count:
+        raise WrongResult(f"memory run: {total} tasks for {count} events")
+    del queues
+    client.close()
+    return {
+        "events": count,
+        "rss_before_mb": before,
+        "rss_after_mb": after,
+        "growth_mb": after - before,
+    }
+
+
+def median_of(runs: int, measure: Callable[[], float]) -> float:
+    return statistics.median(measure() for _ in range(runs))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="small and fast; correctness only")
+    parser.add_argument(
+        "--json",
+        metavar="PATH",
+        help="where to write the results "
+        "(default: bench/results/latest.json, or quick.json with --quick)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="SCENARIO",
+        choices=["backlog", "latency", "ceiling", "memory"],
+        help="run only these scenarios",
+    )
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    scenarios = set(args.only or ["backlog", "latency", "ceiling", "memory"])
+    results: dict[str, Any] = {
+        "resc": __version__,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "quick": args.quick,
+    }
+    try:
+        with EmbeddedRedis(prefer="path") as server, tempfile.TemporaryDirectory() as tmp:
+            workdir = Path(tmp)
+            info = server.client().info("server")
+            results["redis"] = f"{Path(server.binary).name} {info.get('redis_version')}"
+            print(
+                f"resc {__version__} on {results['redis']}, {os.cpu_count()} cpus"
+                f"{' (quick: correctness only)' if args.quick else ''}",
+                flush=True,
+            )
+            if "ceiling" in scenarios:
+                for publish in (False, True):
+                    name = "ceiling_publish" if publish else "ceiling"
+                    results[name] = median_of(
+                        sizes.runs, lambda p=publish: run_ceiling(server, sizes.backlog, 100, p)
+                    )
+                    print(f"  {name:<18} {results[name]:>10,.0f} events/s", flush=True)
+            if "backlog" in scenarios:
+                for variant in ("set", "noset", "10rules", "3makes"):
+                    name = f"backlog_{variant}"
+                    results[name] = median_of(
+                        sizes.runs, lambda v=variant: run_backlog(server, v, sizes.backlog, workdir)
+                    )
+                    ratio = (
+                        f"  {results[name] / results['ceiling']:.0%} of ceiling"
+                        if "ceiling" in results
+                        else ""
+                    )
+                    print(f"  {name:<18} {results[name]:>10,.0f} events/s{ratio}", flush=True)
+            if "latency" in scenarios:
+                results["latency"] = run_latency(
+                    server, sizes.latency_rate, sizes.latency_s, workdir
+                )
+                lat = results["latency"]
+                print(
+                    f"  latency at {sizes.latency_rate}/s  p50 {lat['p50_ms']:.2f} ms  "
+                    f"p90 {lat['p90_ms']:.2f} ms  p99 {lat['p99_ms']:.2f} ms  "
+                    f"max {lat['max_ms']:.2f} ms",
+                    flush=True,
+                )
+            if "memory" in scenarios:
+                results["memory"] = run_memory(server, sizes.memory_events, workdir)
+                mem = results["memory"]
+                print(
+                    f"  memory             {mem['rss_before_mb']:.1f} MB -> "
+                    f"{mem['rss_after_mb']:.1f} MB after {mem['events']:,} events "
+                    f"(+{mem['growth_mb']:.1f} MB)",
+                    flush=True,
+                )
+    except WrongResult as exc:
+        print(f"bench: WRONG RESULT, no numbers reported: {exc}", file=sys.stderr)
+        return 1
+    default = Path(__file__).parent / "results" / ("quick.json" if args.quick else "latest.json")
+    path = Path(args.json) if args.json else default
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results written to {path}")
+    return 0

@@ -1,0 +1,37 @@
+"""The benchmark's quick mode: every scenario runs and checks its own result. Timing is
+not judged here (see README, Performance); a wrong result fails."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_benchmark_runs_every_scenario_with_correct_results(tmp_path: Path):
+    out = tmp_path / "quick.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(out.read_text())
+    scenarios = [
+        "ceiling",
+        "ceiling_publish",
+        "backlog_set",
+        "backlog_noset",
+        "backlog_10rules",
+        "backlog_3makes",
+    ]
+    assert all(results[name] > 0 for name in scenarios)
+    assert results["latency"]["p50_ms"] <= results["latency"]["p99_ms"]
+    assert results["memory"]["events"] == 20_000
+    for name in scenarios:
+        assert name in done.stdout
