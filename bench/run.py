@@ -12,6 +12,8 @@ Scenarios:
   ceiling   Redis alone doing the same per-event writes in one Lua call per batch
             (bench/ceiling.lua), fed back to back: what this Redis can do here.
   memory    RSS of the resc process before and after many events.
+  original  the original resc's protocol re-enacted: one event at a time, seven round
+            trips each (BRPOPLPUSH, ZSCORE, ZADD, LPUSH, PUBLISH, LREM, PUBLISH).
 
 Every run checks its result (exact task counts, no duplicates, queues empty) and a wrong
 result is an error, never a number.
@@ -276,6 +278,28 @@ def run_latency(
     return {"p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99), "max_ms": latencies[-1]}
 
 
+def run_original(server: EmbeddedRedis, count: int) -> float:
+    """Events per second of the original's one-event-at-a-time protocol, as it sends it."""
+    client = server.client()
+    client.flushall()
+    preload(client, INPUT, 0, count)
+    started = time.perf_counter()
+    for _ in range(count):
+        event = client.brpoplpush(INPUT, TAKEN, 1)
+        plant, product = event.decode().split("/")[1:]
+        task, todo_set = f"trt/{plant}/{product}", f"trt/{plant}/todo-set"
+        if client.zscore(todo_set, task) is None:
+            client.zadd(todo_set, {task: int(time.time())})
+            client.lpush(f"trt/{plant}/todo-queue", task)
+            client.publish("events", f"{TAKEN} TRIGGER {event.decode()} -> {task}")
+        client.lrem(TAKEN, 1, event)
+        client.publish("events", f"{TAKEN} DONE {event.decode()}")
+    elapsed = time.perf_counter() - started
+    check_backlog(client, "set", count)
+    client.close()
+    return count / elapsed
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -337,12 +361,12 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         nargs="+",
         metavar="SCENARIO",
-        choices=["backlog", "latency", "ceiling", "memory"],
+        choices=["original", "backlog", "latency", "ceiling", "memory"],
         help="run only these scenarios",
     )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    scenarios = set(args.only or ["backlog", "latency", "ceiling", "memory"])
+    scenarios = set(args.only or ["original", "backlog", "latency", "ceiling", "memory"])
     results: dict[str, Any] = {
         "resc": __version__,
         "python": platform.python_version(),
@@ -359,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{' (quick: correctness only)' if args.quick else ''}",
                 flush=True,
             )
+            if "original" in scenarios:
+                results["original"] = run_original(server, sizes.backlog // 5)
+                print(f"  {'original':<18} {results['original']:>10,.0f} events/s", flush=True)
             if "ceiling" in scenarios:
                 for publish in (False, True):
                     name = "ceiling_publish" if publish else "ceiling"
@@ -377,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
                         if "ceiling" in results
                         else ""
                     )
+                    if "original" in results:
+                        ratio += f", {results[name] / results['original']:.0f}x original"
                     print(f"  {name:<18} {results[name]:>10,.0f} events/s{ratio}", flush=True)
             if "latency" in scenarios:
                 results["latency"] = run_latency(

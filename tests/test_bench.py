@@ -23,6 +23,7 @@ def test_quick_benchmark_runs_every_scenario_with_correct_results(tmp_path: Path
     assert done.returncode == 0, done.stdout + done.stderr
     results = json.loads(out.read_text())
     scenarios = [
+        "original",
         "ceiling",
         "ceiling_publish",
         "backlog_set",
