@@ -5,6 +5,7 @@
     ├── EventError         one event cannot be processed: it goes to the failed queue
     │   ├── MissingVariable    a pattern names a variable with no value for this event
     │   └── FetchError         a web service call failed (connection, timeout, status, body)
+    │       └── FetchStopped       resc was stopping while the fetch waited to retry
     └── StoreError         Redis cannot be reached or refused a command
 
 Errors of the libraries underneath (redis-py, httpx) are converted where they enter:
@@ -44,6 +45,11 @@ class MissingVariable(EventError):
 
 class FetchError(EventError):
     """A fetch failed; the message names the URL and what went wrong."""
+
+
+class FetchStopped(FetchError):
+    """resc was asked to stop while a fetch waited to retry. Not a fault of the event: a
+    watcher may leave the event in its taken queue rather than fail it."""
 
 
 class StoreError(RescError):

@@ -1,18 +1,32 @@
-"""Fetching JSON from web services: the only HTTP code of resc."""
+"""Fetching JSON from web services: the only HTTP code of resc.
+
+A fetch's request is built from the event's variables (resc.fetch_request), sent with
+retries on failures that may pass (no connection, timeouts, HTTP 429 and 5xx; other
+answers fail at once), behind a circuit breaker (resc.fetch_breaker), read up to a size
+cap, and its objects turned into variables. Every failure is a FetchError whose message
+becomes the event's reason in the failed queue.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import re
+import threading
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 from resc import __version__
 from resc.config import Fetch
-from resc.errors import FetchError
+from resc.errors import FetchError, FetchStopped
+from resc.fetch_breaker import CircuitBreaker
+from resc.fetch_request import Request, build_request
+from resc.fetch_retry import backoff_delay_s, retry_after_s, retryable_status
 from resc.logs import get_logger
+from resc.metrics import FetchStats
 
 log = get_logger("resc.fetch")
 
@@ -79,36 +93,221 @@ def objects_of(data: Any) -> list[dict[str, Any]]:
     raise ValueError("expected a JSON object or an array of objects")
 
 
-class Fetcher:
-    """Calls web services for fetch rules; one pooled HTTP client per watcher."""
+def pick(data: Any, path: str | None) -> Any:
+    """The value at `path` (object fields separated by dots: `data.children`) of an answer;
+    the answer itself when path is None. ValueError when there is no such value."""
+    if path is None:
+        return data
+    walked = "the answer"
+    for key in path.split("."):
+        if not isinstance(data, dict):
+            raise ValueError(f"path {path}: {walked} is not an object")
+        if key not in data:
+            raise ValueError(f"path {path}: {walked} has no field {key!r}")
+        data = data[key]
+        walked = key if walked == "the answer" else f"{walked}.{key}"
+    return data
 
-    def __init__(self, transport: httpx.BaseTransport | None = None) -> None:
+
+class _Retryable(Exception):
+    """One attempt failed in a way a later attempt may not."""
+
+    def __init__(self, problem: str, retry_after_s: float | None = None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.retry_after_s = retry_after_s
+
+
+class _Unavailable(Exception):
+    """Every attempt failed in a way that retrying could have cured: counts against the
+    circuit breaker."""
+
+
+class _NotSent(FetchError):
+    """The request could not be made (a bad URL or header value): tells nothing about the
+    service, so the circuit breaker ignores it."""
+
+
+def _read(response: httpx.Response, limit: int, shown: str) -> bytes:
+    """The body, read while counting bytes: an answer larger than `limit` fails before it
+    is in memory, whether or not it declares its Content-Length."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise FetchError(
+            f"{shown}: the answer has {declared} bytes, more than max_response_bytes ({limit})"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise FetchError(
+                f"{shown}: the answer is larger than max_response_bytes ({limit} bytes)"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Fetcher:
+    """Calls web services for fetch rules: one pooled HTTP client and one circuit breaker
+    per fetch, per watcher. Safe to call from several threads.
+
+    `stop`, when set, ends the wait before a retry at once: the fetch then fails with
+    FetchStopped.
+    """
+
+    def __init__(
+        self,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        stop: threading.Event | None = None,
+        concurrency: int = 1,
+    ) -> None:
         self._client = httpx.Client(
             transport=transport,
+            # As many connections as requests can be made at once, so that none waits
+            # for a free connection (which would count as a timeout).
+            limits=httpx.Limits(max_connections=max(100, concurrency)),
             follow_redirects=True,
             headers={"user-agent": f"resc/{__version__}", "accept": "application/json"},
         )
+        self._stop = stop or threading.Event()
+        self._lock = threading.Lock()
+        # Keyed by id(): the Fetch is kept in the value, so its id cannot be reused.
+        self._breakers: dict[int, tuple[Fetch, CircuitBreaker]] = {}
+        self._stats: dict[int, tuple[Fetch, FetchStats]] = {}
 
     def close(self) -> None:
         self._client.close()
 
-    def __call__(self, fetch: Fetch, url: str) -> list[dict[str, bytes]]:
-        body = self._get(url, fetch.timeout)
+    def __call__(self, fetch: Fetch, variables: Mapping[str, bytes]) -> list[dict[str, bytes]]:
+        """The objects of `fetch`'s answer for an event's variables, each as `returns.field`
+        variables. MissingVariable or FetchError when the event cannot have them."""
+        request = build_request(fetch, variables)
+        body = self._guarded(fetch, request)
         try:
-            objects = objects_of(parse_json(body))
+            objects = objects_of(pick(parse_json(body), fetch.path))
         except ValueError as exc:
-            raise FetchError(f"GET {url}: bad response: {exc}") from None
-        log.debug("fetched", url=url, objects=len(objects))
+            raise FetchError(f"{request.shown}: bad response: {exc}") from None
+        if len(objects) > fetch.max_results:
+            # Failing, not truncating: dropped objects would be tasks silently lost.
+            raise FetchError(
+                f"{request.shown}: the answer has {len(objects)} objects, more than "
+                f"max_results ({fetch.max_results})"
+            )
+        log.debug("fetched", request=request.shown, objects=len(objects))
         return [flatten(obj, fetch.returns) for obj in objects]
 
-    def _get(self, url: str, timeout_s: float) -> bytes:
-        """The body of a 2xx answer to GET url; FetchError otherwise."""
+    def _breaker(self, fetch: Fetch) -> CircuitBreaker:
+        with self._lock:
+            entry = self._breakers.get(id(fetch))
+            if entry is None:
+                breaker = CircuitBreaker(
+                    str(fetch.url), fetch.breaker.failures, fetch.breaker.cooldown
+                )
+                entry = self._breakers[id(fetch)] = (fetch, breaker)
+            return entry[1]
+
+    def _stats_of(self, fetch: Fetch) -> FetchStats:
+        with self._lock:
+            entry = self._stats.get(id(fetch))
+            if entry is None:
+                entry = self._stats[id(fetch)] = (fetch, FetchStats())
+            return entry[1]
+
+    def stats(self) -> list[tuple[Fetch, FetchStats]]:
+        """Requests made so far, per fetch, for metrics."""
+        with self._lock:
+            return list(self._stats.values())
+
+    def _guarded(self, fetch: Fetch, request: Request) -> bytes:
+        """The body of a 2xx answer, through the fetch's circuit breaker."""
+        breaker = self._breaker(fetch)
         try:
-            response = self._client.get(url, timeout=timeout_s)
+            trial = breaker.admit()
+        except FetchError:
+            self._stats_of(fetch).record("circuit_open", None)
+            raise
+        try:
+            body = self._send(request, fetch, attempts=1 if trial else fetch.retries + 1)
+        except _Unavailable as exc:
+            breaker.failed(trial, str(exc))
+            raise FetchError(str(exc)) from None
+        except (FetchStopped, _NotSent):
+            breaker.abandoned(trial)
+            raise
+        except FetchError:
+            breaker.answered(trial)
+            raise
+        except BaseException:
+            breaker.abandoned(trial)
+            raise
+        breaker.answered(trial)
+        return body
+
+    def _send(self, request: Request, fetch: Fetch, attempts: int) -> bytes:
+        attempt = 1
+        while True:
+            try:
+                return self._timed_attempt(request, fetch)
+            except _Retryable as exc:
+                if attempt >= attempts:
+                    after = f" (after {attempts} attempts)" if attempts > 1 else ""
+                    raise _Unavailable(f"{request.shown}: {exc.problem}{after}") from None
+                delay_s = exc.retry_after_s
+                if delay_s is None:
+                    delay_s = backoff_delay_s(attempt - 1, fetch.backoff)
+                log.info(
+                    "fetch failed, retrying",
+                    request=request.shown,
+                    error=exc.problem,
+                    attempt=attempt,
+                    retry_in_s=round(delay_s, 3),
+                )
+                if self._stop.wait(delay_s):
+                    raise FetchStopped(
+                        f"{request.shown}: {exc.problem}; stopped while waiting to retry"
+                    ) from None
+                attempt += 1
+
+    def _timed_attempt(self, request: Request, fetch: Fetch) -> bytes:
+        """_attempt, counted by outcome and timed for the metrics."""
+        outcome = "failed"
+        started = time.monotonic()
+        try:
+            body = self._attempt(request, fetch)
+            outcome = "ok"
+            return body
+        except _Retryable:
+            outcome = "retryable_error"
+            raise
+        except _NotSent:
+            outcome = "not_sent"
+            raise
+        finally:
+            self._stats_of(fetch).record(outcome, time.monotonic() - started)
+
+    def _attempt(self, request: Request, fetch: Fetch) -> bytes:
+        """One request: the body of a 2xx answer; _Retryable or FetchError otherwise."""
+        try:
+            with self._client.stream(
+                request.method,
+                request.url,
+                headers=request.headers,
+                content=request.body,
+                timeout=fetch.timeout,
+            ) as response:
+                problem = f"HTTP {response.status_code} {response.reason_phrase}"
+                if retryable_status(response.status_code):
+                    raise _Retryable(problem, retry_after_s(response.headers.get("retry-after")))
+                if not response.is_success:
+                    raise FetchError(f"{request.shown}: {problem}")
+                return _read(response, fetch.max_response_bytes, request.shown)
         except httpx.TimeoutException:
-            raise FetchError(f"GET {url}: no answer within {timeout_s:g} s") from None
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise FetchError(f"GET {url}: {type(exc).__name__}: {exc}") from None
-        if not response.is_success:
-            raise FetchError(f"GET {url}: HTTP {response.status_code} {response.reason_phrase}")
-        return response.content
+            raise _Retryable(f"no answer within {fetch.timeout:g} s") from None
+        except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError) as exc:
+            raise _Retryable(f"{type(exc).__name__}: {exc}") from None
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+            raise _NotSent(f"{request.shown}: {type(exc).__name__}: {exc}") from None
+        except httpx.HTTPError as exc:  # the service answered: too many redirects, bad gzip
+            raise FetchError(f"{request.shown}: {type(exc).__name__}: {exc}") from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 from resc.config import INPUT_TASK, Fetch, Rule
@@ -13,8 +13,9 @@ from resc.regex import RegexSet
 log = get_logger("resc.rules")
 _debug_log = logging.getLogger("resc.rules")
 
-# Calls a fetch's URL; returns one mapping of `returns.field` variables per object.
-FetchFunction = Callable[[Fetch, str], list[dict[str, bytes]]]
+# Calls a fetch with the rule's variables (its URL, headers and body are patterns);
+# returns one mapping of `returns.field` variables per object.
+FetchFunction = Callable[[Fetch, Mapping[str, bytes]], list[dict[str, bytes]]]
 
 # With this many rules or more, one RE2 Set pass finds the matching ones; fewer are
 # cheaper to try one by one.
@@ -48,8 +49,11 @@ class RuleSet:
             else None
         )
 
-    def apply(self, event: bytes, fetch: FetchFunction) -> list[Result]:
-        """Every result of every rule matching `event`, in config order.
+    def apply(
+        self, event: bytes, fetch: FetchFunction, matched: list[str] | None = None
+    ) -> list[Result]:
+        """Every result of every rule matching `event`, in config order. The name of each
+        matching rule is appended to `matched`, when given.
 
         Raises EventError (MissingVariable, FetchError) when the event cannot be processed.
         """
@@ -64,6 +68,8 @@ class RuleSet:
             if variables is None:
                 continue
             variables[INPUT_TASK] = event
+            if matched is not None:
+                matched.append(rule.name)
             if _debug_log.isEnabledFor(logging.DEBUG):
                 found = {k: v for k, v in variables.items() if k != INPUT_TASK}
                 log.debug("rule fired", rule=rule.name, input_task=event, **found)
@@ -79,8 +85,7 @@ class RuleSet:
                     )
                 continue
             for fetcher in rule.fetch:
-                url = fetcher.url.expand_url(variables)
-                for fields in fetch(fetcher, url):
+                for fields in fetch(fetcher, variables):
                     merged = {**variables, **fields}
                     for task, queue, dedup in self._makes[i]:
                         results.append(

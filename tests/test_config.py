@@ -350,7 +350,7 @@ def test_fetch_url_cannot_use_fetched_fields(tmp_path: Path) -> None:
 
     assert problems_of(path) == [
         f"{path}:{BODY + 2}: {RULE}.fetch[0].url: ${{db.id}} is not a variable of this rule; "
-        "it has: input_task"
+        "it has: input_task, env.NAME"
     ]
 
 

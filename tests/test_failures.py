@@ -27,7 +27,12 @@ def fetch_config(url: str, fetch_url: str, timeout_s: float = 10.0) -> dict[str,
                     {
                         "on": r"^fetch/(?P<id>\d+)$",
                         "fetch": [
-                            {"url": fetch_url + "/${id}", "returns": "db", "timeout": timeout_s}
+                            {
+                                "url": fetch_url + "/${id}",
+                                "returns": "db",
+                                "timeout": timeout_s,
+                                "backoff": 0.01,  # retries in a blink
+                            }
                         ],
                         "make": {"task": "got/${db.name}", "queue": "got"},
                     },
@@ -80,7 +85,7 @@ def test_web_service_timeout_fails_the_event(r, redis_server, tmp_path, web):
     web.answer("/7", {"name": "late"}, delay_s=2.0)
     config = fetch_config(redis_server.url, web.url, timeout_s=0.3)
     reason = run_failing(r, config, tmp_path, b"fetch/7")
-    assert reason == f"GET {web.url}/7: no answer within 0.3 s".encode()
+    assert reason == f"GET {web.url}/7: no answer within 0.3 s (after 4 attempts)".encode()
 
 
 def test_missing_fetched_field_fails_the_event(r, redis_server, tmp_path, web):

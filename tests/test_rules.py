@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
 from resc.config import Config, Fetch, Rule
 from resc.errors import MissingVariable
+from resc.fetch_request import build_request
 from resc.rules import Result, apply_rules
 
 EXAMPLE = r"^acq/(?P<process_id>\w+)/(?P<product_id>\w+)$"
@@ -23,18 +25,20 @@ def rules_of(*rules: dict[str, Any]) -> list[Rule]:
     return config.watchers[0].rules
 
 
-def no_fetch(fetch: Fetch, url: str) -> list[dict[str, bytes]]:
-    raise AssertionError(f"unexpected fetch of {url}")
+def no_fetch(fetch: Fetch, variables: Mapping[str, bytes]) -> list[dict[str, bytes]]:
+    raise AssertionError(f"unexpected fetch of {fetch.url}")
 
 
 class StubService:
-    """Answers each URL with canned objects, already flattened; records the calls."""
+    """Answers each URL (built by the daemon's own code) with canned objects, already
+    flattened; records the calls."""
 
     def __init__(self, answers: dict[str, list[dict[str, bytes]]]) -> None:
         self.answers = answers
         self.calls: list[tuple[str, str]] = []
 
-    def __call__(self, fetch: Fetch, url: str) -> list[dict[str, bytes]]:
+    def __call__(self, fetch: Fetch, variables: Mapping[str, bytes]) -> list[dict[str, bytes]]:
+        url = build_request(fetch, variables).url
         self.calls.append((fetch.returns, url))
         return self.answers[url]
 
