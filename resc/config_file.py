@@ -75,22 +75,34 @@ class _LocatingDecoder(hjson.HjsonDecoder):  # type: ignore[misc]
         self.scan_once, self.scan_object_once = hjson.decoder.make_scanner(self)
 
 
-def _unwrap(node: Any, text: str, loc: Loc, lines: dict[Loc, int]) -> Any:
+def _unwrap(node: Any, text: str, loc: Loc, lines: dict[Loc, int], quoteless: set[Loc]) -> Any:
     if not isinstance(node, _Node):
         return node
     for key, offset in node.offsets.items():
         lines[(*loc, key)] = linecol(text, offset)[0]
+        if isinstance(node.value[key], str) and text[offset] not in "\"'":
+            quoteless.add((*loc, key))
     if isinstance(node.value, dict):
-        return {k: _unwrap(v, text, (*loc, k), lines) for k, v in node.value.items()}
-    return [_unwrap(v, text, (*loc, i), lines) for i, v in enumerate(node.value)]
+        return {k: _unwrap(v, text, (*loc, k), lines, quoteless) for k, v in node.value.items()}
+    return [_unwrap(v, text, (*loc, i), lines, quoteless) for i, v in enumerate(node.value)]
 
 
 class SourceFile:
-    """A config file's data, with the line on which each value starts."""
+    """A config file's data, with the line on which each value starts.
 
-    def __init__(self, path: Path, data: Any, lines: dict[Loc, int]) -> None:
+    `quoteless` holds the locs of the strings written without quotes (Hjson), which run
+    to the end of their line."""
+
+    def __init__(
+        self,
+        path: Path,
+        data: Any,
+        lines: dict[Loc, int],
+        quoteless: frozenset[Loc] = frozenset(),
+    ) -> None:
         self.path = path
         self.data = data
+        self.quoteless = quoteless
         self._lines = lines
 
     def line_of(self, loc: Loc) -> int | None:
@@ -168,5 +180,6 @@ def read_source(path: Path) -> SourceFile:
     # a BOM, blanks and comments.
     root_start = getNext(text, 1 if text.startswith("\ufeff") else 0)[1]
     lines: dict[Loc, int] = {(): linecol(text, root_start)[0]}
-    data = _unwrap(root, text, (), lines)
-    return SourceFile(path, data, lines)
+    quoteless: set[Loc] = set()
+    data = _unwrap(root, text, (), lines, quoteless)
+    return SourceFile(path, data, lines, frozenset(quoteless))

@@ -1,0 +1,71 @@
+"""`resc check CONF [--strict]`: what the daemon checks at start, and warnings."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from resc.errors import EXIT_OK, EXIT_USAGE
+
+NAME = "check"
+HELP = "check a config file: the daemon's checks, plus warnings about likely mistakes"
+
+EXIT_WARNINGS = 1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", metavar="CONF", help="config file (.hjson or .json)")
+    parser.add_argument(
+        "--strict", action="store_true", help=f"exit with {EXIT_WARNINGS} when there are warnings"
+    )
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def main(args: argparse.Namespace) -> int:
+    from resc import lint
+    from resc.config import config_from_source
+    from resc.config_file import read_source
+    from resc.errors import ConfigError
+
+    path = Path(args.config)
+    errors: list[str] = []
+    hints: list[lint.Finding] = []
+    warnings: list[lint.Finding] = []
+    try:
+        source = read_source(path)
+    except ConfigError as exc:
+        errors = exc.problems
+        if path.suffix == ".hjson":
+            hints = lint.syntax_hints(path)
+    else:
+        try:
+            config = config_from_source(source)
+        except ConfigError as exc:
+            # The config is unusable, but a swallowed bracket often explains why.
+            errors = exc.problems
+            warnings = lint.hjson_pitfalls(source)
+        else:
+            warnings = lint.warnings(config, source)
+    for error in errors:
+        print(f"error: {error}")
+    for hint in hints:
+        print(f"hint: {hint.text}")
+    for warning in warnings:
+        print(f"warning: {warning.text}")
+    if errors:
+        summary = _count(len(errors), "error") + (
+            f", {_count(len(warnings), 'warning')}" if warnings else ""
+        )
+        print(f"{args.config}: {summary}")
+        return EXIT_USAGE
+    if not warnings:
+        print(f"{args.config}: OK")
+        return EXIT_OK
+    if args.strict:
+        print(f"{args.config}: {_count(len(warnings), 'warning')}, failing with --strict")
+        return EXIT_WARNINGS
+    print(f"{args.config}: OK, {_count(len(warnings), 'warning')}")
+    return EXIT_OK

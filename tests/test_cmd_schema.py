@@ -1,0 +1,26 @@
+"""`resc schema`: the config's JSON Schema, for editors."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import run_resc
+
+
+def test_schema_describes_the_config_and_accepts_todo_for_make():
+    done = run_resc("schema")
+    assert (done.returncode, done.stderr) == (0, "")
+    schema = json.loads(done.stdout)
+    assert (schema["$schema"], schema["title"], schema["required"]) == (
+        "https://json-schema.org/draft/2020-12/schema",
+        "resc config",
+        ["redis", "watchers"],
+    )
+    assert {"redis", "listener_channel", "watchers", "tests"} <= set(schema["properties"])
+    rule = schema["$defs"]["Rule"]
+    assert rule["properties"]["todo"] == rule["properties"]["make"]
+    assert (rule["required"], rule["oneOf"]) == (
+        ["on"],
+        [{"required": ["make"]}, {"required": ["todo"]}],
+    )
+    assert rule["additionalProperties"] is False
