@@ -1,0 +1,39 @@
+"""`resc demo`: the whole system at work, with nothing to install or configure."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from resc.errors import EXIT_FATAL, EXIT_USAGE
+
+NAME = "demo"
+HELP = "see resc at work: a private Redis, the example config, two workers, live"
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--events", type=_positive, default=10, metavar="N", help="events to push (default: 10)"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    from resc import demo
+    from resc.errors import RescError
+    from resc.private_redis import INSTALL_HINT
+
+    try:
+        return demo.run(args.events)
+    except RescError as exc:
+        print(f"resc demo: {exc}", file=sys.stderr)
+        return EXIT_USAGE if INSTALL_HINT in str(exc) else EXIT_FATAL

@@ -1,0 +1,52 @@
+"""`resc demo`: the whole system in one command, with nothing to install."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from resc.config import Config, load_config
+from resc.demo import CONFIG
+from tests.conftest import resc_process, run_resc, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def without_redis(config: Config) -> dict:
+    return config.model_dump(exclude={"redis"})
+
+
+def test_demo_with_5_events_says_5_events_5_tasks_5_done_and_exits_0():
+    done = run_resc("demo", "--events", "5", timeout_s=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    summary = next(line for line in lines if line.startswith("Summary:"))
+    assert summary.startswith("Summary: 5 events, 5 tasks, 5 done in ")
+    assert lines[-1] == (
+        "  events pushed twice: 1, deduplicated (no new task): 1; done events back through resc: 5"
+    )
+    assert sum("worker-" in line and " takes trt/plantA/" in line for line in lines) == 5
+    assert done.stderr == ""
+
+
+def test_demo_stops_on_ctrl_c_with_a_summary(tmp_path: Path):
+    demo = resc_process("demo", "--events", "1000")
+    assert demo.stdout is not None
+    wait_until(lambda: "takes trt/plantA/" in demo.stdout.readline())
+    demo.send_signal(signal.SIGINT)
+    out, err = demo.communicate(timeout=20)
+    assert demo.returncode == 0, err
+    assert " done in " in out and out.splitlines()[-2].endswith("(stopped early)")
+
+
+def test_demo_events_must_be_at_least_1():
+    done = run_resc("demo", "--events", "0")
+    assert done.returncode == 2
+    assert "argument --events: must be at least 1, not 0" in done.stderr
+
+
+def test_the_demo_runs_the_example_config(tmp_path: Path):
+    demo_config = tmp_path / "demo.hjson"
+    demo_config.write_text(CONFIG % {"url": "redis://127.0.0.1:6379/"})
+    example = load_config(ROOT / "configs" / "example.hjson")
+    assert without_redis(load_config(demo_config)) == without_redis(example)

