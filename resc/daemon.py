@@ -1,4 +1,4 @@
-"""The daemon: one thread per watcher, signals, and an orderly stop."""
+"""The daemon: one thread per watcher, signals, reloading the config, an orderly stop."""
 
 from __future__ import annotations
 
@@ -6,41 +6,73 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 
-from resc.config import Config
-from resc.errors import EXIT_FATAL, EXIT_FORCED, EXIT_OK
+from resc.config import Config, load_config
+from resc.config import Watcher as WatcherConfig
+from resc.errors import EXIT_FATAL, EXIT_FORCED, EXIT_OK, ConfigError, StoreError
+from resc.http_listener import HttpListener
 from resc.logs import get_logger
-from resc.store import redact_url
+from resc.metrics import FetchStats, WatcherStats
+from resc.store import Store, redact_url
 from resc.watcher import Watcher
 
 log = get_logger("resc.daemon")
 
-GRACE_PERIOD_S = 10.0
+CONFIG_POLL_S = 1.0
+
+
+def _settings(config: WatcherConfig) -> dict[str, object]:
+    """Everything of a watcher but its rules: a change here needs a new watcher."""
+    return config.model_dump(exclude={"rules"})
 
 
 class Daemon:
-    def __init__(self, config: Config, grace_period_s: float = GRACE_PERIOD_S) -> None:
+    """Runs the watchers of a config until stopped. SIGHUP (or, with watch_config, a
+    change of the file) reloads the config from config_path."""
+
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None = None,
+        watch_config: bool = False,
+        grace_period_s: float | None = None,
+        http_listen: str | None = None,
+    ) -> None:
         self.config = config
-        self.grace_period_s = grace_period_s
+        self.config_path = config_path
+        self.watch_config = watch_config and config_path is not None
+        self.grace_period_s = config.grace_period if grace_period_s is None else grace_period_s
         self.stop = threading.Event()
+        self.reload_requested = threading.Event()
         self.failed: list[str] = []
-        self._threads: list[threading.Thread] = []
+        self._running: dict[str, tuple[Watcher, threading.Thread]] = {}
+        self._config_mtime = self._mtime()
+        listen = http_listen or (config.http.listen if config.http else None)
+        self.http = HttpListener(self, self.not_ready, listen) if listen else None
+        self._probe: Store | None = None
+        self._probe_lock = threading.Lock()
 
     def start(self) -> None:
+        if self.http is not None:
+            self.http.start()
         for watcher_config in self.config.watchers:
-            watcher = Watcher(watcher_config, self.config, self.stop)
-            thread = threading.Thread(
-                target=self._run_watcher,
-                args=(watcher,),
-                name=f"watcher {watcher_config.input_queue}",
-                daemon=True,
-            )
-            self._threads.append(thread)
-            thread.start()
+            self._start_watcher(watcher_config)
         log.info(
-            "resc started", redis=redact_url(self.config.redis.url), watchers=len(self._threads)
+            "resc started", redis=redact_url(self.config.redis.url), watchers=len(self._running)
         )
+
+    def _start_watcher(self, watcher_config: WatcherConfig) -> None:
+        watcher = Watcher(watcher_config, self.config)
+        thread = threading.Thread(
+            target=self._run_watcher,
+            args=(watcher,),
+            name=f"watcher {watcher_config.input_queue}",
+            daemon=True,
+        )
+        self._running[watcher_config.input_queue] = (watcher, thread)
+        thread.start()
 
     def _run_watcher(self, watcher: Watcher) -> None:
         try:
@@ -50,40 +82,175 @@ class Daemon:
             self.failed.append(watcher.config.input_queue)
             self.stop.set()
 
-    def wait(self) -> int:
-        """Block until stopped; then give watchers the grace period to finish the events
-        in hand. Returns the exit status."""
-        while not self.stop.wait(0.5):
-            pass
+    def _stop_watchers(self, names: list[str]) -> list[str]:
+        """Stop these watchers, waiting up to the grace period; the names still running."""
+        for name in names:
+            self._running[name][0].stop.set()
         deadline = time.monotonic() + self.grace_period_s
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        unfinished = [t.name for t in self._threads if t.is_alive()]
+        for name in names:
+            self._running[name][1].join(max(0.0, deadline - time.monotonic()))
+        unfinished = [name for name in names if self._running[name][1].is_alive()]
+        for name in names:
+            del self._running[name]
+        return unfinished
+
+    def reload(self) -> bool:
+        """Re-read the config. A valid one replaces the running one: watchers whose only
+        change is their rules switch to the new rules after their current batch, others
+        are stopped and started anew. An invalid one is logged and changes nothing."""
+        assert self.config_path is not None
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error(
+                "config not reloaded: it has errors; the running config stays",
+                problems="; ".join(exc.problems),
+            )
+            return False
+        everything = (
+            new.redis != self.config.redis
+            or new.listener_channel != self.config.listener_channel
+            or new.listener_format != self.config.listener_format
+        )
+        wanted = {w.input_queue: w for w in new.watchers}
+        replaced = [
+            name
+            for name, (watcher, _) in self._running.items()
+            if everything
+            or name not in wanted
+            or _settings(wanted[name]) != _settings(watcher.config)
+        ]
+        unfinished = self._stop_watchers(replaced)
+        if unfinished:
+            log.warning(
+                "watchers still finishing their events after the grace period; their "
+                "successors will not commit what they take over twice",
+                watchers=", ".join(unfinished),
+            )
+        self.config = new
+        self.grace_period_s = new.grace_period
+        for name, watcher_config in wanted.items():
+            if name in self._running:
+                self._running[name][0].use_rules(watcher_config)
+            else:
+                self._start_watcher(watcher_config)
+        log.warning(
+            "config reloaded",
+            path=str(self.config_path),
+            watchers=len(self._running),
+            restarted=", ".join(replaced) or "none",
+        )
+        return True
+
+    # --- what the HTTP listener reads (from its own threads) ----------------------
+
+    def watchers(self) -> list[tuple[str, WatcherStats]]:
+        return [(name, watcher.stats) for name, (watcher, _) in list(self._running.items())]
+
+    def fetch_stats(self) -> list[tuple[str, str, FetchStats]]:
+        found = []
+        for name, (watcher, _) in list(self._running.items()):
+            rule_of = {id(f): rule.name for rule in watcher.config.rules for f in rule.fetch}
+            for fetch, stats in watcher.fetch.stats():
+                if id(fetch) in rule_of:
+                    found.append((name, rule_of[id(fetch)], stats))
+        return found
+
+    def queue_lengths(self) -> list[tuple[str, str, int]]:
+        configs = [watcher.config for watcher, _ in list(self._running.values())]
+        queues = [
+            (c.input_queue, kind, queue)
+            for c in configs
+            for kind, queue in (
+                ("input", c.input_queue),
+                ("taken", c.taken_queue),
+                ("failed", c.failed_queue),
+            )
+        ]
+        with self._probe_lock:
+            if self._probe is None:
+                self._probe = Store(self.config.redis.url)
+            try:
+                lengths = self._probe.lengths([queue for _, _, queue in queues])
+            except StoreError as exc:
+                log.debug("queue lengths not read for the metrics", error=str(exc))
+                return []
+        return [(name, kind, n) for (name, kind, _), n in zip(queues, lengths, strict=True)]
+
+    def not_ready(self) -> dict[str, str]:
+        """Watcher -> why it is not taking events; empty when all of them are."""
+        if self.stop.is_set():
+            return {"resc": "stopping"}
+        return {
+            name: watcher.stats.not_ready_because
+            for name, (watcher, _) in list(self._running.items())
+            if not watcher.stats.ready
+        }
+
+    def _mtime(self) -> float | None:
+        try:
+            return self.config_path.stat().st_mtime if self.config_path else None
+        except OSError:
+            return None
+
+    def _config_changed(self) -> bool:
+        mtime = self._mtime()
+        if mtime is None or mtime == self._config_mtime:
+            return False
+        self._config_mtime = mtime
+        return True
+
+    def wait(self) -> int:
+        """Block until stopped, reloading when asked; then give watchers the grace period
+        to finish the events in hand. Returns the exit status."""
+        next_poll = time.monotonic() + CONFIG_POLL_S
+        while not self.stop.wait(0.1):
+            reload = self.reload_requested.is_set()
+            if self.watch_config and time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + CONFIG_POLL_S
+                reload = self._config_changed() or reload
+            if reload and self.config_path is not None:
+                self.reload_requested.clear()
+                self.reload()
+        unfinished = self._stop_watchers(list(self._running))
         if unfinished:
             log.warning(
                 "grace period over: unfinished events stay in their taken queue "
-                "and are processed at the next start",
+                "and are processed first at the next start",
                 watchers=", ".join(unfinished),
             )
+        if self.http is not None:
+            self.http.close()
+        if self._probe is not None:
+            self._probe.close()
         if self.failed:
             return EXIT_FATAL
         log.info("resc stopped")
         return EXIT_OK
 
     def install_signal_handlers(self) -> None:
-        def on_signal(signum: int, _: FrameType | None) -> None:
+        def on_stop(signum: int, _: FrameType | None) -> None:
             if self.stop.is_set():
                 log.warning("second signal: exiting now", signal=signal.Signals(signum).name)
                 os._exit(EXIT_FORCED)
             log.info("stopping: finishing the events in hand", signal=signal.Signals(signum).name)
             self.stop.set()
 
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
+        def on_reload(signum: int, _: FrameType | None) -> None:
+            self.reload_requested.set()
+
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGHUP, on_reload)
 
 
-def run(config: Config) -> int:
-    daemon = Daemon(config)
+def run(
+    config: Config,
+    config_path: Path | None = None,
+    watch_config: bool = False,
+    http_listen: str | None = None,
+) -> int:
+    daemon = Daemon(config, config_path, watch_config, http_listen=http_listen)
     daemon.install_signal_handlers()
     daemon.start()
     return daemon.wait()

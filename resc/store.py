@@ -24,12 +24,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from resc.errors import StoreError
-from resc.keys import failed_reasons
+from resc.keys import attempts, failed_reasons
 from resc.rules import Result
 
 _LUA = {
     name: (files("resc") / "lua" / f"{name}.lua").read_text("utf-8")
-    for name in ("take", "recover", "commit")
+    for name in ("take", "recover", "commit", "replay")
 }
 
 # A blocking take waits this long, so that a stop request is seen promptly.
@@ -45,6 +45,14 @@ def redact_url(url: str) -> str:
     """The URL with its password (in the user part or a `password=` query parameter)
     replaced by ***, for messages and logs."""
     return _QUERY_PASSWORD.sub(r"\1***", _USER_PASSWORD.sub(r"\1***@", url, count=1))
+
+
+class Listener(NamedTuple):
+    """Where and how commits announce what they did (the config's listener_channel)."""
+
+    channel: str
+    json: bool  # listener_format json: one JSON object per message
+    watcher: str  # named in JSON messages
 
 
 class Outcome(NamedTuple):
@@ -186,10 +194,44 @@ class Store:
 
     # --- commands -----------------------------------------------------------------
 
-    def recover(self, input_queue: str, taken_queue: str) -> int:
-        """Move every event of the taken queue back to the input queue, to be taken first."""
-        command = self._script("recover", (input_queue, taken_queue), ())
-        return self._call(command, f"recovering {taken_queue}", int)
+    def recover(
+        self, input_queue: str, taken_queue: str, failed_queue: str, max_attempts: int
+    ) -> tuple[int, int]:
+        """Move every event of the taken queue back to the input queue, to be taken first.
+
+        With max_attempts > 0 the move counts as an interruption of each event, and an
+        event interrupted that often goes to the failed queue instead. Returns (events
+        put back, events failed)."""
+        keys = (
+            input_queue,
+            taken_queue,
+            attempts(taken_queue),
+            failed_queue,
+            failed_reasons(failed_queue),
+        )
+        command = self._script("recover", keys, (max_attempts,))
+        back, failed = self._call(command, f"recovering {taken_queue}", list)
+        return int(back), int(failed)
+
+    def replay_one(self, failed_queue: str, input_queue: str, taken_queue: str) -> bytes | None:
+        """Move the oldest failed event back to the input queue; None when there is none."""
+        keys = (failed_queue, input_queue, failed_reasons(failed_queue), attempts(taken_queue))
+        command = self._script("replay", keys, ())
+        return self._call(command, f"replaying {failed_queue}", _event_or_none)
+
+    def failed_events(self, failed_queue: str, most: int) -> list[tuple[bytes, bytes | None]]:
+        """Up to `most` failed events, oldest first, each with the reason recorded for it."""
+        action = f"reading {failed_queue}"
+        events = self._call((b"LRANGE", failed_queue, -most, -1), action, list)[::-1]
+        if not events:
+            return []
+        reasons = self._call((b"HMGET", failed_reasons(failed_queue), *events), action, list)
+        return list(zip(events, reasons, strict=True))
+
+    def lengths(self, queues: Sequence[str]) -> list[int]:
+        """LLEN of each queue, in one round trip."""
+        replies = [self._send((b"LLEN", q), f"reading {q}", int) for q in queues]
+        return [reply.get() for reply in replies]
 
     def send_take(self, input_queue: str, taken_queue: str, most: int) -> Reply[list[bytes]]:
         """Move up to `most` waiting events to the taken queue, oldest first; no wait."""
@@ -220,33 +262,31 @@ class Store:
         taken_queue: str,
         failed_queue: str,
         outcomes: Sequence[Outcome],
-        listener_channel: str | None,
+        listener: Listener | None,
     ) -> Reply[CommitReport]:
         """Commit a batch atomically: each event's tasks pushed (deduplicated through its
         set) and the event removed from the taken queue, or the event moved to the
         failed queue. A key of the wrong type fails the events that use it."""
-        return self._send_commit(taken_queue, failed_queue, outcomes, listener_channel, {})
+        return self._send_commit(taken_queue, failed_queue, outcomes, listener, {})
 
     def commit(
         self,
         taken_queue: str,
         failed_queue: str,
         outcomes: Sequence[Outcome],
-        listener_channel: str | None,
+        listener: Listener | None,
     ) -> CommitReport:
-        return self.send_commit(taken_queue, failed_queue, outcomes, listener_channel).get()
+        return self.send_commit(taken_queue, failed_queue, outcomes, listener).get()
 
     def _send_commit(
         self,
         taken_queue: str,
         failed_queue: str,
         outcomes: Sequence[Outcome],
-        listener_channel: str | None,
+        listener: Listener | None,
         failures: dict[int, str],
     ) -> Reply[CommitReport]:
-        keys, args = _commit_arguments(
-            taken_queue, failed_queue, outcomes, failures, listener_channel
-        )
+        keys, args = _commit_arguments(taken_queue, failed_queue, outcomes, failures, listener)
 
         def report(status: bytes) -> CommitReport:
             text = status.decode()
@@ -257,7 +297,7 @@ class Store:
             index, _, actual = text[1:].partition(":")
             key = keys[int(index) - 1]
             name = key.decode(errors="replace")
-            if int(index) <= 3:
+            if int(index) <= 4:
                 raise StoreError(f"{name} holds a {actual}, where resc keeps its own list/hash")
             for i, outcome in enumerate(outcomes):
                 if (
@@ -266,9 +306,7 @@ class Store:
                     and any(key in (r.queue, r.set) for r in outcome.results)
                 ):
                     failures[i] = f"key {name} holds a {actual}"
-            return self._send_commit(
-                taken_queue, failed_queue, outcomes, listener_channel, failures
-            ).get()
+            return self._send_commit(taken_queue, failed_queue, outcomes, listener, failures).get()
 
         command = self._script("commit", keys, args)
         return self._send(command, f"committing to {taken_queue}", report)
@@ -279,21 +317,31 @@ def _commit_arguments(
     failed_queue: str,
     outcomes: Sequence[Outcome],
     failures: dict[int, str],
-    listener_channel: str | None,
+    listener: Listener | None,
 ) -> tuple[list[bytes], list[Any]]:
     """KEYS and ARGV of commit.lua (see its header). Records a failure for an event that
     would use one key both as a queue and as a set, or write into the watcher's own keys."""
-    keys = [taken_queue.encode(), failed_queue.encode(), failed_reasons(failed_queue).encode()]
+    keys = [
+        taken_queue.encode(),
+        failed_queue.encode(),
+        failed_reasons(failed_queue).encode(),
+        attempts(taken_queue).encode(),
+    ]
     own = set(keys)
     queue_index: dict[bytes, int] = {}
     set_index: dict[bytes, int] = {}
-    args: list[Any] = [int(time.time()), listener_channel or ""]
+    args: list[Any] = [int(time.time())]
+    if listener is None:
+        args += ("", "text", "")
+    else:
+        args += (listener.channel, "json" if listener.json else "text", listener.watcher)
+    with_rule = listener is not None and listener.json
     for i, (event, results, failure) in enumerate(outcomes):
         if failures and i in failures:
             failure = failures[i]
         if failure is None:
             record: list[Any] = [event, len(results)]
-            for task, queue, dedup, _ in results:
+            for task, queue, dedup, rule in results:
                 q = queue_index.get(queue)
                 if q is None:
                     if queue in own or queue in set_index:
@@ -311,7 +359,7 @@ def _commit_arguments(
                         keys.append(dedup)
                         found = set_index[dedup] = len(keys)
                     s = found
-                record += (task, q, s)
+                record += (task, q, s, rule) if with_rule else (task, q, s)
             if failure is None:
                 args += record
                 continue

@@ -4,41 +4,75 @@ commits each batch of outcomes atomically."""
 from __future__ import annotations
 
 import logging
+import random
 import threading
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from itertools import takewhile
+from typing import NamedTuple
 
 from resc.config import Config
 from resc.config import Watcher as WatcherConfig
-from resc.errors import EventError, StoreError
+from resc.errors import EventError, FetchStopped, StoreError
 from resc.fetch import Fetcher
 from resc.keys import failed_reasons
 from resc.logs import get_logger
+from resc.metrics import WatcherStats
 from resc.rules import RuleSet
-from resc.store import CommitReport, Outcome, Reply, Store
+from resc.store import CommitReport, Listener, Outcome, Reply, Store
 
 log = get_logger("resc.watcher")
 
-RECONNECT_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+# Waits between reconnection attempts: doubling from the first, up to the cap, each
+# shortened by up to a fifth at random so that many watchers do not retry in step.
+RECONNECT_FIRST_S = 0.1
+RECONNECT_CAP_S = 5.0
+
+
+def reconnect_delay_s(failures: int) -> float:
+    delay: float = min(RECONNECT_CAP_S, RECONNECT_FIRST_S * 2 ** min(failures, 16))
+    return delay * (1 - random.random() / 5)
 
 
 class Watcher:
-    """Processes the events of one input queue until `stop` is set."""
+    """Processes the events of one input queue until its `stop` is set."""
 
     def __init__(
         self,
         config: WatcherConfig,
         settings: Config,
-        stop: threading.Event,
+        stop: threading.Event | None = None,
         store: Store | None = None,
         fetcher: Fetcher | None = None,
     ) -> None:
         self.config = config
-        self.listener_channel = settings.listener_channel
-        self.stop = stop
+        self.listener = (
+            Listener(
+                settings.listener_channel,
+                settings.listener_format == "json",
+                config.input_queue,
+            )
+            if settings.listener_channel
+            else None
+        )
+        self.stop = stop or threading.Event()
         self.store = store or Store(settings.redis.url)
-        self.fetch = fetcher or Fetcher()
+        self.fetch = fetcher or Fetcher(stop=self.stop, concurrency=config.concurrency)
         self.log = log.bind(watcher=config.input_queue)
         self.rules = RuleSet(config.rules)
+        self.stats = WatcherStats()
+        self._pool = (
+            ThreadPoolExecutor(config.concurrency, thread_name_prefix=config.input_queue)
+            if config.concurrency > 1
+            else None
+        )
+
+    def use_rules(self, config: WatcherConfig) -> None:
+        """Switch to new rules (a reloaded config); batches after the current one use them."""
+        self.rules = RuleSet(config.rules)
+        self.config = config
 
     def run(self) -> None:
         """The watcher's loop; returns when `stop` is set. Redis errors are waited out."""
@@ -50,7 +84,9 @@ class Watcher:
                     if not connected:
                         self._start()
                         connected = True
+                        self.stats.ready = True
                         if failures:
+                            self.stats.reconnects += 1
                             self.log.info("Redis is back", url=self.store.display_url)
                         failures = 0
                     self._pump()
@@ -58,7 +94,10 @@ class Watcher:
                     # After any Redis error nothing held in memory is trusted: the next
                     # connection starts by recovering the taken queue.
                     connected = False
-                    delay = RECONNECT_DELAYS_S[min(failures, len(RECONNECT_DELAYS_S) - 1)]
+                    # The reason first: /readyz reads these from another thread.
+                    self.stats.not_ready_because = f"Redis unavailable: {exc}"
+                    self.stats.ready = False
+                    delay = reconnect_delay_s(failures)
                     if failures == 0:
                         self.log.warning("Redis unavailable, retrying", error=str(exc))
                     else:
@@ -66,15 +105,23 @@ class Watcher:
                     failures += 1
                     self.stop.wait(delay)
         finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
             self.fetch.close()
             self.store.close()
 
     def _start(self) -> None:
+        cfg = self.config
         self.store.connect()
-        moved = self.store.recover(self.config.input_queue, self.config.taken_queue)
-        if moved:
+        back, failed = self.store.recover(
+            cfg.input_queue, cfg.taken_queue, cfg.failed_queue, cfg.max_attempts
+        )
+        if back or failed:
             self.log.warning(
-                "recovered unfinished events", count=moved, taken_queue=self.config.taken_queue
+                "recovered interrupted events",
+                put_back=back,
+                failed=failed,
+                taken_queue=cfg.taken_queue,
             )
 
     def _pump(self) -> None:
@@ -89,53 +136,89 @@ class Watcher:
         if first is None:
             return
         events = [first]
-        committing: tuple[list[Outcome], Reply[CommitReport]] | None = None
+        taken_at = time.monotonic()
+        committing: _Committing | None = None
         while True:
             next_events = store.send_take(cfg.input_queue, cfg.taken_queue, cfg.batch)
+            self.stats.taken += len(events)
+            self.stats.batch_sizes.observe(len(events))
             outcomes = self._process(events)
             if committing is not None:
-                self._log_report(committing[0], committing[1].get())
-            committing = (
+                self._committed(committing)
+            committing = _Committing(
                 outcomes,
-                store.send_commit(
-                    cfg.taken_queue, cfg.failed_queue, outcomes, self.listener_channel
-                ),
+                store.send_commit(cfg.taken_queue, cfg.failed_queue, outcomes, self.listener),
+                taken_at,
             )
             events = next_events.get()
+            taken_at = time.monotonic()
             if not events or self.stop.is_set():
                 break
-        self._log_report(committing[0], committing[1].get())
+        self._committed(committing)
         if self.stop.is_set():
-            # Taken ahead but not processed: back to the input queue, in order.
-            store.recover(cfg.input_queue, cfg.taken_queue)
+            # Taken ahead but not processed: back to the input queue, in order, not
+            # counted as interruptions.
+            store.recover(cfg.input_queue, cfg.taken_queue, cfg.failed_queue, 0)
 
     def _process(self, events: Sequence[bytes]) -> list[Outcome]:
+        """The outcome of each event, in order; fewer when resc is stopping (the rest is
+        put back by _pump)."""
         info = self.log.isEnabledFor(logging.INFO)
-        apply, fetch, stop = self.rules.apply, self.fetch, self.stop
-        outcomes: list[Outcome] = []
-        for event in events:
-            if stop.is_set() and outcomes:
-                break  # the rest goes back to the input queue (see _pump)
-            if info:
-                self.log.info("event taken", input_task=event)
-            try:
-                event.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                outcomes.append(Outcome(event, failure=f"event is not UTF-8 text: {exc}"))
-                continue
-            try:
-                outcomes.append(Outcome(event, apply(event, fetch)))
-            except EventError as exc:
-                outcomes.append(Outcome(event, failure=str(exc)))
-            except Exception as exc:
-                self.log.exception("unexpected error processing an event", input_task=event)
-                outcomes.append(Outcome(event, failure=f"internal error: {exc!r}"))
+        matched: list[str] = []
+        if self._pool is None or len(events) == 1:
+            outcomes: list[Outcome] = []
+            for event in events:
+                outcome = self._process_one(event, info, matched)
+                if outcome is None:
+                    break
+                outcomes.append(outcome)
+        else:
+            # Several at once; commits keep the order in which events were taken.
+            process = partial(self._process_one, info=info, matched=matched)
+            done = list(self._pool.map(process, events))
+            outcomes = list(takewhile(lambda o: o is not None, done))  # type: ignore[arg-type]
+        self.stats.matches.update(matched)
         return outcomes
 
-    def _log_report(self, outcomes: Sequence[Outcome], report: CommitReport) -> None:
+    def _process_one(self, event: bytes, info: bool, matched: list[str]) -> Outcome | None:
+        if self.stop.is_set():
+            return None
+        if info:
+            self.log.info("event taken", input_task=event)
+        try:
+            event.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return Outcome(event, failure=f"event is not UTF-8 text: {exc}")
+        try:
+            return Outcome(event, self.rules.apply(event, self.fetch, matched))
+        except FetchStopped:
+            return None  # stopping while a fetch waited to retry: the event is put back
+        except EventError as exc:
+            return Outcome(event, failure=str(exc))
+        except Exception as exc:
+            self.log.exception("unexpected error processing an event", input_task=event)
+            return Outcome(event, failure=f"internal error: {exc!r}")
+
+    def _committed(self, committing: _Committing) -> None:
+        """Read a commit's reply; count and log what it did."""
+        report = committing.reply.get()
+        outcomes = committing.outcomes
+        stats = self.stats
+        stats.event_seconds.observe(time.monotonic() - committing.taken_at, len(outcomes))
+        stats.committed += report.status.count("c")
+        stats.failed += report.status.count("f")
+        pushed_by_rule, deduplicated_by_rule = stats.pushed, stats.deduplicated
+        for outcome, pushed in zip(outcomes, report.pushed, strict=True):
+            for result, was_pushed in zip(outcome.results, pushed, strict=False):
+                if was_pushed:
+                    pushed_by_rule[result.rule] += 1
+                else:
+                    deduplicated_by_rule[result.rule] += 1
         info = self.log.isEnabledFor(logging.INFO)
-        if not info and "m" not in report.status and "f" not in report.status:
-            return
+        if info or "m" in report.status or "f" in report.status:
+            self._log_report(outcomes, report, info)
+
+    def _log_report(self, outcomes: Sequence[Outcome], report: CommitReport, info: bool) -> None:
         for i, (outcome, status) in enumerate(zip(outcomes, report.status, strict=True)):
             if status == "m":
                 self.log.warning(
@@ -160,3 +243,11 @@ class Watcher:
                         rule=result.rule,
                         **({"set": result.set} if result.set else {}),
                     )
+
+
+class _Committing(NamedTuple):
+    """A batch whose commit was sent, and when it was taken."""
+
+    outcomes: list[Outcome]
+    reply: Reply[CommitReport]
+    taken_at: float

@@ -126,14 +126,22 @@ class WebService:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.requests: list[str] = []
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0  # most requests being answered at the same time
         service = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                service.requests.append(self.path)
+                with service.lock:
+                    service.requests.append(self.path)
+                    service.in_flight += 1
+                    service.max_in_flight = max(service.max_in_flight, service.in_flight)
                 status, body, delay = service.routes.get(self.path, (404, b"{}", 0.0))
                 if delay:
                     time.sleep(delay)
+                with service.lock:
+                    service.in_flight -= 1
                 try:
                     self.send_response(status)
                     self.send_header("content-type", "application/json")

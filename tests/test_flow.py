@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import redis
@@ -277,3 +278,40 @@ def test_startup_recovery_processes_taken_events_first_in_order(r, redis_server,
     with running(config, tmp_path):
         wait_until(lambda: r.llen("out") == 4)
     assert r.lrange("out", 0, -1)[::-1] == [b"e1", b"e2", b"e3", b"e4"]
+
+
+def test_listener_format_json_publishes_one_object_per_message(r, redis_server, tmp_path):
+    pubsub = r.pubsub()
+    pubsub.subscribe("events")
+    wait_until(lambda: pubsub.get_message(timeout=0.1))
+    config = example(redis_server.url)
+    config["listener_channel"] = "events"
+    config["listener_format"] = "json"
+    with running(config, tmp_path):
+        before = float(r.time()[0])
+        r.lpush("global/events", "acq/plantA/1")
+        wait_until(lambda: drained(r, "global/events", "global/taken"))
+    messages = []
+    while (m := pubsub.get_message(timeout=0.5)) is not None:
+        messages.append(json.loads(m["data"]))
+    pubsub.close()
+    times = [message.pop("time") for message in messages]
+    assert all(before - 1 <= t <= before + 10 for t in times)
+    assert messages == [
+        {
+            "kind": "trigger",
+            "event": "acq/plantA/1",
+            "task": "trt/plantA/1",
+            "queue": "trt/plantA/todo-queue",
+            "set": "trt/plantA/todo-set",
+            "rule": "compute on acquisition",
+            "watcher": "global/events",
+            "taken_queue": "global/taken",
+        },
+        {
+            "kind": "done",
+            "event": "acq/plantA/1",
+            "watcher": "global/events",
+            "taken_queue": "global/taken",
+        },
+    ]

@@ -11,9 +11,11 @@ from tests.conftest import (
     WebService,
     make_config,
     resc_process,
+    run_resc,
     wait_until,
     write_config,
 )
+from tests.webservice import Answer, scripted_service
 
 
 def slow_fetch_config(redis_url: str, web: WebService) -> dict[str, object]:
@@ -79,3 +81,38 @@ def test_starting_with_redis_down_waits_for_it(tmp_path: Path):
     assert process.returncode == 0
     assert "[WARN] - Redis unavailable, retrying watcher=in" in stderr
     assert "[INFO] - Redis is back watcher=in" in stderr
+
+
+def test_fail_fast_exits_1_when_redis_cannot_be_reached(tmp_path: Path):
+    server = RedisServer(tmp_path)  # never started
+    config = make_config(
+        server.url, [{"input_queue": "in", "rules": [{"on": "", "make": {"queue": "out"}}]}]
+    )
+    done = run_resc("run", "--fail-fast", str(write_config(tmp_path, config)))
+    assert done.returncode == 1
+    assert done.stderr.startswith(
+        f"resc: Redis cannot be reached (--fail-fast): connecting to {server.url}: "
+        "connection lost: "
+    )
+
+
+def test_sigterm_during_a_retry_wait_exits_at_once_and_puts_the_event_back(
+    r, redis_server, tmp_path
+):
+    with scripted_service() as service:
+        service.script("/busy", Answer({}, status=503, headers={"Retry-After": "30"}))
+        rule = {
+            "on": "^busy$",
+            "fetch": [{"url": service.url + "/busy", "returns": "s"}],
+            "make": {"queue": "out"},
+        }
+        config = make_config(redis_server.url, [{"input_queue": "in", "rules": [rule]}])
+        process = resc_process(str(write_config(tmp_path, config)))
+        r.lpush("in", "busy")
+        wait_until(lambda: len(service.requests_to("/busy")) == 1)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        assert time.monotonic() - started < 5  # not the 30 s Retry-After
+    assert r.lrange("in", 0, -1) == [b"busy"]  # neither failed nor lost
+    assert r.llen("in/taken") == 0 and r.llen("in/failed") == 0

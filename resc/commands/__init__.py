@@ -8,7 +8,7 @@ from importlib import import_module
 from typing import Protocol
 
 # Module names under resc.commands, in the order `resc --help` lists them.
-MODULES = ("run",)
+MODULES = ("run", "check", "explain", "test", "status", "schema", "replay", "work", "demo")
 
 
 class Command(Protocol):

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from resc.commands.common import load_config_or_exit
+from resc.config import EMBEDDED_REDIS, Config, RedisConfig, parse_listen
+from resc.errors import EXIT_FATAL, EXIT_USAGE, RescError, StoreError
 
 NAME = "run"
 HELP = "run the daemon on a config file"
@@ -12,10 +16,89 @@ HELP = "run the daemon on a config file"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", metavar="CONF", help="config file (.hjson or .json)")
+    parser.add_argument(
+        "--embedded-redis",
+        action="store_true",
+        help='run a private Redis server for this run, as redis.url: "embedded" does '
+        "(needs pip install 'resc[embedded]'); the config's redis.url is ignored",
+    )
+    parser.add_argument(
+        "--watch-config",
+        action="store_true",
+        help="reload the config when its file changes (as SIGHUP does)",
+    )
+    parser.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve /metrics, /livez and /readyz there (overrides the config's http.listen)",
+    )
+    parser.add_argument(
+        "--fail-fast",
+        action="store_true",
+        help="exit at once (status 1) when Redis cannot be reached at start, "
+        "instead of waiting for it",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     config = load_config_or_exit(args.config)
     from resc import daemon
 
-    return daemon.run(config)
+    if args.embedded_redis or config.redis.url == EMBEDDED_REDIS:
+        if args.watch_config:
+            # A reloaded config would point the watchers away from the private server.
+            print("resc: --watch-config cannot be used with an embedded Redis", file=sys.stderr)
+            return EXIT_USAGE
+        return _run_with_private_redis(config)
+    if args.http is not None:
+        try:
+            parse_listen(args.http)
+        except ValueError as exc:
+            print(f"resc: --http: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    if args.fail_fast and not _redis_reachable(config):
+        return EXIT_FATAL
+    try:
+        return daemon.run(config, Path(args.config), args.watch_config, args.http)
+    except RescError as exc:
+        print(f"resc: {exc}", file=sys.stderr)
+        return EXIT_FATAL
+
+
+def _redis_reachable(config: Config) -> bool:
+    from resc.store import Store
+
+    store = Store(config.redis.url)
+    try:
+        store.connect()
+        return True
+    except StoreError as exc:
+        print(f"resc: Redis cannot be reached (--fail-fast): {exc}", file=sys.stderr)
+        return False
+    finally:
+        store.close()
+
+
+def _run_with_private_redis(config: Config) -> int:
+    """The daemon on a private Redis server that lives as long as it does."""
+    from resc import daemon
+    from resc.private_redis import kill_on_second_signal, start_private_redis
+
+    try:
+        server = start_private_redis()
+    except RescError as exc:
+        print(f"resc: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(
+        f"resc: embedded Redis server at {server.url} (for producers and workers; "
+        "it stops when resc stops)",
+        flush=True,
+    )
+    try:
+        running = daemon.Daemon(config.model_copy(update={"redis": RedisConfig(url=server.url)}))
+        running.install_signal_handlers()
+        kill_on_second_signal(server)
+        running.start()
+        return running.wait()
+    finally:
+        server.close()

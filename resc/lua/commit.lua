@@ -3,30 +3,41 @@
 -- KEYS[1]   taken queue
 -- KEYS[2]   failed queue
 -- KEYS[3]   failed reasons hash (event -> reason)
--- KEYS[4..] the todo queues and dedup sets named by the records below
+-- KEYS[4]   attempts hash (event -> interruptions, see recover.lua)
+-- KEYS[5..] the todo queues and dedup sets named by the records below
 -- ARGV[1]   score of new set members (unix time, whole seconds)
 -- ARGV[2]   listener channel, or '' for none
--- ARGV[3..] one record per event, in the order they were taken:
---             event, n, then n times: task, queue key index, set key index (0: no set)
+-- ARGV[3]   listener format: 'text' (the original's messages) or 'json'
+-- ARGV[4]   the watcher's name (its input queue), for json messages
+-- ARGV[5..] one record per event, in the order they were taken:
+--             event, n, then n times: task, queue key index, set key index (0: no
+--               set), and with the json format the rule's name
 --             event, -1, reason                       (the event failed)
 -- Returns   a status string: per event 'c' (committed), 'f' (moved to the failed
 --           queue) or 'm' (no longer in the taken queue: nothing done); after a 'c',
 --           one letter per result: 'p' (pushed) or 'd' (already in its set).
 --           Or '!<key index>:<type>' when a key holds the wrong type: nothing was done.
--- Touches   KEYS[1] (LREM), KEYS[2] (LPUSH), KEYS[3] (HSET), todo queues (LPUSH),
---           dedup sets (ZADD NX); PUBLISHes to the listener channel.
+-- Touches   KEYS[1] (LREM), KEYS[2] (LPUSH), KEYS[3] (HSET), KEYS[4] (HDEL), todo
+--           queues (LPUSH), dedup sets (ZADD NX); PUBLISHes to the listener channel.
 --
 -- The event is removed from the taken queue first: when it is no longer there (another
 -- process put it back into the input queue), it will be processed again, so nothing of
 -- it may be pushed now. Redis does not undo the writes of a script that fails halfway,
 -- so every key's type is checked before the first write.
 
-local taken, failed, reasons = KEYS[1], KEYS[2], KEYS[3]
+local taken, failed, reasons, attempts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local score, channel = ARGV[1], ARGV[2]
+local json, watcher = ARGV[3] == 'json', ARGV[4]
+local stride = json and 4 or 3
+local now
+if channel ~= '' and json then
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) + tonumber(time[2]) / 1e6
+end
 
 -- Pass 1: every key must hold its expected type or not exist.
-local expected = {[1] = 'list', [2] = 'list', [3] = 'hash'}
-local i, nargs = 3, #ARGV
+local expected = {[1] = 'list', [2] = 'list', [3] = 'hash', [4] = 'hash'}
+local i, nargs = 5, #ARGV
 while i <= nargs do
   local count = tonumber(ARGV[i + 1])
   i = i + 2
@@ -39,7 +50,7 @@ while i <= nargs do
       if set_index > 0 then
         expected[set_index] = 'zset'
       end
-      i = i + 3
+      i = i + stride
     end
   end
 end
@@ -51,15 +62,21 @@ for index, wanted in pairs(expected) do
 end
 
 -- Pass 2: the writes.
+-- An event done with, either way, has no interruptions left to count.
+local counted = redis.call('EXISTS', attempts) == 1
 local status = {}
-i = 3
+i = 5
 while i <= nargs do
   local event = ARGV[i]
   local count = tonumber(ARGV[i + 1])
   i = i + 2
-  if redis.call('LREM', taken, -1, event) == 0 then
+  local removed = redis.call('LREM', taken, -1, event) == 1
+  if removed and counted then
+    redis.call('HDEL', attempts, event)
+  end
+  if not removed then
     status[#status + 1] = 'm'
-    i = i + (count < 0 and 1 or 3 * count)
+    i = i + (count < 0 and 1 or stride * count)
   elseif count < 0 then
     redis.call('LPUSH', failed, event)
     redis.call('HSET', reasons, event, ARGV[i])
@@ -70,18 +87,31 @@ while i <= nargs do
     for _ = 1, count do
       local task = ARGV[i]
       local set_index = tonumber(ARGV[i + 2])
+      local queue = KEYS[tonumber(ARGV[i + 1])]
       if set_index == 0 or redis.call('ZADD', KEYS[set_index], 'NX', score, task) == 1 then
-        redis.call('LPUSH', KEYS[tonumber(ARGV[i + 1])], task)
+        redis.call('LPUSH', queue, task)
         status[#status + 1] = 'p'
-        if channel ~= '' then
+        if channel == '' then
+          -- no message
+        elseif json then
+          redis.call('PUBLISH', channel, cjson.encode({
+            kind = 'trigger', event = event, task = task, queue = queue,
+            set = set_index > 0 and KEYS[set_index] or nil, rule = ARGV[i + 3],
+            watcher = watcher, taken_queue = taken, time = now}))
+        else
           redis.call('PUBLISH', channel, taken .. ' TRIGGER ' .. event .. ' -> ' .. task)
         end
       else
         status[#status + 1] = 'd'
       end
-      i = i + 3
+      i = i + stride
     end
-    if channel ~= '' then
+    if channel == '' then
+      -- no message
+    elseif json then
+      redis.call('PUBLISH', channel, cjson.encode({
+        kind = 'done', event = event, watcher = watcher, taken_queue = taken, time = now}))
+    else
       redis.call('PUBLISH', channel, taken .. ' DONE ' .. event)
     end
   end

@@ -1,0 +1,68 @@
+"""`resc replay CONF`: failed events back to their input queue, oldest first."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from resc.commands.common import load_config_or_exit
+from resc.errors import EXIT_FATAL, EXIT_OK, EXIT_USAGE, StoreError
+
+NAME = "replay"
+HELP = "move failed events back to their input queue (or list them with --dry-run)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", metavar="CONF", help="config file (.hjson or .json)")
+    parser.add_argument("--watcher", metavar="QUEUE", help="only the watcher with this input queue")
+    parser.add_argument("--limit", type=int, metavar="N", help="at most N events per watcher")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="list the failed events and their reasons"
+    )
+
+
+def _show(event: bytes) -> str:
+    return event.decode("utf-8", "backslashreplace")
+
+
+def main(args: argparse.Namespace) -> int:
+    config = load_config_or_exit(args.config)
+    watchers = config.watchers
+    if args.watcher is not None:
+        watchers = [w for w in watchers if w.input_queue == args.watcher]
+        if not watchers:
+            known = ", ".join(w.input_queue for w in config.watchers)
+            print(f"resc: no watcher has input queue {args.watcher!r} ({known})", file=sys.stderr)
+            return EXIT_USAGE
+    if args.limit is not None and args.limit < 1:
+        print("resc: --limit must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    from resc.store import Store
+
+    store = Store(config.redis.url)
+    try:
+        store.connect()
+        for watcher in watchers:
+            limit = args.limit if args.limit is not None else sys.maxsize
+            if args.dry_run:
+                listed = store.failed_events(watcher.failed_queue, min(limit, 2**31))
+                print(f"{watcher.failed_queue}: {len(listed)} failed events")
+                for event, reason in listed:
+                    why = _show(reason) if reason is not None else "(no reason recorded)"
+                    print(f"  {_show(event)}  <- {why}")
+                continue
+            moved = 0
+            while moved < limit:
+                if (
+                    store.replay_one(watcher.failed_queue, watcher.input_queue, watcher.taken_queue)
+                    is None
+                ):
+                    break
+                moved += 1
+            print(f"{watcher.failed_queue}: {moved} events moved back to {watcher.input_queue}")
+    except StoreError as exc:
+        print(f"resc: {exc}", file=sys.stderr)
+        return EXIT_FATAL
+    finally:
+        store.close()
+    return EXIT_OK

@@ -1,0 +1,195 @@
+"""The HTTP listener of a running resc: /metrics moving by exact amounts, /livez, and
+/readyz following Redis."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from resc.embedded import free_port
+from tests.conftest import (
+    RedisServer,
+    WebService,
+    make_config,
+    resc_process,
+    wait_until,
+    write_config,
+)
+
+W = "global/events"
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+SAMPLE = re.compile(r"^(\w+)(?:\{(.*)\})? (\S+)$")
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of the one sample `name` with exactly these labels."""
+    found = []
+    for line in text.splitlines():
+        m = SAMPLE.match(line)
+        if m and m[1] == name and dict(LABEL.findall(m[2] or "")) == labels:
+            found.append(float(m[3]))
+    assert len(found) == 1, f"{name} {labels}: {found}"
+    return found[0]
+
+
+@pytest.fixture
+def daemon(redis_server: RedisServer, tmp_path: Path, web: WebService) -> Iterator[str]:
+    web.answer("/db/7", {"name": "bolt"})
+    web.answer("/db/8", {}, status=404)
+    config = make_config(
+        redis_server.url,
+        [
+            {
+                "input_queue": "global/events",
+                "rules": [
+                    {
+                        "name": "compute",
+                        "on": r"^acq/(?P<p>\w+)/(?P<n>\d+)$",
+                        "make": {"task": "trt/${p}/${n}", "queue": "todo", "set": "todo-set"},
+                    },
+                    {
+                        "name": "lookup",
+                        "on": r"^db/(?P<id>\d+)$",
+                        "fetch": [{"url": web.url + "/db/${id}", "returns": "db"}],
+                        "make": {"task": "${db.name}", "queue": "named"},
+                    },
+                ],
+            }
+        ],
+    )
+    port = free_port()
+    process = resc_process(
+        "run", "--http", f"127.0.0.1:{port}", str(write_config(tmp_path, config))
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(base))
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+
+
+def _answers(base: str) -> bool:
+    try:
+        return get(base + "/livez")[0] == 200
+    except OSError:
+        return False
+
+
+def test_metrics_count_events_tasks_and_rules_exactly(r, daemon: str):
+    wait_until(lambda: get(daemon + "/readyz")[0] == 200)
+    r.lpush("global/events", "acq/p/1", "acq/p/1", "nothing", "db/7", "db/8", b"\xff")
+    wait_until(lambda: r.llen("global/events/failed") == 2 and r.llen("named") == 1)
+
+    def settled() -> str | None:
+        text = get(daemon + "/metrics")[1]
+        return text if metric(text, "resc_events_committed_total", watcher=W) == 4 else None
+
+    text = wait_until(settled)
+    assert metric(text, "resc_events_taken_total", watcher=W) == 6
+    assert metric(text, "resc_events_failed_total", watcher=W) == 2
+    assert metric(text, "resc_tasks_pushed_total", watcher=W, rule="compute") == 1
+    assert metric(text, "resc_tasks_deduplicated_total", watcher=W, rule="compute") == 1
+    assert metric(text, "resc_tasks_pushed_total", watcher=W, rule="lookup") == 1
+    assert metric(text, "resc_rule_matches_total", watcher=W, rule="compute") == 2
+    assert metric(text, "resc_rule_matches_total", watcher=W, rule="lookup") == 2
+    assert metric(text, "resc_fetch_requests_total", watcher=W, rule="lookup", outcome="ok") == 1
+    assert (
+        metric(text, "resc_fetch_requests_total", watcher=W, rule="lookup", outcome="failed") == 1
+    )
+    assert metric(text, "resc_fetch_seconds_count", watcher=W, rule="lookup") == 2
+    assert metric(text, "resc_event_seconds_count", watcher=W) == 6
+    assert metric(text, "resc_batch_size_sum", watcher=W) == 6
+    assert metric(text, "resc_queue_length", watcher=W, queue="input") == 0
+    assert metric(text, "resc_queue_length", watcher=W, queue="failed") == 2
+    assert metric(text, "resc_watcher_ready", watcher=W) == 1
+    assert metric(text, "resc_redis_reconnects_total", watcher=W) == 0
+    assert 'resc_build_info{version="' in text
+
+    r.lpush("global/events", "acq/p/2")
+    text = wait_until(
+        lambda: (
+            (t := get(daemon + "/metrics")[1])
+            and metric(t, "resc_events_committed_total", watcher=W) == 5
+            and t
+        )
+    )
+    assert metric(text, "resc_tasks_pushed_total", watcher=W, rule="compute") == 2
+    assert metric(text, "resc_events_taken_total", watcher=W) == 7
+
+
+def test_livez_and_unknown_paths(daemon: str):
+    assert get(daemon + "/livez") == (200, "ok\n")
+    assert get(daemon + "/nope") == (404, "resc serves /metrics, /livez and /readyz\n")
+
+
+def test_readyz_is_503_while_redis_is_down_and_200_when_it_is_back(tmp_path: Path):
+    server = RedisServer(tmp_path)
+    server.start()
+    config = make_config(
+        server.url, [{"input_queue": "in", "rules": [{"on": "", "make": {"queue": "out"}}]}]
+    )
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = resc_process(
+        "run", "--http", f"127.0.0.1:{port}", str(write_config(tmp_path, config))
+    )
+    try:
+        wait_until(lambda: _answers(base) and get(base + "/readyz")[0] == 200)
+        assert json.loads(get(base + "/readyz")[1]) == {"ready": True, "not_ready": {}}
+        server.kill()
+        wait_until(lambda: get(base + "/readyz")[0] == 503)
+        body = json.loads(get(base + "/readyz")[1])
+        assert body["ready"] is False
+        assert body["not_ready"]["in"].startswith("Redis unavailable: ")
+        assert get(base + "/livez")[0] == 200
+        server.start()
+        wait_until(lambda: get(base + "/readyz")[0] == 200, timeout_s=20)
+        text = get(base + "/metrics")[1]
+        assert metric(text, "resc_redis_reconnects_total", watcher="in") == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+        server.kill()
+
+
+def test_bad_http_address_is_a_usage_error(tmp_path: Path, redis_server):
+    config = make_config(
+        redis_server.url, [{"input_queue": "in", "rules": [{"on": "", "make": {"queue": "o"}}]}]
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "resc",
+            "run",
+            "--http",
+            "nowhere",
+            str(write_config(tmp_path, config)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stderr == ("resc: --http: 'nowhere' is not HOST:PORT, for example 127.0.0.1:9090\n")
