@@ -13,6 +13,7 @@ from resc import __version__, logs
 from resc.commands import load_all
 
 COMMANDS = load_all()
+_OWN_OPTIONS = ("-h", "--help", "--version")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,7 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     names = {command.NAME for command in COMMANDS}
-    if args_list and not args_list[0].startswith("-") and args_list[0] not in names:
+    # `resc CONF` and `resc --embedded-redis CONF` mean `resc run ...`.
+    if args_list and args_list[0] not in names and args_list[0] not in _OWN_OPTIONS:
         args_list.insert(0, "run")
     args = parser.parse_args(args_list)
     logs.configure()

@@ -23,6 +23,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from resc.config import EMBEDDED_REDIS
 from resc.errors import StoreError
 from resc.keys import attempts, failed_reasons
 from resc.rules import Result
@@ -119,6 +120,11 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.display_url = redact_url(url)
+        if url == EMBEDDED_REDIS:
+            raise StoreError(
+                'redis.url is "embedded": that server lives only while `resc run` runs it; '
+                "use the URL it printed at start"
+            )
         self._pool = redis.ConnectionPool.from_url(
             url,
             socket_timeout=BLOCK_TIMEOUT_S + 10,

@@ -9,10 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis
 
 from resc.config import load_config
-from tests.conftest import make_config, resc_process, wait_until, write_config
+from tests.conftest import make_config, resc_process, run_resc, wait_until, write_config
 
 RULES = [
     {
@@ -63,9 +64,20 @@ def test_redis_url_embedded_runs_a_private_server_and_prints_its_url(tmp_path: P
     check_it_works_then_stops(resc_process("run", str(config)))
 
 
-def test_the_embedded_redis_flag_replaces_the_configured_url(tmp_path: Path):
+@pytest.mark.parametrize("command", [["run", "--embedded-redis"], ["--embedded-redis"]])
+def test_the_embedded_redis_flag_replaces_the_configured_url(tmp_path: Path, command):
     config = write_config(tmp_path, make_config("redis://127.0.0.1:1/0", RULES))
-    check_it_works_then_stops(resc_process("run", "--embedded-redis", str(config)))
+    check_it_works_then_stops(resc_process(*command, str(config)))
+
+
+def test_other_commands_on_an_embedded_config_say_where_its_server_is(tmp_path: Path):
+    config = write_config(tmp_path, make_config("embedded", RULES))
+    done = run_resc("replay", str(config))
+    assert (done.returncode, done.stderr) == (
+        1,
+        'resc: redis.url is "embedded": that server lives only while `resc run` runs it; '
+        "use the URL it printed at start\n",
+    )
 
 
 def test_embedded_is_a_valid_redis_url_in_a_config(tmp_path: Path):

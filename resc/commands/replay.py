@@ -39,7 +39,11 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from resc.store import Store
 
-    store = Store(config.redis.url)
+    try:
+        store = Store(config.redis.url)
+    except StoreError as exc:
+        print(f"resc: {exc}", file=sys.stderr)
+        return EXIT_FATAL
     try:
         store.connect()
         for watcher in watchers:
