@@ -8,10 +8,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from resc.config import Config, config_from_source
 from resc.config_file import read_source
 from resc.daemon import Daemon
 from resc.embedded import EmbeddedRedis
+from tests.webservice import ScriptedService, scripted_service
 
 
 class RedisServer(EmbeddedRedis):
@@ -115,62 +114,10 @@ def run_resc(
     )
 
 
-# --- a real HTTP server for fetch rules -------------------------------------------------
-
-Route = tuple[int, bytes, float]  # status, body, delay in seconds
-
-
-class WebService:
-    """Serves canned answers by path; records every path requested."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, Route] = {}
-        self.requests: list[str] = []
-        self.lock = threading.Lock()
-        self.in_flight = 0
-        self.max_in_flight = 0  # most requests being answered at the same time
-        service = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                with service.lock:
-                    service.requests.append(self.path)
-                    service.in_flight += 1
-                    service.max_in_flight = max(service.max_in_flight, service.in_flight)
-                status, body, delay = service.routes.get(self.path, (404, b"{}", 0.0))
-                if delay:
-                    time.sleep(delay)
-                with service.lock:
-                    service.in_flight -= 1
-                try:
-                    self.send_response(status)
-                    self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def answer(self, path: str, data: Any, status: int = 200, delay_s: float = 0.0) -> None:
-        body = data if isinstance(data, bytes) else json.dumps(data).encode()
-        self.routes[path] = (status, body, delay_s)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+# --- a real HTTP server for fetch rules -----------------------------------------------
 
 
 @pytest.fixture
-def web() -> Iterator[WebService]:
-    service = WebService()
-    yield service
-    service.close()
+def web() -> Iterator[ScriptedService]:
+    with scripted_service() as service:
+        yield service

@@ -106,7 +106,7 @@ def test_without_queue_every_watcher_is_shown_and_fetches_are_not_called(tmp_pat
         "      per object: task=trt/plantA/${db.name} queue=trt/plantA/todo set=trt/plantA/set",
         "      per object: task=acq/plantA/7 queue=audit",
     ]
-    assert web.requests == []
+    assert web.paths == []
 
 
 def test_fetch_calls_the_web_service_and_shows_its_objects_and_tasks(tmp_path, web):
@@ -124,7 +124,7 @@ def test_fetch_calls_the_web_service_and_shows_its_objects_and_tasks(tmp_path, w
         "      task=trt/plantA/nut queue=trt/plantA/todo set=trt/plantA/set",
         "      task=acq/plantA/7 queue=audit",
     ]
-    assert web.requests == ["/products?plant=plantA&id=7"]
+    assert web.paths == ["/products?plant=plantA&id=7"]
 
 
 def test_a_failing_fetch_fails_the_event(tmp_path, web):

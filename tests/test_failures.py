@@ -10,7 +10,8 @@ import pytest
 import redis
 
 from resc.embedded import free_port
-from tests.conftest import WebService, drained, make_config, running, wait_until
+from tests.conftest import drained, make_config, running, wait_until
+from tests.webservice import ScriptedService
 
 
 def fetch_config(url: str, fetch_url: str, timeout_s: float = 10.0) -> dict[str, object]:
@@ -67,7 +68,7 @@ def run_failing(r: redis.Redis, config: dict[str, object], tmp_path: Path, bad: 
     ],
 )
 def test_web_service_errors_fail_the_event(
-    r, redis_server, tmp_path, web: WebService, status, body, expected
+    r, redis_server, tmp_path, web: ScriptedService, status, body, expected
 ):
     web.answer("/7", body, status=status)
     reason = run_failing(r, fetch_config(redis_server.url, web.url), tmp_path, b"fetch/7")

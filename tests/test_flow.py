@@ -8,7 +8,8 @@ from pathlib import Path
 
 import redis
 
-from tests.conftest import WebService, drained, make_config, running, wait_until
+from tests.conftest import drained, make_config, running, wait_until
+from tests.webservice import ScriptedService
 
 EXAMPLE_RULE = {
     "name": "compute on acquisition",
@@ -174,7 +175,7 @@ def test_no_listener_channel_publishes_nothing(r, redis_server, tmp_path):
 
 
 def test_two_watchers_forwarding_to_a_slow_fetch_watcher(
-    r, redis_server, tmp_path, web: WebService
+    r, redis_server, tmp_path, web: ScriptedService
 ):
     web.answer("/products/123", {"id": 9, "name": "bolt"})
     config = make_config(
@@ -234,7 +235,7 @@ def test_fetch_of_an_array_makes_one_task_per_object(r, redis_server, tmp_path, 
         r.lpush("in", "acq/plantA/5")
         wait_until(lambda: r.llen("todo") == 2)
     assert r.lrange("todo", 0, -1) == [b"weigh/5/L2/634876914", b"weigh/5/L1/1.5"]
-    assert web.requests == ["/lots/plantA"]
+    assert web.paths == ["/lots/plantA"]
 
 
 def test_fetch_url_values_are_percent_encoded(r, redis_server, tmp_path, web):
@@ -248,7 +249,7 @@ def test_fetch_url_values_are_percent_encoded(r, redis_server, tmp_path, web):
     with running(config, tmp_path):
         r.lpush("in", "item a/b?c d")
         wait_until(lambda: r.llen("out") == 1)
-    assert web.requests == ["/item/a%2Fb%3Fc%20d"]
+    assert web.paths == ["/item/a%2Fb%3Fc%20d"]
     assert r.lrange("out", 0, -1) == [b"true"]
 
 

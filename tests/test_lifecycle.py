@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.conftest import (
     RedisServer,
-    WebService,
+    ScriptedService,
     make_config,
     resc_process,
     run_resc,
@@ -18,7 +18,7 @@ from tests.conftest import (
 from tests.webservice import Answer, scripted_service
 
 
-def slow_fetch_config(redis_url: str, web: WebService) -> dict[str, object]:
+def slow_fetch_config(redis_url: str, web: ScriptedService) -> dict[str, object]:
     return make_config(
         redis_url,
         [
@@ -40,7 +40,7 @@ def test_sigterm_finishes_the_event_in_hand_then_exits_0(r, redis_server, tmp_pa
     web.answer("/slow", {"v": "finished"}, delay_s=1.5)
     process = resc_process(str(write_config(tmp_path, slow_fetch_config(redis_server.url, web))))
     r.lpush("in", "slow")
-    wait_until(lambda: web.requests == ["/slow"])
+    wait_until(lambda: web.paths == ["/slow"])
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 0
     assert r.lrange("out", 0, -1) == [b"finished"]
@@ -51,7 +51,7 @@ def test_second_signal_exits_at_once_leaving_the_event_taken(r, redis_server, tm
     web.answer("/slow", {"v": "never"}, delay_s=8)
     process = resc_process(str(write_config(tmp_path, slow_fetch_config(redis_server.url, web))))
     r.lpush("in", "slow")
-    wait_until(lambda: web.requests == ["/slow"])
+    wait_until(lambda: web.paths == ["/slow"])
     process.send_signal(signal.SIGTERM)
     time.sleep(0.2)
     process.send_signal(signal.SIGINT)

@@ -18,12 +18,12 @@ import pytest
 from resc.embedded import free_port
 from tests.conftest import (
     RedisServer,
-    WebService,
     make_config,
     resc_process,
     wait_until,
     write_config,
 )
+from tests.webservice import ScriptedService
 
 W = "global/events"
 
@@ -52,7 +52,7 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def daemon(redis_server: RedisServer, tmp_path: Path, web: WebService) -> Iterator[str]:
+def daemon(redis_server: RedisServer, tmp_path: Path, web: ScriptedService) -> Iterator[str]:
     web.answer("/db/7", {"name": "bolt"})
     web.answer("/db/8", {}, status=404)
     config = make_config(

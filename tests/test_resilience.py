@@ -16,7 +16,6 @@ import redis
 
 from tests.conftest import (
     RedisServer,
-    WebService,
     drained,
     make_config,
     resc_process,
@@ -25,6 +24,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
+from tests.webservice import ScriptedService
 
 
 class Lines:
@@ -44,7 +44,7 @@ class Lines:
         return sum(text in line for line in self.lines)
 
 
-def fetch_rule(web: WebService) -> dict[str, Any]:
+def fetch_rule(web: ScriptedService) -> dict[str, Any]:
     return {
         "name": "lookup",
         "on": r"^(?P<kind>\w+)/(?P<n>\d+)$",
@@ -54,7 +54,7 @@ def fetch_rule(web: WebService) -> dict[str, Any]:
 
 
 def test_an_event_interrupted_max_attempts_times_goes_to_the_failed_queue(
-    r: redis.Redis, redis_server: RedisServer, tmp_path: Path, web: WebService
+    r: redis.Redis, redis_server: RedisServer, tmp_path: Path, web: ScriptedService
 ):
     web.answer("/hang", {"prefix": "never"}, delay_s=30)
     web.answer("/ok", {"prefix": "fine"})
@@ -65,7 +65,7 @@ def test_an_event_interrupted_max_attempts_times_goes_to_the_failed_queue(
     r.lpush("in", "hang/1")
     for attempt in range(1, 4):
         process = resc_process(path)
-        wait_until(lambda a=attempt: web.requests.count("/hang") == a)
+        wait_until(lambda a=attempt: web.paths.count("/hang") == a)
         process.send_signal(signal.SIGKILL)  # a crash while the event is in hand
         process.wait()
         assert r.lrange("in/taken", 0, -1) == [b"hang/1"]
@@ -77,7 +77,7 @@ def test_an_event_interrupted_max_attempts_times_goes_to_the_failed_queue(
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 0
-    assert web.requests.count("/hang") == 3  # not tried a fourth time
+    assert web.paths.count("/hang") == 3  # not tried a fourth time
     assert r.lrange("in/failed", 0, -1) == [b"hang/1"]
     assert r.hget("in/failed/reasons", "hang/1") == (
         b"interrupted 3 times (resc stopped or lost Redis while processing it): "

@@ -51,6 +51,8 @@ class ScriptedService:
 
     def __init__(self) -> None:
         self.requests: list[Seen] = []
+        self.in_flight = 0
+        self.max_in_flight = 0  # most requests being answered at the same time
         self._scripts: dict[str, list[Answer]] = {}
         self._lock = threading.Lock()
         service = self
@@ -73,8 +75,19 @@ class ScriptedService:
         self._thread.start()
 
     def script(self, path: str, *answers: Answer) -> None:
+        """Answers for `path`: with a query string, for that exact URL only."""
         with self._lock:
             self._scripts[path] = list(answers)
+
+    def answer(self, path: str, data: Any, status: int = 200, delay_s: float = 0.0) -> None:
+        """One answer for `path`, given to every request."""
+        self.script(path, Answer(data, status=status, delay_s=delay_s))
+
+    @property
+    def paths(self) -> list[str]:
+        """The path (with query string) of every request so far, in order."""
+        with self._lock:
+            return [seen.path for seen in self.requests]
 
     def requests_to(self, path: str) -> list[Seen]:
         with self._lock:
@@ -86,7 +99,7 @@ class ScriptedService:
 
     def _next_answer(self, path: str) -> Answer:
         with self._lock:
-            script = self._scripts.get(path)
+            script = self._scripts.get(path) or self._scripts.get(urlsplit(path).path)
             if not script:
                 return Answer({"error": "not found"}, status=404)
             return script.pop(0) if len(script) > 1 else script[0]
@@ -103,12 +116,18 @@ class ScriptedService:
         )
         with self._lock:
             self.requests.append(seen)
-        answer = self._next_answer(urlsplit(handler.path).path)
-        if answer.delay_s:
-            time.sleep(answer.delay_s)
-        # The client may have given up waiting: what a hanging service test wants.
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            self._send(handler, answer)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            answer = self._next_answer(handler.path)
+            if answer.delay_s:
+                time.sleep(answer.delay_s)
+            # The client may have given up waiting: what a hanging service test wants.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self._send(handler, answer)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, answer: Answer) -> None:
