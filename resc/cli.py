@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from resc import __version__, logs
 from resc.commands import load_all
+from resc.errors import EXIT_OK
 
 COMMANDS = load_all()
 _OWN_OPTIONS = ("-h", "--help", "--version")
@@ -41,5 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args_list.insert(0, "run")
     args = parser.parse_args(args_list)
     logs.configure()
-    status: int = args.main(args)
+    try:
+        status: int = args.main(args)
+    except BrokenPipeError:
+        # The reader went away (`resc schema | head`): nothing more to say to it.
+        sys.stderr.close()
+        return EXIT_OK
     return status

@@ -125,12 +125,17 @@ class Store:
                 'redis.url is "embedded": that server lives only while `resc run` runs it; '
                 "use the URL it printed at start"
             )
+        # A watcher's connection is never idle for long (it waits in BLMOVE for
+        # BLOCK_TIMEOUT_S at most), so the socket timeout is its health check; TCP
+        # keepalive also finds a peer that vanished from the network.
+        tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
         self._pool = redis.ConnectionPool.from_url(
             url,
             socket_timeout=BLOCK_TIMEOUT_S + 10,
             socket_connect_timeout=5,
             retry=Retry(NoBackoff(), 0),
             client_name="resc",
+            **tcp,
         )
         self._conn: Any = None
         self._pending: deque[Reply[Any]] = deque()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from tests.conftest import run_resc
 
@@ -24,3 +26,16 @@ def test_schema_describes_the_config_and_accepts_todo_for_make():
         [{"required": ["make"]}, {"required": ["todo"]}],
     )
     assert rule["additionalProperties"] is False
+
+
+def test_schema_into_a_pipe_already_closed_ends_quietly():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "resc", "schema"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    process.stdout.close()  # the reader is gone before resc writes a byte
+    _, stderr = process.communicate(timeout=30)
+    assert (process.returncode, stderr) == (0, "")
