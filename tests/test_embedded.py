@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -116,3 +117,23 @@ def test_watching_the_config_is_refused_with_an_embedded_redis(tmp_path: Path):
         2,
         "resc: --watch-config cannot be used with an embedded Redis\n",
     )
+
+
+def test_a_terminal_ctrl_c_stops_resc_cleanly_and_then_its_server(tmp_path: Path):
+    # A terminal sends Ctrl-C's SIGINT to its whole foreground process group.
+    config = write_config(tmp_path, make_config("embedded", RULES))
+    process = resc_process("run", str(config), start_new_session=True)
+    url = url_printed_by(process)
+    client = redis.Redis.from_url(url)
+    try:
+        client.lpush("global/events", "acq/plantA/1")
+        wait_until(lambda: client.llen("todo/plantA") == 1)
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=20)
+        assert process.returncode == 0, err
+        # The server was still there for resc's graceful stop.
+        assert "Redis unavailable" not in err and "Traceback" not in err
+        with pytest.raises(redis.ConnectionError):
+            client.ping()
+    finally:
+        client.close()
