@@ -1,16 +1,12 @@
-"""The config: pydantic models of every field, loading, and checks with located errors.
-
-Everything is validated before resc touches Redis: field types and unknown fields
-(pydantic), regexes and patterns (compiled here, once), and the rules that tie fields
-together (variables a pattern may use, queues watchers may share).
-"""
+"""The config: pydantic models of every field, with their defaults and the checks of
+one field at a time (types, unknown fields, regexes and patterns compiled here, once).
+The checks that tie fields together, and loading a file, are in config_load.py."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
@@ -28,8 +24,6 @@ from pydantic import (
     model_validator,
 )
 
-from resc.config_file import Loc, SourceFile, read_source
-from resc.errors import ConfigError
 from resc.keys import default_failed_queue, default_taken_queue
 from resc.patterns import Pattern, parse_pattern
 from resc.regex import Regex, compile_regex
@@ -116,7 +110,6 @@ class RedisConfig(_Model):
 # `${env.NAME}` in a fetch's url, headers or body: the environment variable NAME, read
 # when the request is made, so that tokens stay out of config files.
 ENV_PREFIX = "env."
-_ENV_NAME = re.compile(r"env\.\w+")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an RFC 9110 token
 
 
@@ -350,173 +343,3 @@ def _with_fetch_defaults(watchers: Any, defaults: Mapping[str, Any]) -> Any:
         return {**value, "rules": [rule(r) for r in value["rules"]]}
 
     return [watcher(w) for w in watchers] if isinstance(watchers, list) else watchers
-
-
-# --- checks that tie fields together ------------------------------------------------
-
-Problem = tuple[Loc, str]
-
-
-def _check_rule(rule: Rule, loc: Loc) -> list[Problem]:
-    problems: list[Problem] = []
-    if INPUT_TASK in rule.on.group_names:
-        problems.append(
-            (
-                (*loc, "on"),
-                f"a group may not be named {INPUT_TASK}: that variable is the whole event",
-            )
-        )
-    own = {INPUT_TASK, *rule.on.group_names}
-    namespaces = [f.returns for f in rule.fetch]
-    for i, ns in enumerate(namespaces):
-        if ns in namespaces[:i]:
-            problems.append(((*loc, "fetch", i, "returns"), f"namespace {ns!r} used twice"))
-
-    def unknown(pattern: Pattern, where: Loc, allowed_ns: list[str], env: bool = False) -> None:
-        for name in sorted(pattern.names):
-            if name in own or (env and _ENV_NAME.fullmatch(name)):
-                continue
-            ns = next((n for n in allowed_ns if name.startswith(n + ".")), None)
-            if ns is not None:
-                continue
-            known = [INPUT_TASK, *rule.on.group_names] + [f"{n}.*" for n in allowed_ns]
-            known += [f"{ENV_PREFIX}NAME"] if env else []
-            problems.append(
-                (where, f"${{{name}}} is not a variable of this rule; it has: {', '.join(known)}")
-            )
-
-    for i, fetch in enumerate(rule.fetch):
-        at: Loc = (*loc, "fetch", i)
-        unknown(fetch.url, (*at, "url"), [], env=True)
-        for header, value in fetch.headers.items():
-            unknown(value, (*at, "headers", header), [], env=True)
-        if fetch.body is not None:
-            unknown(fetch.body, (*at, "body"), [], env=True)
-    for i, make in enumerate(rule.make):
-        for field in ("task", "queue", "set"):
-            pattern = getattr(make, field)
-            if pattern is None:
-                continue
-            where = (*loc, "make", i, field)
-            unknown(pattern, where, namespaces)
-            if len(namespaces) > 1:
-                used = {
-                    ns for ns in namespaces for name in pattern.names if name.startswith(ns + ".")
-                }
-                if used:
-                    problems.append(
-                        (
-                            where,
-                            (
-                                f"uses fields of fetch {', '.join(sorted(used))}, but with several "
-                                f"fetches every make runs once per object of each fetch, so these "
-                                f"fields would have no value for the others"
-                            ),
-                        )
-                    )
-    return problems
-
-
-def _check_queues(config: Config) -> list[Problem]:
-    problems: list[Problem] = []
-    owner: dict[str, Loc] = {}
-    for w, watcher in enumerate(config.watchers):
-        for field in ("input_queue", "taken_queue", "failed_queue"):
-            name = getattr(watcher, field)
-            loc: Loc = ("watchers", w, field)
-            if name in owner:
-                other = owner[name]
-                problems.append(
-                    (
-                        loc,
-                        f"{name!r} is already {_path(other)}: each watcher "
-                        f"needs its own input, taken and failed queues",
-                    )
-                )
-            else:
-                owner[name] = loc
-    return problems
-
-
-def _check(config: Config) -> list[Problem]:
-    problems = _check_queues(config)
-    for w, watcher in enumerate(config.watchers):
-        for r, rule in enumerate(watcher.rules):
-            problems += _check_rule(rule, ("watchers", w, "rules", r))
-    return problems
-
-
-# --- loading and error messages -----------------------------------------------------
-
-_PYDANTIC_MESSAGES = {"missing": "required field is missing", "extra_forbidden": "unknown field"}
-
-
-def _path(loc: Loc) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
-
-
-def _file_loc(source: SourceFile, loc: Loc) -> Loc:
-    """The loc as the file spells it: alias names, and no [0] for a single `make` object."""
-    out: list[str | int] = []
-    for part in loc:
-        if (
-            part == "make"
-            and "make" not in (source.value_at(tuple(out)) or {})
-            and "todo" in (source.value_at(tuple(out)) or {})
-        ):
-            part = "todo"
-        if isinstance(part, int) and isinstance(source.value_at(tuple(out)), dict):
-            continue
-        out.append(part)
-    return tuple(out)
-
-
-def _located(source: SourceFile, loc: Loc, message: str) -> str:
-    loc = _file_loc(source, loc)
-    line = source.line_of(loc)
-    where = f"{source.path}:{line}" if line else str(source.path)
-    return f"{where}: {_path(loc)}: {message}" if loc else f"{where}: {message}"
-
-
-def _pydantic_message(error: Any) -> str:
-    if error["type"] in _PYDANTIC_MESSAGES:
-        return _PYDANTIC_MESSAGES[error["type"]]
-    message: str = error["msg"]
-    return re.sub(r"^(Value|Assertion) error, ", "", message)
-
-
-def located(source: SourceFile, loc: Loc, message: str) -> str:
-    """A problem at the model path `loc` as `file:line: field.path: message`, the path
-    spelled as the file spells it."""
-    return _located(source, loc, message)
-
-
-def field_path(source: SourceFile, loc: Loc) -> str:
-    """The model path `loc` as the file spells it: `watchers[0].rules[1].todo.queue`."""
-    return _path(_file_loc(source, loc))
-
-
-def validation_problems(source: SourceFile, exc: ValidationError) -> list[str]:
-    """pydantic's errors for data read from `source`, one located message each."""
-    return [_located(source, tuple(e["loc"]), _pydantic_message(e)) for e in exc.errors()]
-
-
-def config_from_source(source: SourceFile) -> Config:
-    if not isinstance(source.data, dict):
-        raise ConfigError([f"{source.path}: the config must be an object"])
-    try:
-        config = Config.model_validate(source.data)
-    except ValidationError as exc:
-        raise ConfigError(validation_problems(source, exc)) from None
-    problems = _check(config)
-    if problems:
-        raise ConfigError([_located(source, loc, message) for loc, message in problems])
-    return config
-
-
-def load_config(path: str | Path) -> Config:
-    """Read, parse and check a config file; ConfigError lists every fault with its line."""
-    return config_from_source(read_source(Path(path)))

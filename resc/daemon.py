@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from resc.config import Config, load_config
+from resc.config import Config
 from resc.config import Watcher as WatcherConfig
+from resc.config_load import load_config
 from resc.errors import EXIT_FATAL, EXIT_FORCED, EXIT_OK, ConfigError, StoreError
 from resc.http_listener import HttpListener
 from resc.logs import get_logger

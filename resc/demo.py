@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.panel import Panel
 
-from resc.config import load_config
+from resc.config_load import load_config
 from resc.daemon import Daemon
 from resc.demo_view import EVENTS_QUEUE, TODO_QUEUE, TODO_SET, DemoView, Happening
 from resc.embedded import EmbeddedRedis

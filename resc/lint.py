@@ -25,8 +25,9 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from resc.config import Config, Make, Rule, field_path, located
+from resc.config import Config, Make, Rule
 from resc.config_file import Loc, SourceFile
+from resc.config_load import field_path, located
 from resc.keys import failed_reasons
 
 

@@ -19,8 +19,9 @@ import httpx
 from pydantic import ValidationError
 
 from resc import explain
-from resc.config import Config, located, validation_problems
+from resc.config import Config
 from resc.config_file import Loc, SourceFile, read_source
+from resc.config_load import located, validation_problems
 from resc.errors import ConfigError, RescError
 from resc.fetch import Fetcher
 from resc.test_cases import Case, CaseFile

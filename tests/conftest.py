@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 import redis
 
-from resc.config import Config, config_from_source
+from resc.config import Config
 from resc.config_file import read_source
+from resc.config_load import config_from_source
 from resc.daemon import Daemon
 from resc.embedded import EmbeddedRedis
 from tests.webservice import ScriptedService, scripted_service

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from resc.config import load_config
+from resc.config_load import load_config
 from resc.errors import ConfigError
 
 # The reference's example, verbatim (README section "Config file").

@@ -5,7 +5,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from resc.config import Config, load_config
+from resc.config import Config
+from resc.config_load import load_config
 from resc.demo import CONFIG
 from tests.conftest import resc_process, run_resc, wait_until
 

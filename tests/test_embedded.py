@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from resc.config import load_config
+from resc.config_load import load_config
 from tests.conftest import make_config, resc_process, run_resc, wait_until, write_config
 
 RULES = [

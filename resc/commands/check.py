@@ -26,8 +26,8 @@ def _count(n: int, what: str) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from resc import lint
-    from resc.config import config_from_source
     from resc.config_file import read_source
+    from resc.config_load import config_from_source
     from resc.errors import ConfigError
 
     path = Path(args.config)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from resc.config import Config, load_config
+from resc.config import Config
+from resc.config_load import load_config
 from resc.errors import EXIT_USAGE, ConfigError
 
 

@@ -34,8 +34,8 @@ def _fail(problems: list[str]) -> int:
 
 def main(args: argparse.Namespace) -> int:
     from resc import test_runner
-    from resc.config import config_from_source
     from resc.config_file import read_source
+    from resc.config_load import config_from_source
     from resc.errors import ConfigError
 
     config_path = Path(args.config)
