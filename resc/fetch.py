@@ -14,7 +14,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
@@ -214,6 +214,14 @@ class Fetcher:
             if entry is None:
                 entry = self._stats[id(fetch)] = (fetch, FetchStats())
             return entry[1]
+
+    def keep_only(self, fetches: Iterable[Fetch]) -> None:
+        """Forget the breakers and counts of fetches no longer configured (a reload)."""
+        kept = {id(fetch) for fetch in fetches}
+        with self._lock:
+            for table in (self._breakers, self._stats):
+                for key in [key for key in table if key not in kept]:
+                    del table[key]
 
     def stats(self) -> list[tuple[Fetch, FetchStats]]:
         """Requests made so far, per fetch, for metrics."""

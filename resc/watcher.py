@@ -73,6 +73,7 @@ class Watcher:
         """Switch to new rules (a reloaded config); batches after the current one use them."""
         self.rules = RuleSet(config.rules)
         self.config = config
+        self.fetch.keep_only(fetch for rule in config.rules for fetch in rule.fetch)
 
     def run(self) -> None:
         """The watcher's loop; returns when `stop` is set. Redis errors are waited out."""

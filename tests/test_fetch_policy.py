@@ -269,3 +269,24 @@ def test_connection_failures_open_the_circuit_without_further_requests() -> None
     fetcher.close()
 
     assert sent == ["http://svc/items"] * 2
+
+
+def test_a_reload_forgets_the_circuits_and_counts_of_fetches_gone() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    fetcher = Fetcher(transport=httpx.MockTransport(refuse))
+    old = fetch_of(retries=0, breaker={"failures": 1, "cooldown": 60})
+    with pytest.raises(FetchError):
+        fetcher(old, {})
+    with pytest.raises(CircuitOpen):
+        fetcher(old, {})
+    assert [(f, s.outcomes) for f, s in fetcher.stats()] == [
+        (old, {"retryable_error": 1, "circuit_open": 1})
+    ]
+    new = fetch_of(retries=0, breaker={"failures": 1, "cooldown": 60})
+    fetcher.keep_only([new])
+    assert fetcher.stats() == []
+    with pytest.raises(FetchError, match="ConnectError"):  # a closed circuit again
+        fetcher(old, {})
+    fetcher.close()
