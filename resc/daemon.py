@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from resc.config import Config
+from resc.config import EMBEDDED_REDIS, Config
 from resc.config import Watcher as WatcherConfig
 from resc.config_load import load_config
 from resc.errors import EXIT_FATAL, EXIT_FORCED, EXIT_OK, ConfigError, StoreError
@@ -106,6 +106,12 @@ class Daemon:
             log.error(
                 "config not reloaded: it has errors; the running config stays",
                 problems="; ".join(exc.problems),
+            )
+            return False
+        if new.redis.url == EMBEDDED_REDIS:
+            log.error(
+                'config not reloaded: redis.url "embedded" needs a restart of resc; '
+                "the running config stays"
             )
             return False
         everything = (

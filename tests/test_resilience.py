@@ -14,6 +14,9 @@ from typing import Any
 
 import redis
 
+from resc.config_file import read_source
+from resc.config_load import config_from_source
+from resc.daemon import Daemon
 from tests.conftest import (
     RedisServer,
     drained,
@@ -316,3 +319,18 @@ def test_sigkill_at_random_points_of_a_fetch_backlog_then_every_task_once(
     tasks = Counter(r.lrange("out", 0, -1))
     assert len(tasks) == count and max(tasks.values()) == 1
     assert r.llen("in/failed") == 0
+
+
+def test_a_reload_to_an_embedded_redis_is_refused(r, redis_server, tmp_path):
+    config = reloading_config(redis_server.url, "kept")
+    path = write_config(tmp_path, config)
+    daemon = Daemon(config_from_source(read_source(path)), path)
+    daemon.start()
+    try:
+        path.write_text(json.dumps(reloading_config("embedded", "never")))
+        assert daemon.reload() is False
+        r.lpush("in", "e1")
+        wait_until(lambda: r.lrange("out", 0, -1) == [b"kept"])
+    finally:
+        daemon.stop.set()
+        assert daemon.wait() == 0
