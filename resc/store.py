@@ -163,6 +163,8 @@ class Store:
 
     def _read_until(self, reply: Reply[Any]) -> None:
         while not reply._done:
+            if not self._pending:
+                raise StoreError(f"{reply.action}: the connection was lost before the reply")
             oldest = self._pending[0]
             try:
                 value = self._conn.read_response(disable_decoding=True)
