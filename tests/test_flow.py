@@ -316,3 +316,17 @@ def test_listener_format_json_publishes_one_object_per_message(r, redis_server, 
             "taken_queue": "global/taken",
         },
     ]
+
+
+def test_scripts_flushed_from_redis_are_loaded_again(r, redis_server, tmp_path):
+    config = make_config(
+        redis_server.url, [{"input_queue": "in", "rules": [{"on": "", "make": {"queue": "out"}}]}]
+    )
+    with running(config, tmp_path):
+        r.lpush("in", "before")
+        wait_until(lambda: r.llen("out") == 1)
+        r.script_flush()  # NOSCRIPT for resc's next EVALSHA
+        r.lpush("in", "after")
+        wait_until(lambda: r.llen("out") == 2)
+        wait_until(lambda: drained(r, "in", "in/taken"))
+    assert r.lrange("out", 0, -1) == [b"after", b"before"]
