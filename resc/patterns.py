@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
-from urllib.parse import quote
 
 from resc.errors import MissingVariable
 
@@ -42,16 +41,6 @@ class Pattern:
         except KeyError as exc:
             raise MissingVariable(exc.args[0]) from None
         return expanded
-
-    def expand_url(self, variables: Mapping[str, bytes]) -> str:
-        """Like expand, but each value is percent-encoded, so that it cannot change the
-        URL's path or query structure."""
-        quoted = {
-            name: quote(variables[name], safe="").encode("ascii")
-            for name in self.refs
-            if name in variables
-        }
-        return self.expand(quoted).decode("utf-8")
 
     def __str__(self) -> str:
         return self.source

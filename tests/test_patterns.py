@@ -48,19 +48,3 @@ def test_expand_raises_missing_variable_with_its_name() -> None:
 
     assert info.value.name == "b"
     assert str(info.value) == "variable ${b} has no value for this event"
-
-
-def test_expand_url_percent_encodes_values_but_not_literal_text() -> None:
-    pattern = parse_pattern("http://db/é/jobs/${id}?owner=${owner}&x=1")
-    variables = {"id": b"a/b?c&d e", "owner": "Zürich".encode()}
-
-    assert (
-        pattern.expand_url(variables) == "http://db/é/jobs/a%2Fb%3Fc%26d%20e?owner=Z%C3%BCrich&x=1"
-    )
-
-
-def test_expand_url_raises_missing_variable() -> None:
-    with pytest.raises(MissingVariable) as info:
-        parse_pattern("http://db/${id}").expand_url({})
-
-    assert info.value.name == "id"
