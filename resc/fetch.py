@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -148,6 +148,14 @@ def _read(response: httpx.Response, limit: int, shown: str) -> bytes:
     return b"".join(chunks)
 
 
+class _FetchState(NamedTuple):
+    """What a Fetcher keeps per fetch: its circuit breaker and its request counts."""
+
+    fetch: Fetch
+    breaker: CircuitBreaker
+    stats: FetchStats
+
+
 class Fetcher:
     """Calls web services for fetch rules: one pooled HTTP client and one circuit breaker
     per fetch, per watcher. Safe to call from several threads.
@@ -174,8 +182,7 @@ class Fetcher:
         self._stop = stop or threading.Event()
         self._lock = threading.Lock()
         # Keyed by id(): the Fetch is kept in the value, so its id cannot be reused.
-        self._breakers: dict[int, tuple[Fetch, CircuitBreaker]] = {}
-        self._stats: dict[int, tuple[Fetch, FetchStats]] = {}
+        self._states: dict[int, _FetchState] = {}
 
     def close(self) -> None:
         self._client.close()
@@ -198,46 +205,38 @@ class Fetcher:
         log.debug("fetched", request=request.shown, objects=len(objects))
         return [flatten(obj, fetch.returns) for obj in objects]
 
-    def _breaker(self, fetch: Fetch) -> CircuitBreaker:
+    def _state(self, fetch: Fetch) -> _FetchState:
         with self._lock:
-            entry = self._breakers.get(id(fetch))
-            if entry is None:
+            state = self._states.get(id(fetch))
+            if state is None:
                 breaker = CircuitBreaker(
                     str(fetch.url), fetch.breaker.failures, fetch.breaker.cooldown
                 )
-                entry = self._breakers[id(fetch)] = (fetch, breaker)
-            return entry[1]
-
-    def _stats_of(self, fetch: Fetch) -> FetchStats:
-        with self._lock:
-            entry = self._stats.get(id(fetch))
-            if entry is None:
-                entry = self._stats[id(fetch)] = (fetch, FetchStats())
-            return entry[1]
+                state = self._states[id(fetch)] = _FetchState(fetch, breaker, FetchStats())
+            return state
 
     def keep_only(self, fetches: Iterable[Fetch]) -> None:
         """Forget the breakers and counts of fetches no longer configured (a reload)."""
         kept = {id(fetch) for fetch in fetches}
         with self._lock:
-            for table in (self._breakers, self._stats):
-                for key in [key for key in table if key not in kept]:
-                    del table[key]
+            self._states = {key: s for key, s in self._states.items() if key in kept}
 
     def stats(self) -> list[tuple[Fetch, FetchStats]]:
         """Requests made so far, per fetch, for metrics."""
         with self._lock:
-            return list(self._stats.values())
+            return [(state.fetch, state.stats) for state in self._states.values()]
 
     def _guarded(self, fetch: Fetch, request: Request) -> bytes:
         """The body of a 2xx answer, through the fetch's circuit breaker."""
-        breaker = self._breaker(fetch)
+        state = self._state(fetch)
+        breaker = state.breaker
         try:
             trial = breaker.admit()
         except FetchError:
-            self._stats_of(fetch).record("circuit_open", None)
+            state.stats.record("circuit_open", None)
             raise
         try:
-            body = self._send(request, fetch, attempts=1 if trial else fetch.retries + 1)
+            body = self._send(request, state, attempts=1 if trial else fetch.retries + 1)
         except _Unavailable as exc:
             breaker.failed(trial, str(exc))
             raise FetchError(str(exc)) from None
@@ -253,11 +252,12 @@ class Fetcher:
         breaker.answered(trial)
         return body
 
-    def _send(self, request: Request, fetch: Fetch, attempts: int) -> bytes:
+    def _send(self, request: Request, state: _FetchState, attempts: int) -> bytes:
+        fetch = state.fetch
         attempt = 1
         while True:
             try:
-                return self._timed_attempt(request, fetch)
+                return self._timed_attempt(request, state)
             except _Retryable as exc:
                 if attempt >= attempts:
                     after = f" (after {attempts} attempts)" if attempts > 1 else ""
@@ -278,12 +278,12 @@ class Fetcher:
                     ) from None
                 attempt += 1
 
-    def _timed_attempt(self, request: Request, fetch: Fetch) -> bytes:
+    def _timed_attempt(self, request: Request, state: _FetchState) -> bytes:
         """_attempt, counted by outcome and timed for the metrics."""
         outcome = "failed"
         started = time.monotonic()
         try:
-            body = self._attempt(request, fetch)
+            body = self._attempt(request, state.fetch)
             outcome = "ok"
             return body
         except _Retryable:
@@ -293,7 +293,7 @@ class Fetcher:
             outcome = "not_sent"
             raise
         finally:
-            self._stats_of(fetch).record(outcome, time.monotonic() - started)
+            state.stats.record(outcome, time.monotonic() - started)
 
     def _attempt(self, request: Request, fetch: Fetch) -> bytes:
         """One request: the body of a 2xx answer; _Retryable or FetchError otherwise."""
