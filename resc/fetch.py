@@ -22,7 +22,7 @@ import httpx
 from resc import __version__
 from resc.config import Fetch
 from resc.errors import FetchError, FetchStopped
-from resc.fetch_breaker import CircuitBreaker
+from resc.fetch_breaker import CircuitBreaker, CircuitOpen
 from resc.fetch_request import Request, build_request
 from resc.fetch_retry import backoff_delay_s, retry_after_s, retryable_status
 from resc.logs import get_logger
@@ -232,7 +232,7 @@ class Fetcher:
         breaker = state.breaker
         try:
             trial = breaker.admit()
-        except FetchError:
+        except CircuitOpen:
             state.stats.record("circuit_open", None)
             raise
         try:

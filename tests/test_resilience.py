@@ -143,6 +143,9 @@ def test_replay_lists_then_moves_failed_events_back(r, redis_server, tmp_path, w
     unknown = run_resc("replay", str(path), "--watcher", "nope")
     assert unknown.returncode == 2
     assert unknown.stderr == "resc: no watcher has input queue 'nope' (in, other)\n"
+    zero = run_resc("replay", str(path), "--limit", "0")
+    assert zero.returncode == 2
+    assert "argument --limit: must be at least 1, not 0" in zero.stderr
 
 
 def test_concurrency_processes_events_of_a_batch_at_once_and_commits_in_order(

@@ -5,25 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from resc.commands.common import positive_int
 from resc.errors import EXIT_FATAL, EXIT_USAGE
 
 NAME = "demo"
 HELP = "see resc at work: a private Redis, the example config, two workers, live"
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--events", type=_positive, default=10, metavar="N", help="events to push (default: 10)"
+        "--events", type=positive_int, default=10, metavar="N", help="events to push (default: 10)"
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from resc.commands.common import load_config_or_exit
+from resc.commands.common import load_config_or_exit, positive_int
 from resc.errors import EXIT_FATAL, EXIT_OK, EXIT_USAGE, StoreError
 
 NAME = "replay"
@@ -15,7 +15,9 @@ HELP = "move failed events back to their input queue (or list them with --dry-ru
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", metavar="CONF", help="config file (.hjson or .json)")
     parser.add_argument("--watcher", metavar="QUEUE", help="only the watcher with this input queue")
-    parser.add_argument("--limit", type=int, metavar="N", help="at most N events per watcher")
+    parser.add_argument(
+        "--limit", type=positive_int, metavar="N", help="at most N events per watcher"
+    )
     parser.add_argument(
         "--dry-run", action="store_true", help="list the failed events and their reasons"
     )
@@ -34,9 +36,6 @@ def main(args: argparse.Namespace) -> int:
             known = ", ".join(w.input_queue for w in config.watchers)
             print(f"resc: no watcher has input queue {args.watcher!r} ({known})", file=sys.stderr)
             return EXIT_USAGE
-    if args.limit is not None and args.limit < 1:
-        print("resc: --limit must be at least 1", file=sys.stderr)
-        return EXIT_USAGE
     from resc.store import Store
 
     try:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
-from resc.commands.common import load_config_or_exit
+from resc.commands.common import load_config_or_exit, positive_float
 from resc.errors import EXIT_FATAL, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -22,16 +22,6 @@ if TYPE_CHECKING:
 
 NAME = "status"
 HELP = "show the lengths of the config's queues and sets in Redis (read only)"
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--watch", action="store_true", help="refresh until Ctrl-C, with rates per second"
     )
     parser.add_argument(
-        "--interval", type=_positive, default=1.0, metavar="S", help="seconds between refreshes"
+        "--interval",
+        type=positive_float,
+        default=1.0,
+        metavar="S",
+        help="seconds between refreshes",
     )
     parser.add_argument(
         "--json", action="store_true", help="print JSON (with --watch, one line per refresh)"
