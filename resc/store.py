@@ -354,25 +354,19 @@ def _commit_arguments(
             failure = failures[i]
         if failure is None:
             record: list[Any] = [event, len(results)]
-            for task, queue, dedup, rule in results:
-                q = queue_index.get(queue)
-                if q is None:
-                    if queue in own or queue in set_index:
-                        failure = _conflict(queue, "queue", queue in own)
-                        break
-                    keys.append(queue)
-                    q = queue_index[queue] = len(keys)
-                s = 0
-                if dedup is not None:
-                    found = set_index.get(dedup)
-                    if found is None:
-                        if dedup in own or dedup in queue_index:
-                            failure = _conflict(dedup, "set", dedup in own)
-                            break
-                        keys.append(dedup)
-                        found = set_index[dedup] = len(keys)
-                    s = found
-                record += (task, q, s, rule) if with_rule else (task, q, s)
+            try:
+                for task, queue, dedup, rule in results:
+                    q = queue_index.get(queue) or _register(
+                        queue, "queue", queue_index, set_index, own, keys
+                    )
+                    s = 0
+                    if dedup is not None:
+                        s = set_index.get(dedup) or _register(
+                            dedup, "set", set_index, queue_index, own, keys
+                        )
+                    record += (task, q, s, rule) if with_rule else (task, q, s)
+            except _KeyConflict as exc:
+                failure = str(exc)
             if failure is None:
                 args += record
                 continue
@@ -385,11 +379,28 @@ def _event_or_none(reply: Any) -> bytes | None:
     return reply if isinstance(reply, bytes) else None
 
 
-def _conflict(key: bytes, role: str, own: bool) -> str:
+class _KeyConflict(Exception):
+    """An event would use a key in two roles: the message is its reason to fail."""
+
+
+def _register(
+    key: bytes,
+    role: str,
+    mine: dict[bytes, int],
+    other: dict[bytes, int],
+    own: set[bytes],
+    keys: list[bytes],
+) -> int:
+    """Add `key` to KEYS for `role` ("queue" or "set") and return its index, or raise
+    _KeyConflict when it is one of the watcher's own keys or already has the other role."""
     name = key.decode("utf-8", "replace")
-    if own:
-        return f"{name} is one of the watcher's own queues, not a todo {role}"
-    return f"{name} would be used both as a todo queue and as a set"
+    if key in own:
+        raise _KeyConflict(f"{name} is one of the watcher's own queues, not a todo {role}")
+    if key in other:
+        raise _KeyConflict(f"{name} would be used both as a todo queue and as a set")
+    keys.append(key)
+    mine[key] = len(keys)
+    return len(keys)
 
 
 def _report(status: str, failures: dict[int, str]) -> CommitReport:
