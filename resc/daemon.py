@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -235,10 +236,15 @@ class Daemon:
         log.info("resc stopped")
         return EXIT_OK
 
-    def install_signal_handlers(self) -> None:
+    def install_signal_handlers(self, on_forced_exit: Callable[[], None] | None = None) -> None:
+        """SIGINT/SIGTERM stop resc (a second one exits at once, after on_forced_exit);
+        SIGHUP reloads the config."""
+
         def on_stop(signum: int, _: FrameType | None) -> None:
             if self.stop.is_set():
                 log.warning("second signal: exiting now", signal=signal.Signals(signum).name)
+                if on_forced_exit is not None:
+                    on_forced_exit()
                 os._exit(EXIT_FORCED)
             log.info("stopping: finishing the events in hand", signal=signal.Signals(signum).name)
             self.stop.set()
@@ -256,8 +262,11 @@ def run(
     config_path: Path | None = None,
     watch_config: bool = False,
     http_listen: str | None = None,
+    on_forced_exit: Callable[[], None] | None = None,
 ) -> int:
+    """Run resc until stopped by a signal; the exit status. RescError when the HTTP
+    listener cannot start."""
     daemon = Daemon(config, config_path, watch_config, http_listen=http_listen)
-    daemon.install_signal_handlers()
+    daemon.install_signal_handlers(on_forced_exit)
     daemon.start()
     return daemon.wait()

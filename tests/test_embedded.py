@@ -137,3 +137,20 @@ def test_a_terminal_ctrl_c_stops_resc_cleanly_and_then_its_server(tmp_path: Path
             client.ping()
     finally:
         client.close()
+
+
+def test_a_second_signal_exits_at_once_and_kills_the_server_first(tmp_path: Path):
+    config = write_config(tmp_path, make_config("embedded", RULES))
+    process = resc_process("run", str(config))
+    client = redis.Redis.from_url(url_printed_by(process))
+    try:
+        # Running: its watcher is connected (so its signal handlers are in place).
+        wait_until(lambda: any(c.get("name") == "resc" for c in client.client_list()))
+        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGINT)  # another signal: two SIGTERMs may merge in one
+        process.communicate(timeout=20)
+        assert process.returncode == 130
+        with pytest.raises(redis.ConnectionError):
+            client.ping()
+    finally:
+        client.close()

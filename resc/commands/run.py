@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from resc.commands.common import load_config_or_exit
@@ -42,24 +43,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     config = load_config_or_exit(args.config)
-    from resc import daemon
-
-    if args.embedded_redis or config.redis.url == EMBEDDED_REDIS:
-        if args.watch_config:
-            # A reloaded config would point the watchers away from the private server.
-            print("resc: --watch-config cannot be used with an embedded Redis", file=sys.stderr)
-            return EXIT_USAGE
-        return _run_with_private_redis(config)
     if args.http is not None:
         try:
             parse_listen(args.http)
         except ValueError as exc:
             print(f"resc: --http: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    if args.embedded_redis or config.redis.url == EMBEDDED_REDIS:
+        if args.watch_config:
+            # A reloaded config would point the watchers away from the private server.
+            print("resc: --watch-config cannot be used with an embedded Redis", file=sys.stderr)
+            return EXIT_USAGE
+        return _run_with_private_redis(config, args.http)
     if args.fail_fast and not _redis_reachable(config):
         return EXIT_FATAL
+    return _run(config, Path(args.config), args.watch_config, args.http)
+
+
+def _run(
+    config: Config,
+    config_path: Path | None,
+    watch_config: bool,
+    http_listen: str | None,
+    on_forced_exit: Callable[[], None] | None = None,
+) -> int:
+    from resc import daemon
+
     try:
-        return daemon.run(config, Path(args.config), args.watch_config, args.http)
+        return daemon.run(config, config_path, watch_config, http_listen, on_forced_exit)
     except RescError as exc:
         print(f"resc: {exc}", file=sys.stderr)
         return EXIT_FATAL
@@ -79,10 +90,11 @@ def _redis_reachable(config: Config) -> bool:
         store.close()
 
 
-def _run_with_private_redis(config: Config) -> int:
-    """The daemon on a private Redis server that lives as long as it does."""
-    from resc import daemon
-    from resc.private_redis import kill_on_second_signal, start_private_redis
+def _run_with_private_redis(config: Config, http_listen: str | None) -> int:
+    """The daemon on a private Redis server that lives as long as it does (a second
+    signal, which exits at once, kills the server first). Not reloadable: a reloaded
+    config would point the watchers away from the server."""
+    from resc.private_redis import start_private_redis
 
     try:
         server = start_private_redis()
@@ -95,10 +107,7 @@ def _run_with_private_redis(config: Config) -> int:
         flush=True,
     )
     try:
-        running = daemon.Daemon(config.model_copy(update={"redis": RedisConfig(url=server.url)}))
-        running.install_signal_handlers()
-        kill_on_second_signal(server)
-        running.start()
-        return running.wait()
+        private = config.model_copy(update={"redis": RedisConfig(url=server.url)})
+        return _run(private, None, False, http_listen, on_forced_exit=server.kill)
     finally:
         server.close()
