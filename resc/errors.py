@@ -54,3 +54,7 @@ class FetchStopped(FetchError):
 
 class StoreError(RescError):
     """Redis is unreachable or answered with an error."""
+
+
+class RedisUnavailable(StoreError):
+    """No connection or no answer: the command may or may not have run."""

@@ -20,3 +20,21 @@ def attempts(taken_queue: str) -> str:
     """Hash: event -> how many times its processing was interrupted (resc killed, Redis
     connection lost) while it sat in the taken queue."""
     return f"{taken_queue}/attempts"
+
+
+# A worker's keys (resc.worker), next to its queue.
+
+
+def worker_taken_list(queue: str, worker_id: str) -> str:
+    """A worker's own taken list."""
+    return f"{queue}/taken/{worker_id}"
+
+
+def worker_heartbeat(queue: str, worker_id: str) -> str:
+    """A string key that lives while the worker does (it is refreshed before its TTL)."""
+    return f"{queue}/heartbeat/{worker_id}"
+
+
+def queue_workers(queue: str) -> str:
+    """Set: the ids of the workers of a queue, for reapers to check their heartbeats."""
+    return f"{queue}/workers"

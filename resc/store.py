@@ -8,6 +8,7 @@ recovers the taken queue instead, which is the truth about what is committed.
 
 from __future__ import annotations
 
+import random
 import re
 import time
 from collections import deque
@@ -24,7 +25,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from resc.config import EMBEDDED_REDIS
-from resc.errors import StoreError
+from resc.errors import RedisUnavailable, StoreError
 from resc.keys import attempts, failed_reasons
 from resc.rules import Result
 
@@ -35,6 +36,18 @@ _LUA = {
 
 # A blocking take waits this long, so that a stop request is seen promptly.
 BLOCK_TIMEOUT_S = 1.0
+
+# Waits between reconnection attempts: doubling from the first, up to the cap, each
+# shortened by up to a fifth at random so that many watchers do not retry in step.
+RECONNECT_FIRST_S = 0.1
+RECONNECT_CAP_S = 5.0
+
+
+def reconnect_delay_s(failures: int) -> float:
+    """How long to wait before reconnecting after `failures` failed attempts in a row."""
+    delay: float = min(RECONNECT_CAP_S, RECONNECT_FIRST_S * 2 ** min(failures, 16))
+    return delay * (1 - random.random() / 5)
+
 
 _USER_PASSWORD = re.compile(r"(://[^/@]*?:)[^/@]*@")
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*")
@@ -75,14 +88,22 @@ class CommitReport:
     failures: dict[int, str]  # events that failed at commit time: index -> reason
 
 
+_WRONGTYPE = re.compile(r"WRONGTYPE (.*)")
+
+
 @contextmanager
-def _converted(action: str) -> Iterator[None]:
+def converted_errors(action: str) -> Iterator[None]:
+    """redis-py's exceptions as resc's: RedisUnavailable for a lost connection or no
+    answer, StoreError for an error reply; each message starting with `action`."""
     try:
         yield
     except redis.ConnectionError as exc:
-        raise StoreError(f"{action}: connection lost: {exc}") from None
+        raise RedisUnavailable(f"{action}: connection lost: {exc}") from None
     except redis.TimeoutError as exc:
-        raise StoreError(f"{action}: no answer from Redis: {exc}") from None
+        raise RedisUnavailable(f"{action}: no answer from Redis: {exc}") from None
+    except redis.ResponseError as exc:
+        wrong_type = _WRONGTYPE.search(str(exc))
+        raise StoreError(f"{action}: {wrong_type[1] if wrong_type else exc}") from None
     except redis.RedisError as exc:
         raise StoreError(f"{action}: {exc}") from None
 
@@ -156,7 +177,7 @@ class Store:
             self._conn.send_packed_command([hiredis.pack_command(args)])
         except redis.RedisError as exc:
             self._broken()
-            with _converted(action):
+            with converted_errors(action):
                 raise exc from None
         self._pending.append(reply)
         return reply
@@ -172,7 +193,7 @@ class Store:
                 value = exc
             except redis.RedisError as exc:
                 self._broken()
-                with _converted(oldest.action):
+                with converted_errors(oldest.action):
                     raise exc from None
             self._pending.popleft()._receive(value)
 

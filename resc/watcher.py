@@ -4,7 +4,6 @@ commits each batch of outcomes atomically."""
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Sequence
@@ -21,19 +20,9 @@ from resc.keys import failed_reasons
 from resc.logs import get_logger
 from resc.metrics import WatcherStats
 from resc.rules import RuleSet
-from resc.store import CommitReport, Listener, Outcome, Reply, Store
+from resc.store import CommitReport, Listener, Outcome, Reply, Store, reconnect_delay_s
 
 log = get_logger("resc.watcher")
-
-# Waits between reconnection attempts: doubling from the first, up to the cap, each
-# shortened by up to a fifth at random so that many watchers do not retry in step.
-RECONNECT_FIRST_S = 0.1
-RECONNECT_CAP_S = 5.0
-
-
-def reconnect_delay_s(failures: int) -> float:
-    delay: float = min(RECONNECT_CAP_S, RECONNECT_FIRST_S * 2 ** min(failures, 16))
-    return delay * (1 - random.random() / 5)
 
 
 class Watcher:

@@ -37,17 +37,10 @@ from types import FrameType
 from typing import Literal, TypeVar
 
 from resc import logs
-from resc.errors import EXIT_FORCED, RescError, StoreError
+from resc.errors import EXIT_FORCED, RedisUnavailable, RescError, StoreError
+from resc.keys import default_failed_queue, queue_workers, worker_heartbeat, worker_taken_list
 from resc.logs import get_logger
-from resc.worker_store import (
-    RedisUnavailable,
-    WorkerKeys,
-    WorkerStore,
-    default_failed_list,
-    heartbeat_key,
-    taken_list,
-    workers_set,
-)
+from resc.worker_store import WorkerKeys, WorkerStore
 from resc.worker_tasks import (
     AttemptFailed,
     Handler,
@@ -114,12 +107,12 @@ class Worker:
         )
         self.keys = WorkerKeys(
             queue=queue,
-            taken=taken_queue or taken_list(queue, self.worker_id),
-            heartbeat=None if taken_queue else heartbeat_key(queue, self.worker_id),
-            workers=workers_set(queue),
+            taken=taken_queue or worker_taken_list(queue, self.worker_id),
+            heartbeat=None if taken_queue else worker_heartbeat(queue, self.worker_id),
+            workers=queue_workers(queue),
             set=set,
             done_queue=done_queue,
-            failed=failed_queue or default_failed_list(queue),
+            failed=failed_queue or default_failed_queue(queue),
         )
         self.options = TaskOptions(
             zrem=zrem,

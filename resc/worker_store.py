@@ -7,9 +7,6 @@ worker re-reads its taken list after a lost connection instead (see worker.py).
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.resources import files
 
@@ -18,9 +15,8 @@ from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
 
-from resc.errors import StoreError
-from resc.keys import failed_reasons
-from resc.store import redact_url
+from resc.keys import failed_reasons, worker_heartbeat, worker_taken_list
+from resc.store import converted_errors, redact_url
 
 _SCRIPTS = ("done", "fail", "release", "reap", "join")
 _LUA = {
@@ -29,29 +25,6 @@ _LUA = {
 
 # A blocking take waits this long, so that a stop request is seen promptly.
 TAKE_BLOCK_S = 1.0
-
-
-class RedisUnavailable(StoreError):
-    """No connection or no answer: the command may or may not have run."""
-
-
-def taken_list(queue: str, worker_id: str) -> str:
-    """A worker's own taken list."""
-    return f"{queue}/taken/{worker_id}"
-
-
-def heartbeat_key(queue: str, worker_id: str) -> str:
-    """A string key that lives while the worker does (it is refreshed before its TTL)."""
-    return f"{queue}/heartbeat/{worker_id}"
-
-
-def workers_set(queue: str) -> str:
-    """Set: the ids of the workers of a queue, for reapers to check their heartbeats."""
-    return f"{queue}/workers"
-
-
-def default_failed_list(queue: str) -> str:
-    return f"{queue}/failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,24 +43,6 @@ class WorkerKeys:
     @property
     def failed_reasons(self) -> str:
         return failed_reasons(self.failed)
-
-
-_WRONGTYPE = re.compile(r"WRONGTYPE (.*)")
-
-
-@contextmanager
-def _converted(action: str) -> Iterator[None]:
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise RedisUnavailable(f"{action}: {exc}") from None
-    except redis.ResponseError as exc:
-        found = _WRONGTYPE.search(str(exc))
-        if found:
-            raise StoreError(f"{action}: {found.group(1)}") from None
-        raise StoreError(f"{action}: {exc}") from None
-    except redis.RedisError as exc:
-        raise StoreError(f"{action}: {exc}") from None
 
 
 class WorkerStore:
@@ -112,7 +67,7 @@ class WorkerStore:
 
     def connect(self) -> None:
         """Check the server and register the scripts."""
-        with _converted(f"connecting to {self.display_url}"):
+        with converted_errors(f"connecting to {self.display_url}"):
             info = self._redis.info("server")
             version = tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
             self._has_lmove = version >= (6, 2)
@@ -126,7 +81,7 @@ class WorkerStore:
     def take(self) -> bytes | None:
         """Wait up to TAKE_BLOCK_S for a task and move it to the taken list."""
         k = self.keys
-        with _converted(f"taking from {k.queue}"):
+        with converted_errors(f"taking from {k.queue}"):
             if self._has_lmove:
                 task = self._redis.blmove(
                     k.queue,
@@ -141,7 +96,7 @@ class WorkerStore:
 
     def zrem(self, task: bytes) -> None:
         assert self.keys.set is not None
-        with _converted(f"removing a task from {self.keys.set}"):
+        with converted_errors(f"removing a task from {self.keys.set}"):
             self._redis.zrem(self.keys.set, task)
 
     def done(self, task: bytes, zrem: bool) -> bool:
@@ -159,7 +114,7 @@ class WorkerStore:
             "1" if k.done_queue is not None else "0",
             "1" if zrem else "0",
         ]
-        with _converted(f"notifying {k.done_queue}" if k.done_queue else "finishing a task"):
+        with converted_errors(f"notifying {k.done_queue}" if k.done_queue else "finishing a task"):
             return bool(self._scripts["done"](keys=keys, args=args))
 
     def fail(self, task: bytes, reason: str) -> bool:
@@ -170,19 +125,19 @@ class WorkerStore:
         if k.set is not None:
             keys.append(k.set)
         args: list[bytes | str] = [task, reason, "1" if k.set is not None else "0"]
-        with _converted(f"moving a task to {k.failed}"):
+        with converted_errors(f"moving a task to {k.failed}"):
             return bool(self._scripts["fail"](keys=keys, args=args))
 
     def release(self, task: bytes) -> bool:
         """Give the task back to the queue, to be taken next; False when it was no
         longer in the taken list."""
-        with _converted(f"giving a task back to {self.keys.queue}"):
+        with converted_errors(f"giving a task back to {self.keys.queue}"):
             return bool(
                 self._scripts["release"](keys=[self.keys.taken, self.keys.queue], args=[task])
             )
 
     def taken_tasks(self) -> list[bytes]:
-        with _converted(f"reading {self.keys.taken}"):
+        with converted_errors(f"reading {self.keys.taken}"):
             tasks: list[bytes] = self._redis.lrange(self.keys.taken, 0, -1)  # type: ignore[assignment]
             return tasks
 
@@ -191,7 +146,7 @@ class WorkerStore:
         -1 when the id's heartbeat is alive."""
         k = self.keys
         assert k.heartbeat is not None
-        with _converted(f"registering worker {worker_id}"):
+        with converted_errors(f"registering worker {worker_id}"):
             return int(
                 self._scripts["join"](
                     keys=[k.queue, k.taken, k.heartbeat, k.workers],
@@ -204,7 +159,7 @@ class WorkerStore:
         tasks in hand back into the queue)."""
         k = self.keys
         assert k.heartbeat is not None
-        with _converted("refreshing the heartbeat"):
+        with converted_errors("refreshing the heartbeat"):
             pipe = self._redis.pipeline(transaction=True)
             pipe.exists(k.heartbeat)
             pipe.set(k.heartbeat, holder, px=heartbeat_ttl_ms)
@@ -216,11 +171,16 @@ class WorkerStore:
         """Put the tasks of a worker whose heartbeat has expired (or of this worker,
         `leaving`) back into the queue; -1 when that worker is alive."""
         q = self.keys.queue
-        keys = [q, taken_list(q, worker_id), heartbeat_key(q, worker_id), self.keys.workers]
-        with _converted(f"re-queuing the tasks of worker {worker_id}"):
+        keys = [
+            q,
+            worker_taken_list(q, worker_id),
+            worker_heartbeat(q, worker_id),
+            self.keys.workers,
+        ]
+        with converted_errors(f"re-queuing the tasks of worker {worker_id}"):
             return int(self._scripts["reap"](keys=keys, args=[worker_id, "1" if leaving else "0"]))
 
     def worker_ids(self) -> list[str]:
-        with _converted(f"reading {self.keys.workers}"):
+        with converted_errors(f"reading {self.keys.workers}"):
             members = self._redis.smembers(self.keys.workers)
             return sorted(m.decode("utf-8", "replace") for m in members)  # type: ignore[union-attr]

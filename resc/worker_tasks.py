@@ -9,13 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from resc.errors import RescError
-from resc.worker_store import RedisUnavailable, WorkerStore
+from resc.errors import RedisUnavailable, RescError
+from resc.store import reconnect_delay_s
+from resc.worker_store import WorkerStore
 
 Handler = Callable[[str], object]
 T = TypeVar("T")
 
-RECONNECT_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 MAX_RETRY_DELAY_S = 300.0
 
 
@@ -45,7 +45,7 @@ def until_answered(
         except RedisUnavailable as exc:
             if failures == 0:
                 log.warning("Redis unavailable, retrying", action=action, error=str(exc))
-            delay_s = RECONNECT_DELAYS_S[min(failures, len(RECONNECT_DELAYS_S) - 1)]
+            delay_s = reconnect_delay_s(failures)
             failures += 1
             if stop.wait(delay_s):
                 return None

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from resc import worker_store
+from resc.errors import RedisUnavailable
 from resc.worker import TaskFailed, Worker, WorkerError
-from resc.worker_store import RedisUnavailable
 from tests.conftest import RedisServer, wait_until
 
 QUEUE = "trt/plantA/todo-queue"
