@@ -57,10 +57,11 @@ class Daemon:
         self._probe_lock = threading.Lock()
 
     def start(self) -> None:
-        if self.http is not None:
-            self.http.start()
         for watcher_config in self.config.watchers:
             self._start_watcher(watcher_config)
+        # After the watchers: /readyz must never see a resc with none.
+        if self.http is not None:
+            self.http.start()
         log.info(
             "resc started", redis=redact_url(self.config.redis.url), watchers=len(self._running)
         )
@@ -189,6 +190,8 @@ class Daemon:
         """Watcher -> why it is not taking events; empty when all of them are."""
         if self.stop.is_set():
             return {"resc": "stopping"}
+        if not self._running:
+            return {"resc": "no watcher running"}
         return {
             name: watcher.stats.not_ready_because
             for name, (watcher, _) in list(self._running.items())

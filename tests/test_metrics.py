@@ -193,3 +193,25 @@ def test_bad_http_address_is_a_usage_error(tmp_path: Path, redis_server):
     )
     assert done.returncode == 2
     assert done.stderr == ("resc: --http: 'nowhere' is not HOST:PORT, for example 127.0.0.1:9090\n")
+
+
+def test_readyz_is_503_from_the_first_answer_until_redis_can_be_reached(tmp_path: Path):
+    server = RedisServer(tmp_path)  # started later
+    config = make_config(
+        server.url, [{"input_queue": "in", "rules": [{"on": "", "make": {"queue": "out"}}]}]
+    )
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = resc_process(
+        "run", "--http", f"127.0.0.1:{port}", str(write_config(tmp_path, config))
+    )
+    try:
+        wait_until(lambda: _answers(base))
+        statuses = [get(base + "/readyz")[0] for _ in range(20)]
+        assert statuses == [503] * 20
+        server.start()
+        wait_until(lambda: get(base + "/readyz")[0] == 200, timeout_s=20)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+        server.kill()
