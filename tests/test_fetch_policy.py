@@ -34,13 +34,6 @@ def test_url_values_are_percent_encoded_but_not_literal_text() -> None:
     assert request.url == "http://db/é/jobs/a%2Fb%3Fc%26d%20e?owner=Z%C3%BCrich&x=1"
 
 
-def test_url_with_a_missing_variable_raises_missing_variable() -> None:
-    with pytest.raises(MissingVariable) as info:
-        build_request(fetch_of(url="http://db/${id}"), {})
-
-    assert info.value.name == "id"
-
-
 def test_url_values_are_percent_encoded_and_environment_values_are_not(monkeypatch) -> None:
     monkeypatch.setenv("SVC", "https://svc.example:8443/api")
     fetch = fetch_of(url="${env.SVC}/items/${id}?q=${q}")

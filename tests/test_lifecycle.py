@@ -6,6 +6,10 @@ import signal
 import time
 from pathlib import Path
 
+from resc.config_file import read_source
+from resc.config_load import config_from_source
+from resc.daemon import Daemon
+from resc.watcher import Watcher
 from tests.conftest import (
     RedisServer,
     ScriptedService,
@@ -116,3 +120,33 @@ def test_sigterm_during_a_retry_wait_exits_at_once_and_puts_the_event_back(
         assert time.monotonic() - started < 5  # not the 30 s Retry-After
     assert r.lrange("in", 0, -1) == [b"busy"]  # neither failed nor lost
     assert r.llen("in/taken") == 0 and r.llen("in/failed") == 0
+
+
+def test_after_the_grace_period_resc_exits_leaving_the_event_taken(r, redis_server, tmp_path, web):
+    web.answer("/slow", {"v": "late"}, delay_s=10)
+    config = slow_fetch_config(redis_server.url, web)
+    config["grace_period"] = 0.5
+    process = resc_process(str(write_config(tmp_path, config)))
+    r.lpush("in", "slow")
+    wait_until(lambda: web.paths == ["/slow"])
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=8)  # well before the 10 s answer
+    assert process.returncode == 0
+    assert "grace period over: unfinished events stay in their taken queue" in stderr
+    assert r.lrange("in/taken", 0, -1) == [b"slow"]  # first in line at the next start
+    assert r.llen("out") == 0
+
+
+def test_a_crashed_watcher_stops_resc_with_status_1(r, redis_server, tmp_path, monkeypatch):
+    def crash(self: Watcher) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Watcher, "_pump", crash)
+    config = make_config(
+        redis_server.url, [{"input_queue": "in", "rules": [{"on": "", "make": {"queue": "out"}}]}]
+    )
+    path = write_config(tmp_path, config)
+    daemon = Daemon(config_from_source(read_source(path)), grace_period_s=5)
+    daemon.start()
+    assert daemon.wait() == 1
+    assert daemon.failed == ["in"]

@@ -11,6 +11,7 @@ import redis
 import trustme
 
 from resc.embedded import free_port
+from resc.errors import StoreError
 from resc.store import Store, redact_url
 from tests.conftest import RedisServer, make_config, running, wait_until
 
@@ -67,9 +68,13 @@ def test_older_servers_path_brpoplpush_takes_events(redis_server, r, tmp_path):
     store = Store(redis_server.url)
     store.connect()
     store._has_lmove = False  # as on Redis < 6.2
+    r.config_resetstat()
     r.lpush("in", "a", "b")
     assert store.wait_take("in", "in/taken") == b"a"
     assert r.lrange("in/taken", 0, -1) == [b"a"]
+    stats = r.info("commandstats")
+    assert stats["cmdstat_brpoplpush"]["calls"] == 1
+    assert "cmdstat_blmove" not in stats
     store.close()
 
 
@@ -118,6 +123,12 @@ def test_rediss_url_with_a_verified_certificate(tmp_path: Path):
         with running(config, tmp_path):
             client.lpush("in", "e")
             wait_until(lambda: client.llen("out") == 1)
+        # The certificate is checked: with another authority resc refuses the server.
+        trustme.CA().cert_pem.write_to_path(str(tmp_path / "other-ca.pem"))
+        store = Store(url.replace("ca.pem", "other-ca.pem"))
+        with pytest.raises(StoreError, match="certificate verify failed"):
+            store.connect()
+        store.close()
     finally:
         client.close()
         server.kill()

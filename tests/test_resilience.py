@@ -267,7 +267,7 @@ def test_bad_input_never_stops_a_watcher(r, redis_server, tmp_path):
     assert r.lrange("in/failed", 0, -1) == [b"\xe9t\xe9", b"\x00\xff\xfe binary"]
 
 
-def test_redis_outage_is_logged_once_each_way_and_nothing_is_lost(tmp_path):
+def test_redis_outage_is_logged_once_each_way_and_processing_resumes(tmp_path):
     server = RedisServer(tmp_path, "--appendonly", "yes", "--appendfsync", "always")
     server.start()
     client = server.client()
