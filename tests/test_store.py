@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from resc.errors import StoreError
-from resc.store import Store
+from resc.rules import Result
+from resc.store import Outcome, Store
 from tests.conftest import RedisServer
 
 
@@ -36,4 +37,23 @@ def test_a_lost_connection_fails_every_reply_still_awaited(tmp_path: Path):
         blocked.get()
     with pytest.raises(StoreError, match=r"the connection was lost before the reply$"):
         queued.get()
+    store.close()
+
+
+def test_a_commit_for_an_event_no_longer_taken_pushes_nothing(r, redis_server):
+    # As when a second resc's start-up recovery took this one's events in hand back.
+    store = Store(redis_server.url)
+    store.connect()
+    r.lpush("in", "e1", "e2")
+    assert store.take("in", "in/taken", 2) == [b"e1", b"e2"]
+    r.lrem("in/taken", 1, "e1")
+    r.lpush("in", "e1")
+    results = [Result(b"t1", b"todo", b"todo-set", "rule")]
+    outcomes = [Outcome(b"e1", results), Outcome(b"e2", [Result(b"t2", b"todo", None, "rule")])]
+    report = store.commit("in/taken", "in/failed", outcomes, None)
+    assert report.status == "mc"
+    assert r.lrange("todo", 0, -1) == [b"t2"]
+    assert r.zcard("todo-set") == 0
+    assert r.lrange("in", 0, -1) == [b"e1"]  # to be processed again, once
+    assert r.llen("in/taken") == 0
     store.close()
