@@ -337,3 +337,30 @@ def test_a_reload_to_an_embedded_redis_is_refused(r, redis_server, tmp_path):
     finally:
         daemon.stop.set()
         assert daemon.wait() == 0
+
+
+def test_a_reload_restarts_only_the_watchers_whose_settings_changed(r, redis_server, tmp_path):
+    config = reloading_config(redis_server.url, "t")
+    config["watchers"].append({"input_queue": "in2", "rules": [{"on": "", "make": {"queue": "o"}}]})
+    path = write_config(tmp_path, config)
+    daemon = Daemon(config_from_source(read_source(path)), path)
+    daemon.start()
+    try:
+        before = {name: watcher for name, (watcher, _) in daemon._running.items()}
+        config["watchers"][0]["batch"] = 7  # a setting: a new watcher
+        config["watchers"][1]["rules"][0]["make"]["queue"] = "o2"  # rules only: the same
+        path.write_text(json.dumps(config))
+        assert daemon.reload() is True
+        after = {name: watcher for name, (watcher, _) in daemon._running.items()}
+        assert after["in"] is not before["in"] and after["in"].config.batch == 7
+        assert after["in2"] is before["in2"]
+        r.lpush("in2", "x")
+        wait_until(lambda: r.lrange("o2", 0, -1) == [b"x"])
+        config["listener_channel"] = "events"  # for every watcher: all new
+        path.write_text(json.dumps(config))
+        assert daemon.reload() is True
+        again = {name: watcher for name, (watcher, _) in daemon._running.items()}
+        assert all(again[name] is not after[name] for name in after)
+    finally:
+        daemon.stop.set()
+        assert daemon.wait() == 0
