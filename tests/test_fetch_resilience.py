@@ -98,7 +98,7 @@ def test_429_waits_as_long_as_retry_after_says(r, redis_server, tmp_path, servic
     assert got(r) == [b"got/1/bolt"]
     first, second = service.requests_to("/items/1")
     # The backoff alone would have waited 10 ms at most.
-    assert 0.95 <= second.at - first.at < 1.5
+    assert 0.95 <= second.at - first.at < 3  # not the 30 s backoff cap nor 60 s
 
 
 def test_answer_later_than_the_timeout_is_retried(r, redis_server, tmp_path, service):
@@ -109,7 +109,7 @@ def test_answer_later_than_the_timeout_is_retried(r, redis_server, tmp_path, ser
 
     assert got(r) == [b"got/1/bolt"]
     first, second = service.requests_to("/items/1")
-    assert 0.2 <= second.at - first.at < 0.6
+    assert 0.2 <= second.at - first.at < 0.95  # retried before the late answer came
 
 
 def test_body_cut_off_by_the_server_is_retried(r, redis_server, tmp_path, service):
@@ -186,7 +186,7 @@ def test_circuit_opens_after_consecutive_failures_and_closes_after_the_cooldown(
     fetch = {
         "url": service.url + "/items?id=${id}",
         "retries": 1,
-        "breaker": {"failures": 2, "cooldown": 0.5},
+        "breaker": {"failures": 2, "cooldown": 2.0},  # room for a slow machine
     }
     with running(config_with(redis_server.url, fetch), tmp_path):
         r.lpush("in", "fetch/1", "fetch/2", "fetch/3", "fetch/4")
@@ -207,7 +207,7 @@ def test_circuit_opens_after_consecutive_failures_and_closes_after_the_cooldown(
             ), reasons[event]
 
         service.script("/items", Answer({"name": "back"}))
-        time.sleep(max(0.0, opened_at + 0.6 - time.monotonic()))
+        time.sleep(max(0.0, opened_at + 2.1 - time.monotonic()))
         r.lpush("in", "fetch/5", "fetch/6")
         wait_until(lambda: r.llen("got") == 2)
 
