@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -14,32 +15,28 @@ from tests.conftest import drained, make_config, running, wait_until
 from tests.webservice import ScriptedService
 
 
+def failing_config(url: str, *rules: dict[str, Any], seen_on: str = r"^ok/(?P<id>\d+)$"):
+    """One watcher on `in`: first the rule that makes `seen/<id>` from the good events of
+    run_failing (its regex `seen_on`), then `rules`."""
+    seen = {"on": seen_on, "make": {"task": "seen/${id}", "queue": "seen"}}
+    return make_config(url, [{"input_queue": "in", "rules": [seen, *rules]}])
+
+
 def fetch_config(url: str, fetch_url: str, timeout_s: float = 10.0) -> dict[str, object]:
-    return make_config(
+    fetch = {
+        "url": fetch_url + "/${id}",
+        "returns": "db",
+        "timeout": timeout_s,
+        "backoff": 0.01,  # retries in a blink
+    }
+    return failing_config(
         url,
-        [
-            {
-                "input_queue": "in",
-                "rules": [
-                    {
-                        "on": r"^(?:fetch|ok)/(?P<id>\d+)$",
-                        "make": {"task": "seen/${id}", "queue": "seen"},
-                    },
-                    {
-                        "on": r"^fetch/(?P<id>\d+)$",
-                        "fetch": [
-                            {
-                                "url": fetch_url + "/${id}",
-                                "returns": "db",
-                                "timeout": timeout_s,
-                                "backoff": 0.01,  # retries in a blink
-                            }
-                        ],
-                        "make": {"task": "got/${db.name}", "queue": "got"},
-                    },
-                ],
-            }
-        ],
+        {
+            "on": r"^fetch/(?P<id>\d+)$",
+            "fetch": [fetch],
+            "make": {"task": "got/${db.name}", "queue": "got"},
+        },
+        seen_on=r"^(?:fetch|ok)/(?P<id>\d+)$",
     )
 
 
@@ -96,38 +93,16 @@ def test_missing_fetched_field_fails_the_event(r, redis_server, tmp_path, web):
 
 
 def test_variable_without_value_fails_the_event(r, redis_server, tmp_path):
-    config = make_config(
+    config = failing_config(
         redis_server.url,
-        [
-            {
-                "input_queue": "in",
-                "rules": [
-                    {"on": r"^ok/(?P<id>\d+)$", "make": {"task": "seen/${id}", "queue": "seen"}},
-                    {
-                        "on": r"^opt/(?P<a>\d+)(?:/(?P<b>\w+))?$",
-                        "make": {"task": "${a}-${b}", "queue": "seen"},
-                    },
-                ],
-            }
-        ],
+        {"on": r"^opt/(?P<a>\d+)(?:/(?P<b>\w+))?$", "make": {"task": "${a}-${b}", "queue": "seen"}},
     )
     reason = run_failing(r, config, tmp_path, b"opt/5")
     assert reason == b"variable ${b} has no value for this event"
 
 
 def test_event_that_is_not_utf8_fails_unchanged(r, redis_server, tmp_path):
-    config = make_config(
-        redis_server.url,
-        [
-            {
-                "input_queue": "in",
-                "rules": [
-                    {"on": r"^ok/(?P<id>\d+)$", "make": {"task": "seen/${id}", "queue": "seen"}},
-                    {"on": "", "make": {"queue": "everything"}},
-                ],
-            }
-        ],
-    )
+    config = failing_config(redis_server.url, {"on": "", "make": {"queue": "everything"}})
     bad = b"ok/\xff\xfe\x00binary"
     reason = run_failing(r, config, tmp_path, bad)
     assert reason.startswith(b"event is not UTF-8 text")
