@@ -184,7 +184,10 @@ class Worker:
                 previous[signum] = signal.signal(signum, self._on_signal)
         try:
             self.start()
-            self.wait()
+            # Not one blocking wait: a signal the kernel delivers to another thread runs
+            # its handler only once this (main) thread wakes.
+            while not self.wait(0.1):
+                pass
         finally:
             for signum, old in previous.items():
                 signal.signal(signum, old)

@@ -84,20 +84,22 @@ class CommandHandler:
         self._run(args, env, task)
 
     def _run(self, args: list[str], env: dict[str, str], task: str) -> None:
-        try:
-            process = subprocess.Popen(
-                args,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                # Its own process group: a Ctrl-C meant for the worker lets the command
-                # finish, and a timeout kills whatever the command started too.
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise CommandFailed(f"cannot run {args[0]}: {exc.strerror or exc}") from None
+        # Started and registered under the lock: kill_all (a second signal) cannot miss
+        # a command that has just started.
         with self._running_lock:
+            try:
+                process = subprocess.Popen(
+                    args,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    # Its own process group: a Ctrl-C meant for the worker lets the command
+                    # finish, and a timeout kills whatever the command started too.
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise CommandFailed(f"cannot run {args[0]}: {exc.strerror or exc}") from None
             self._running.add(process)
         last_error_line: list[str] = []
         assert process.stdout is not None and process.stderr is not None

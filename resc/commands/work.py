@@ -157,7 +157,10 @@ def main(args: argparse.Namespace) -> int:
         signal.signal(signum, on_signal)
     worker.start()
     try:
-        worker.wait()
+        # Not one blocking wait: a signal the kernel delivers to another thread (a second
+        # one sent right after the first) runs its handler only once this thread wakes.
+        while not worker.wait(0.1):
+            pass
     except WorkerError as exc:
         print(f"resc work: {exc}", file=sys.stderr)
         return EXIT_FATAL
