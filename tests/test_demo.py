@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import signal
+import threading
 from pathlib import Path
+from typing import IO
 
 from resc.config import Config
 from resc.config_load import load_config
@@ -30,12 +32,33 @@ def test_demo_with_5_events_says_5_events_5_tasks_5_done_and_exits_0():
     assert done.stderr == ""
 
 
+def read_in_background(pipe: IO[str]) -> tuple[list[str], threading.Thread]:
+    """The lines read so far from `pipe`, collected by a thread until its end."""
+    lines: list[str] = []
+
+    def collect() -> None:
+        for line in pipe:
+            lines.append(line)
+
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
+    return lines, reader
+
+
 def test_demo_stops_on_ctrl_c_with_a_summary(tmp_path: Path):
     demo = resc_process("demo", "--events", "1000")
-    assert demo.stdout is not None
-    wait_until(lambda: "takes trt/plantA/" in demo.stdout.readline())
-    demo.send_signal(signal.SIGINT)
-    out, err = demo.communicate(timeout=20)
+    assert demo.stdout is not None and demo.stderr is not None
+    try:
+        out_lines, out_reader = read_in_background(demo.stdout)
+        err_lines, err_reader = read_in_background(demo.stderr)
+        wait_until(lambda: any("takes trt/plantA/" in line for line in out_lines))
+        demo.send_signal(signal.SIGINT)
+        demo.wait(timeout=20)
+        out_reader.join(10)
+        err_reader.join(10)
+    finally:
+        demo.kill()
+    out, err = "".join(out_lines), "".join(err_lines)
     assert demo.returncode == 0, err
     assert " done in " in out and out.splitlines()[-2].endswith("(stopped early)")
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from resc.config_load import load_config
 from tests.conftest import make_config, resc_process, run_resc, wait_until, write_config
 
 RULES = [
@@ -79,11 +78,6 @@ def test_other_commands_on_an_embedded_config_say_where_its_server_is(tmp_path: 
         'resc: redis.url is "embedded": that server lives only while `resc run` runs it; '
         "use the URL it printed at start\n",
     )
-
-
-def test_embedded_is_a_valid_redis_url_in_a_config(tmp_path: Path):
-    config = write_config(tmp_path, make_config("embedded", RULES))
-    assert load_config(config).redis.url == "embedded"
 
 
 def test_without_the_embedded_extra_or_a_redis_server_embedded_is_refused(tmp_path: Path):

@@ -26,9 +26,16 @@ def example_config(url: str) -> dict:
     return config
 
 
-def run_example(command: list[str], r, redis_server, tmp_path: Path, cwd: Path | None = None):
+def run_example(
+    command: list[str],
+    r,
+    redis_server,
+    tmp_path: Path,
+    cwd: Path | None = None,
+    stop_signal: int = signal.SIGTERM,
+):
     """Runs resc and the worker, pushes five events, and waits for resc to process the five
-    done events; returns the worker's stdout and its exit status after SIGTERM."""
+    done events; returns the worker's stdout and its exit status after `stop_signal`."""
     pubsub = r.pubsub()
     pubsub.subscribe("events")  # the example config's listener channel
     done_back: set[bytes] = set()
@@ -51,7 +58,7 @@ def run_example(command: list[str], r, redis_server, tmp_path: Path, cwd: Path |
             r.lpush("global/events", *EVENTS)
             wait_until(every_done_event_processed, timeout_s=20)
         finally:
-            worker.send_signal(signal.SIGTERM)
+            worker.send_signal(stop_signal)
             out, err = worker.communicate(timeout=10)
     pubsub.close()
     assert done_back == {t.encode() for t in TASKS}
@@ -68,6 +75,20 @@ def test_library_worker(r, redis_server, tmp_path):
     assert sorted(out.splitlines()) == [f"working on {t}" for t in TASKS]
     # Its own taken list, heartbeat and registration are gone with it.
     assert r.keys("trt/plantA/todo-queue/*") == []
+
+
+def test_raw_worker(r, redis_server, tmp_path):
+    # It stops on Ctrl-C only (KeyboardInterrupt).
+    out, status, err = run_example(
+        [sys.executable, str(EXAMPLES / "raw_worker.py")],
+        r,
+        redis_server,
+        tmp_path,
+        stop_signal=signal.SIGINT,
+    )
+    assert status == 0, err
+    assert sorted(out.splitlines()) == [f"working on {t}" for t in TASKS]
+    assert r.llen("trt/plantA/taken") == 0
 
 
 def test_shell_worker(r, redis_server, tmp_path):

@@ -17,7 +17,7 @@ import pytest
 
 from resc import worker_store
 from resc.errors import RedisUnavailable
-from resc.worker import TaskFailed, Worker, WorkerError
+from resc.worker import AttemptFailed, TaskFailed, Worker, WorkerError
 from tests.conftest import RedisServer, wait_until
 
 QUEUE = "trt/plantA/todo-queue"
@@ -148,6 +148,33 @@ def test_a_raising_handler_is_retried_with_doubling_delays_then_failed_with_its_
     assert r.hgetall(f"{QUEUE}/failed/reasons") == {b"t": b"ValueError: cannot compute t"}
     assert r.llen(DONE) == 0
     assert r.zcard(SET) == 0  # a later event can make the task again
+
+
+def test_a_task_failed_with_zrem_after_leaves_the_set_too(r, redis_server):
+    scores: list[float | None] = []
+
+    def reject(task: str) -> None:
+        scores.append(r.zscore(SET, task))
+        raise TaskFailed("not a known product")
+
+    worker = new_worker(redis_server, reject, set=SET, zrem="after")
+    r.zadd(SET, {"t": 1})
+    r.lpush(QUEUE, "t")
+    with working(worker):
+        wait_until(lambda: r.llen(f"{QUEUE}/failed") == 1)
+    assert scores == [1.0]  # still in the set while the handler ran
+    assert r.zcard(SET) == 0  # a later event can make the task again
+
+
+def test_attempt_failed_records_its_message_as_the_whole_reason(r, redis_server):
+    def broken(task: str) -> None:
+        raise AttemptFailed("why")
+
+    worker = new_worker(redis_server, broken, retries=0)
+    r.lpush(QUEUE, "t")
+    with working(worker):
+        wait_until(lambda: r.llen(f"{QUEUE}/failed") == 1)
+    assert r.hgetall(f"{QUEUE}/failed/reasons") == {b"t": b"why"}
 
 
 def test_a_handler_that_fails_once_then_succeeds_notifies_once(r, redis_server):
@@ -296,23 +323,40 @@ def test_sigterm_stops_the_worker_after_its_current_task(r, redis_server):
     assert r.exists(f"{QUEUE}/heartbeat/w", f"{QUEUE}/workers", f"{QUEUE}/taken/w") == 0
 
 
-def test_stopping_during_a_retry_delay_gives_the_task_back_to_the_queue(r, redis_server):
+@pytest.mark.parametrize("taken_queue", [None, "trt/plantA/taken"], ids=["own", "compatible"])
+def test_stopping_during_a_retry_delay_gives_the_task_back_to_the_queue(
+    r, redis_server, taken_queue: str | None
+):
     failing = threading.Event()
 
     def broken(task: str) -> None:
         failing.set()
         raise RuntimeError("boom")
 
-    worker = new_worker(redis_server, broken, retries=3, retry_delay_s=30)
+    worker = new_worker(redis_server, broken, retries=3, retry_delay_s=30, taken_queue=taken_queue)
+    # On leaving, a worker puts back whatever its own taken list still holds: look at the
+    # queue before that, so that only the give-back itself can have put the task there.
+    # (In compatible mode nothing is put back on leaving.)
+    real_reap = worker.store.reap
+    before_leaving: list[list[bytes]] = []
+
+    def reap_seeing_the_queue(worker_id: str, leaving: bool = False) -> int:
+        if leaving:
+            before_leaving.append(r.lrange(QUEUE, 0, -1))
+        return real_reap(worker_id, leaving)
+
+    worker.store.reap = reap_seeing_the_queue  # type: ignore[method-assign]
     r.lpush(QUEUE, "t")
     worker.start()
-    failing.wait(5)
+    assert failing.wait(5)
     started = time.monotonic()
     worker.stop()
     assert worker.wait(5)
     assert time.monotonic() - started < 2
+    assert before_leaving == ([] if taken_queue else [[b"t"]])
     assert r.lrange(QUEUE, 0, -1) == [b"t"]
     assert r.llen(f"{QUEUE}/failed") == 0
+    assert r.llen(worker.keys.taken) == 0
 
 
 def test_compatible_mode_takes_into_the_shared_taken_list_with_no_heartbeat(r, redis_server):
@@ -372,20 +416,22 @@ def test_a_take_whose_reply_was_lost_is_put_back_and_done_once(r, redis_server):
 def test_a_notice_whose_reply_was_lost_is_not_sent_twice(r, redis_server):
     worker = new_worker(redis_server, lambda task: None)
     real_done = worker.store.done
-    lost: list[bytes] = []
+    results: list[bool] = []
 
     def done_losing_the_first_reply(task: bytes, zrem: bool) -> bool:
         result = real_done(task, zrem)
-        if not lost:
-            lost.append(task)
+        results.append(result)
+        if len(results) == 1:
             raise RedisUnavailable("notifying: connection lost")
         return result
 
     worker.store.done = done_losing_the_first_reply  # type: ignore[method-assign]
     r.lpush(QUEUE, "t")
     with working(worker):
-        wait_until(lambda: lost)
+        # Until the notice has been sent again after the lost reply, not just once.
+        wait_until(lambda: len(results) >= 2)
     assert r.lrange(DONE, 0, -1) == [b"t"]
+    assert results == [True, False]  # the retry found the task already done
 
 
 def test_the_worker_waits_out_a_redis_restart(tmp_path):
