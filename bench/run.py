@@ -41,7 +41,7 @@ from typing import Any
 import redis
 
 from resc import __version__
-from resc.embedded import EmbeddedRedis
+from resc.dev.embedded import EmbeddedRedis
 
 PLANTS = 10
 INPUT, TAKEN = "global/events", "global/taken"

@@ -9,9 +9,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from resc import __version__, logs
+from resc import __version__
 from resc.commands import load_all
-from resc.errors import EXIT_OK
+from resc.core import logs
+from resc.core.errors import EXIT_OK
 
 COMMANDS = load_all()
 _OWN_OPTIONS = ("-h", "--help", "--version")

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import redis
 
-from resc.config import Config
-from resc.config_file import read_source
-from resc.config_load import config_from_source
-from resc.daemon import Daemon
-from resc.embedded import EmbeddedRedis
+from resc.config.load import config_from_source
+from resc.config.models import Config
+from resc.config.source import read_source
+from resc.dev.embedded import EmbeddedRedis
+from resc.engine.daemon import Daemon
 from tests.webservice import ScriptedService, scripted_service
 
 

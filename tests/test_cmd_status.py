@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from resc.embedded import free_port
+from resc.dev.embedded import free_port
 from tests.conftest import (
     RedisServer,
     make_config,

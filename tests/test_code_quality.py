@@ -45,5 +45,5 @@ def test_wheel_contains_the_lua_scripts(tmp_path: Path):
     assert done.returncode == 0, done.stdout + done.stderr
     (wheel,) = tmp_path.glob("resc-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    scripts = {f"resc/lua/{p.name}" for p in (ROOT / "resc" / "lua").glob("*.lua")}
+    scripts = {p.relative_to(ROOT).as_posix() for p in (ROOT / "resc").rglob("*.lua")}
     assert scripts and scripts <= names

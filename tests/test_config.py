@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from resc.config_load import load_config
-from resc.errors import ConfigError
+from resc.config.load import load_config
+from resc.core.errors import ConfigError
 
 # The reference's example, verbatim (README section "Config file").
 REFERENCE_EXAMPLE = r"""

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from resc.config import Fetch
-from resc.config_load import load_config
+from resc.config.load import load_config
+from resc.config.models import Fetch
 from tests.test_config import BODY, RULE, problems_of, write, write_rule
 
 # Two fetches under `fetch_defaults` (line 3); the first sets nothing, the second sets

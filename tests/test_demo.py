@@ -7,9 +7,9 @@ import threading
 from pathlib import Path
 from typing import IO
 
-from resc.config import Config
-from resc.config_load import load_config
-from resc.demo import CONFIG
+from resc.config.load import load_config
+from resc.config.models import Config
+from resc.dev.demo import CONFIG
 from tests.conftest import resc_process, run_resc, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from resc.embedded import free_port
+from resc.dev.embedded import free_port
 from tests.conftest import drained, make_config, running, wait_until
 from tests.webservice import ScriptedService
 

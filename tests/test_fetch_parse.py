@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from resc.fetch import flatten, objects_of, parse_json
+from resc.fetch.client import flatten, objects_of, parse_json
 
 BIG = "1234567890123456789012345678901234567890"
 

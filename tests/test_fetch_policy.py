@@ -10,12 +10,12 @@ from typing import Any
 import httpx
 import pytest
 
-from resc.config import Fetch
-from resc.errors import FetchError, MissingVariable
-from resc.fetch import Fetcher, pick
-from resc.fetch_breaker import CircuitBreaker, CircuitOpen
-from resc.fetch_request import build_request, shown_url
-from resc.fetch_retry import backoff_delay_s, retry_after_s, retryable_status
+from resc.config.models import Fetch
+from resc.core.errors import FetchError, MissingVariable
+from resc.fetch.breaker import CircuitBreaker, CircuitOpen
+from resc.fetch.client import Fetcher, pick
+from resc.fetch.request import build_request, shown_url
+from resc.fetch.retry import backoff_delay_s, retry_after_s, retryable_status
 
 
 def fetch_of(**fields: Any) -> Fetch:

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import redis
 
-from resc.config import Fetch
-from resc.embedded import free_port
-from resc.errors import FetchStopped
-from resc.fetch import Fetcher
+from resc.config.models import Fetch
+from resc.core.errors import FetchStopped
+from resc.dev.embedded import free_port
+from resc.fetch.client import Fetcher
 from tests.conftest import drained, make_config, running, wait_until
 from tests.webservice import Answer, ScriptedService, scripted_service
 

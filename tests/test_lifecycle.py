@@ -6,10 +6,10 @@ import signal
 import time
 from pathlib import Path
 
-from resc.config_file import read_source
-from resc.config_load import config_from_source
-from resc.daemon import Daemon
-from resc.watcher import Watcher
+from resc.config.load import config_from_source
+from resc.config.source import read_source
+from resc.engine.daemon import Daemon
+from resc.engine.watcher import Watcher
 from tests.conftest import (
     RedisServer,
     ScriptedService,

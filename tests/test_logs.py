@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import structlog
 
-from resc.logs import TRACE, configure, get_logger, parse_filter
+from resc.core.logs import TRACE, configure, get_logger, parse_filter
 
 WARN, INFO, DEBUG = logging.WARNING, logging.INFO, logging.DEBUG
 LogTo = Callable[[dict[str, str]], io.StringIO]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from resc.embedded import free_port
+from resc.dev.embedded import free_port
 from tests.conftest import (
     RedisServer,
     make_config,

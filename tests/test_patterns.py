@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from resc.errors import MissingVariable
-from resc.patterns import parse_pattern
+from resc.config.patterns import parse_pattern
+from resc.core.errors import MissingVariable
 
 
 @pytest.mark.parametrize(

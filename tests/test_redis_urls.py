@@ -10,9 +10,10 @@ import pytest
 import redis
 import trustme
 
-from resc.embedded import free_port
-from resc.errors import StoreError
-from resc.store import Store, redact_url
+from resc.connection.edge import redact_url
+from resc.core.errors import StoreError
+from resc.dev.embedded import free_port
+from resc.engine.store import Store
 from tests.conftest import RedisServer, make_config, running, wait_until
 
 

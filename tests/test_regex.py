@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from resc.regex import compile_regex, translate
+from resc.config.regex import compile_regex, translate
 
 EXAMPLE = r"^acq/(?P<process_id>\w+)/(?P<product_id>\w+)$"
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import redis
 
-from resc.config_file import read_source
-from resc.config_load import config_from_source
-from resc.daemon import Daemon
+from resc.config.load import config_from_source
+from resc.config.source import read_source
+from resc.engine.daemon import Daemon
 from tests.conftest import (
     RedisServer,
     drained,

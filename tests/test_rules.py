@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from resc.config import Config, Fetch, Rule
-from resc.errors import MissingVariable
-from resc.fetch_request import build_request
-from resc.rules import Result, apply_rules
+from resc.config.models import Config, Fetch, Rule
+from resc.core.errors import MissingVariable
+from resc.engine.rules import Result, apply_rules
+from resc.fetch.request import build_request
 
 EXAMPLE = r"^acq/(?P<process_id>\w+)/(?P<product_id>\w+)$"
 

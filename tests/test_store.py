@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from resc.errors import StoreError
-from resc.rules import Result
-from resc.store import Outcome, Store
+from resc.core.errors import StoreError
+from resc.engine.rules import Result
+from resc.engine.store import Outcome, Store
 from tests.conftest import RedisServer
 
 

@@ -1,4 +1,4 @@
-"""The worker library (resc.worker) against a real Redis: the protocol, retries and the
+"""The worker library (resc.worker.worker) against a real Redis: the protocol, retries and the
 failed list, the reaper, stopping, compatible mode."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from resc import worker_store
-from resc.errors import RedisUnavailable
+from resc.core.errors import RedisUnavailable
 from resc.worker import AttemptFailed, TaskFailed, Worker, WorkerError
+from resc.worker import store as worker_store
 from tests.conftest import RedisServer, wait_until
 
 QUEUE = "trt/plantA/todo-queue"

@@ -1,5 +1,6 @@
 """The subcommands of `resc`: one module each, with NAME, HELP, add_arguments(parser)
-and main(args) -> exit status. A module's heavy imports happen inside its main()."""
+and main(args) -> exit status. A module's heavy imports happen inside its main(). The top
+layer: it may import every package of resc, and only resc.cli imports it."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from resc.errors import EXIT_OK, EXIT_USAGE
+from resc.core.errors import EXIT_OK, EXIT_USAGE
 
 NAME = "check"
 HELP = "check a config file: the daemon's checks, plus warnings about likely mistakes"
@@ -25,10 +25,10 @@ def _count(n: int, what: str) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from resc import lint
-    from resc.config_file import read_source
-    from resc.config_load import config_from_source
-    from resc.errors import ConfigError
+    from resc.config.load import config_from_source
+    from resc.config.source import read_source
+    from resc.core.errors import ConfigError
+    from resc.ops import lint
 
     path = Path(args.config)
     errors: list[str] = []

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from resc.config import Config
-from resc.config_load import load_config
-from resc.errors import EXIT_USAGE, ConfigError
+from resc.config.load import load_config
+from resc.config.models import Config
+from resc.core.errors import EXIT_USAGE, ConfigError
 
 
 def load_config_or_exit(path: str) -> Config:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from resc.commands.common import positive_int
-from resc.errors import EXIT_FATAL, EXIT_USAGE
+from resc.core.errors import EXIT_FATAL, EXIT_USAGE
 
 NAME = "demo"
 HELP = "see resc at work: a private Redis, the example config, two workers, live"
@@ -19,9 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from resc import demo
-    from resc.errors import RescError
-    from resc.private_redis import INSTALL_HINT
+    from resc.core.errors import RescError
+    from resc.dev import demo
+    from resc.dev.private_redis import INSTALL_HINT
 
     try:
         return demo.run(args.events)

@@ -7,7 +7,7 @@ import os
 import sys
 
 from resc.commands.common import load_config_or_exit
-from resc.errors import EXIT_OK, EXIT_USAGE
+from resc.core.errors import EXIT_OK, EXIT_USAGE
 
 NAME = "explain"
 HELP = "show what resc would do with events: matching rules, variables, tasks (no Redis)"
@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import json
 
-    from resc import explain
-    from resc.fetch import Fetcher
+    from resc.fetch.client import Fetcher
+    from resc.ops import explain
 
     config = load_config_or_exit(args.config)
     watchers = list(enumerate(config.watchers))

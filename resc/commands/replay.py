@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from resc.commands.common import load_config_or_exit, positive_int
-from resc.errors import EXIT_FATAL, EXIT_OK, EXIT_USAGE, StoreError
+from resc.core.errors import EXIT_FATAL, EXIT_OK, EXIT_USAGE, StoreError
 
 NAME = "replay"
 HELP = "move failed events back to their input queue (or list them with --dry-run)"
@@ -36,7 +36,7 @@ def main(args: argparse.Namespace) -> int:
             known = ", ".join(w.input_queue for w in config.watchers)
             print(f"resc: no watcher has input queue {args.watcher!r} ({known})", file=sys.stderr)
             return EXIT_USAGE
-    from resc.store import Store
+    from resc.engine.store import Store
 
     try:
         store = Store(config.redis.url)

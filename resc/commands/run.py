@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from resc.commands.common import load_config_or_exit
-from resc.config import EMBEDDED_REDIS, Config, RedisConfig, parse_listen
-from resc.errors import EXIT_FATAL, EXIT_USAGE, RescError, StoreError
+from resc.config.models import EMBEDDED_REDIS, Config, RedisConfig, parse_listen
+from resc.core.errors import EXIT_FATAL, EXIT_USAGE, RescError, StoreError
 
 NAME = "run"
 HELP = "run the daemon on a config file"
@@ -67,17 +67,22 @@ def _run(
     http_listen: str | None,
     on_forced_exit: Callable[[], None] | None = None,
 ) -> int:
-    from resc import daemon
+    from resc.engine import daemon
+    from resc.server.listener import HttpListener
 
+    listen = http_listen or (config.http.listen if config.http else None)
+    services: list[daemon.ServiceFactory] = []
+    if listen is not None:
+        services.append(lambda running: HttpListener(running, running.not_ready, listen))
     try:
-        return daemon.run(config, config_path, watch_config, http_listen, on_forced_exit)
+        return daemon.run(config, config_path, watch_config, services, on_forced_exit)
     except RescError as exc:
         print(f"resc: {exc}", file=sys.stderr)
         return EXIT_FATAL
 
 
 def _redis_reachable(config: Config) -> bool:
-    from resc.store import Store
+    from resc.engine.store import Store
 
     store = Store(config.redis.url)
     try:
@@ -94,7 +99,7 @@ def _run_with_private_redis(config: Config, http_listen: str | None) -> int:
     """The daemon on a private Redis server that lives as long as it does (a second
     signal, which exits at once, kills the server first). Not reloadable: a reloaded
     config would point the watchers away from the server."""
-    from resc.private_redis import start_private_redis
+    from resc.dev.private_redis import start_private_redis
 
     try:
         server = start_private_redis()

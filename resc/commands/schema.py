@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import json
 
-    from resc.config import Config
+    from resc.config.models import Config
 
     schema = Config.model_json_schema()
     rule = schema["$defs"]["Rule"]

@@ -12,13 +12,13 @@ from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from resc.commands.common import load_config_or_exit, positive_float
-from resc.errors import EXIT_FATAL, EXIT_OK, EXIT_USAGE
+from resc.core.errors import EXIT_FATAL, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from resc.config import Config
-    from resc.status import Key, Row, StatusReader
+    from resc.config.models import Config
+    from resc.ops.status import Key, Row, StatusReader
 
 NAME = "status"
 HELP = "show the lengths of the config's queues and sets in Redis (read only)"
@@ -79,7 +79,7 @@ def _cells(row: Row, watching: bool) -> list[str]:
 
 
 def _footer(unlisted: list[str], globs: list[str]) -> list[str]:
-    from resc.status import glob_of
+    from resc.ops.status import glob_of
 
     hidden = [p for p in unlisted if not any(fnmatchcase(glob_of(p), g) for g in globs)]
     if not hidden:
@@ -140,8 +140,8 @@ Refresh = tuple[float, "list[Row] | None", str | None]  # time, rows or the Redi
 def _refreshes(
     reader: StatusReader, keys: list[Key], globs: list[str], interval_s: float
 ) -> Iterator[Refresh]:
-    from resc.errors import StoreError
-    from resc.status import Tracker
+    from resc.core.errors import StoreError
+    from resc.ops.status import Tracker
 
     tracker = Tracker()
     while True:
@@ -160,7 +160,7 @@ def _redis_url(config: Config, option: str | None) -> str | None:
     """The URL to read, or None after saying why there is none."""
     from pydantic import ValidationError
 
-    from resc.config import EMBEDDED_REDIS, RedisConfig
+    from resc.config.models import EMBEDDED_REDIS, RedisConfig
 
     if option is None:
         if config.redis.url != EMBEDDED_REDIS:
@@ -182,8 +182,8 @@ def _redis_url(config: Config, option: str | None) -> str | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from resc.errors import StoreError
-    from resc.status import Row, StatusReader, configured_keys
+    from resc.core.errors import StoreError
+    from resc.ops.status import Row, StatusReader, configured_keys
 
     config = load_config_or_exit(args.config)
     url = _redis_url(config, args.redis)

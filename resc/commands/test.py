@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from resc.errors import EXIT_OK, EXIT_USAGE
+from resc.core.errors import EXIT_OK, EXIT_USAGE
 
 NAME = "test"
 HELP = "run a config's unit tests: events and the tasks they must make (no Redis, no network)"
@@ -33,20 +33,20 @@ def _fail(problems: list[str]) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from resc import test_runner
-    from resc.config_file import read_source
-    from resc.config_load import config_from_source
-    from resc.errors import ConfigError
+    from resc.config.load import config_from_source
+    from resc.config.source import read_source
+    from resc.core.errors import ConfigError
+    from resc.ops import case_runner
 
     config_path = Path(args.config)
     files: list[Path] = args.files
     if not files:
-        found = test_runner.default_test_file(config_path)
+        found = case_runner.default_test_file(config_path)
         files = [found] if found is not None else []
     try:
         source = read_source(config_path)
         config = config_from_source(source)
-        cases = test_runner.load_cases(config, source, files)
+        cases = case_runner.load_cases(config, source, files)
     except ConfigError as exc:
         return _fail(exc.problems)
     if not cases:
@@ -58,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
         )
     failed = 0
     for case in cases:
-        report = test_runner.run_case(config, case)
+        report = case_runner.run_case(config, case)
         print(report.line)
         for line in report.details:
             print(f"    {line}")

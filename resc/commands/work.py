@@ -9,7 +9,7 @@ import sys
 import threading
 from types import FrameType
 
-from resc.errors import EXIT_FATAL, EXIT_FORCED, EXIT_OK, EXIT_USAGE
+from resc.core.errors import EXIT_FATAL, EXIT_FORCED, EXIT_OK, EXIT_USAGE
 
 NAME = "work"
 HELP = "run a command once per task of a queue: a worker with no code"
@@ -99,11 +99,11 @@ def _usage_error(message: str) -> int:
 def main(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from resc import logs
-    from resc.config import RedisConfig
-    from resc.regex import compile_regex
+    from resc.config.models import RedisConfig
+    from resc.config.regex import compile_regex
+    from resc.core import logs
     from resc.worker import Worker, WorkerError
-    from resc.worker_command import CommandHandler
+    from resc.worker.command import CommandHandler
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:

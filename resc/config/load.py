@@ -1,0 +1,189 @@
+"""Loading a config: reading the file, validating it against the models of config.py,
+the checks that tie fields together, and error messages located at file, line and field.
+
+Everything is checked before resc touches Redis.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from resc.config.models import ENV_PREFIX, INPUT_TASK, Config, Rule
+from resc.config.patterns import Pattern
+from resc.config.source import Loc, SourceFile, read_source
+from resc.core.errors import ConfigError
+
+_ENV_NAME = re.compile(re.escape(ENV_PREFIX) + r"\w+")
+
+# --- checks that tie fields together ------------------------------------------------
+
+Problem = tuple[Loc, str]
+
+
+def _check_rule(rule: Rule, loc: Loc) -> list[Problem]:
+    problems: list[Problem] = []
+    if INPUT_TASK in rule.on.group_names:
+        problems.append(
+            (
+                (*loc, "on"),
+                f"a group may not be named {INPUT_TASK}: that variable is the whole event",
+            )
+        )
+    own = {INPUT_TASK, *rule.on.group_names}
+    namespaces = [f.returns for f in rule.fetch]
+    for i, ns in enumerate(namespaces):
+        if ns in namespaces[:i]:
+            problems.append(((*loc, "fetch", i, "returns"), f"namespace {ns!r} used twice"))
+
+    def unknown(pattern: Pattern, where: Loc, allowed_ns: list[str], env: bool = False) -> None:
+        for name in sorted(pattern.names):
+            if name in own or (env and _ENV_NAME.fullmatch(name)):
+                continue
+            ns = next((n for n in allowed_ns if name.startswith(n + ".")), None)
+            if ns is not None:
+                continue
+            known = [INPUT_TASK, *rule.on.group_names] + [f"{n}.*" for n in allowed_ns]
+            known += [f"{ENV_PREFIX}NAME"] if env else []
+            problems.append(
+                (where, f"${{{name}}} is not a variable of this rule; it has: {', '.join(known)}")
+            )
+
+    for i, fetch in enumerate(rule.fetch):
+        at: Loc = (*loc, "fetch", i)
+        unknown(fetch.url, (*at, "url"), [], env=True)
+        for header, value in fetch.headers.items():
+            unknown(value, (*at, "headers", header), [], env=True)
+        if fetch.body is not None:
+            unknown(fetch.body, (*at, "body"), [], env=True)
+    for i, make in enumerate(rule.make):
+        for field in ("task", "queue", "set"):
+            pattern = getattr(make, field)
+            if pattern is None:
+                continue
+            where = (*loc, "make", i, field)
+            unknown(pattern, where, namespaces)
+            if len(namespaces) > 1:
+                used = {
+                    ns for ns in namespaces for name in pattern.names if name.startswith(ns + ".")
+                }
+                if used:
+                    problems.append(
+                        (
+                            where,
+                            (
+                                f"uses fields of fetch {', '.join(sorted(used))}, but with several "
+                                f"fetches every make runs once per object of each fetch, so these "
+                                f"fields would have no value for the others"
+                            ),
+                        )
+                    )
+    return problems
+
+
+def _check_queues(config: Config) -> list[Problem]:
+    problems: list[Problem] = []
+    owner: dict[str, Loc] = {}
+    for w, watcher in enumerate(config.watchers):
+        for field in ("input_queue", "taken_queue", "failed_queue"):
+            name = getattr(watcher, field)
+            loc: Loc = ("watchers", w, field)
+            if name in owner:
+                other = owner[name]
+                problems.append(
+                    (
+                        loc,
+                        f"{name!r} is already {_path(other)}: each watcher "
+                        f"needs its own input, taken and failed queues",
+                    )
+                )
+            else:
+                owner[name] = loc
+    return problems
+
+
+def _check(config: Config) -> list[Problem]:
+    problems = _check_queues(config)
+    for w, watcher in enumerate(config.watchers):
+        for r, rule in enumerate(watcher.rules):
+            problems += _check_rule(rule, ("watchers", w, "rules", r))
+    return problems
+
+
+# --- loading and error messages -----------------------------------------------------
+
+_PYDANTIC_MESSAGES = {"missing": "required field is missing", "extra_forbidden": "unknown field"}
+
+
+def _path(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _file_loc(source: SourceFile, loc: Loc) -> Loc:
+    """The loc as the file spells it: alias names, and no [0] for a single `make` object."""
+    out: list[str | int] = []
+    for part in loc:
+        if (
+            part == "make"
+            and "make" not in (source.value_at(tuple(out)) or {})
+            and "todo" in (source.value_at(tuple(out)) or {})
+        ):
+            part = "todo"
+        if isinstance(part, int) and isinstance(source.value_at(tuple(out)), dict):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _located(source: SourceFile, loc: Loc, message: str) -> str:
+    loc = _file_loc(source, loc)
+    line = source.line_of(loc)
+    where = f"{source.path}:{line}" if line else str(source.path)
+    return f"{where}: {_path(loc)}: {message}" if loc else f"{where}: {message}"
+
+
+def _pydantic_message(error: Any) -> str:
+    if error["type"] in _PYDANTIC_MESSAGES:
+        return _PYDANTIC_MESSAGES[error["type"]]
+    message: str = error["msg"]
+    return re.sub(r"^(Value|Assertion) error, ", "", message)
+
+
+def located(source: SourceFile, loc: Loc, message: str) -> str:
+    """A problem at the model path `loc` as `file:line: field.path: message`, the path
+    spelled as the file spells it."""
+    return _located(source, loc, message)
+
+
+def field_path(source: SourceFile, loc: Loc) -> str:
+    """The model path `loc` as the file spells it: `watchers[0].rules[1].todo.queue`."""
+    return _path(_file_loc(source, loc))
+
+
+def validation_problems(source: SourceFile, exc: ValidationError) -> list[str]:
+    """pydantic's errors for data read from `source`, one located message each."""
+    return [_located(source, tuple(e["loc"]), _pydantic_message(e)) for e in exc.errors()]
+
+
+def config_from_source(source: SourceFile) -> Config:
+    if not isinstance(source.data, dict):
+        raise ConfigError([f"{source.path}: the config must be an object"])
+    try:
+        config = Config.model_validate(source.data)
+    except ValidationError as exc:
+        raise ConfigError(validation_problems(source, exc)) from None
+    problems = _check(config)
+    if problems:
+        raise ConfigError([_located(source, loc, message) for loc, message in problems])
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, parse and check a config file; ConfigError lists every fault with its line."""
+    return config_from_source(read_source(Path(path)))

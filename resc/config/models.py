@@ -1,0 +1,345 @@
+"""The config: pydantic models of every field, with their defaults and the checks of
+one field at a time (types, unknown fields, regexes and patterns compiled here, once).
+The checks that tie fields together, and loading a file, are in config_load.py."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlsplit
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from resc.config.cases import Case
+from resc.config.patterns import Pattern, parse_pattern
+from resc.config.regex import Regex, compile_regex
+from resc.core.keys import default_failed_queue, default_taken_queue
+
+INPUT_TASK = "input_task"
+DEFAULT_RULE_NAME = "<anonymous rule>"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+# redis.url for a private server started with the daemon (resc/private_redis.py).
+EMBEDDED_REDIS = "embedded"
+
+
+def _to_pattern(value: Any) -> Pattern:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, not {_json_type(value)}")
+    return parse_pattern(value)
+
+
+def _to_regex(value: Any) -> Regex:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, not {_json_type(value)}")
+    return compile_regex(value)
+
+
+def _json_type(value: Any) -> str:
+    names = {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        list: "an array",
+        dict: "an object",
+        type(None): "null",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, dict) else value
+
+
+PatternField = Annotated[
+    Pattern,
+    BeforeValidator(_to_pattern),
+    PlainSerializer(str),
+    WithJsonSchema({"type": "string", "description": "text with ${name} references"}),
+]
+RegexField = Annotated[
+    Regex,
+    BeforeValidator(_to_regex),
+    PlainSerializer(lambda r: r.source),
+    WithJsonSchema({"type": "string", "description": "regex (RE2 / Rust regex syntax)"}),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class RedisConfig(_Model):
+    url: str = Field(
+        description="redis://, rediss:// or unix:// URL, with password and db; or "
+        '"embedded": a private server that `resc run` starts (pip install "resc[embedded]")'
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _usable_url(cls, url: str) -> str:
+        if url == EMBEDDED_REDIS:
+            return url
+        if not url.startswith(REDIS_SCHEMES):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+        except ValueError:
+            raise ValueError("the port must be a number from 0 to 65535") from None
+        db = parts.path.strip("/") if parts.scheme != "unix" else ""
+        query_db = dict(parse_qsl(parts.query)).get("db", "0")
+        if not (db or "0").isdigit() or not query_db.isdigit():
+            raise ValueError("the database must be a number: redis://host:6379/0")
+        return url
+
+
+# `${env.NAME}` in a fetch's url, headers or body: the environment variable NAME, read
+# when the request is made, so that tokens stay out of config files.
+ENV_PREFIX = "env."
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an RFC 9110 token
+
+
+class Breaker(_Model):
+    """A fetch's circuit breaker (resc.fetch.breaker)."""
+
+    failures: int = Field(
+        default=5,
+        ge=1,
+        description="consecutive failed fetches (after retries) that open the circuit",
+    )
+    cooldown: float = Field(
+        default=30.0, gt=0, description="seconds the circuit stays open before one trial request"
+    )
+
+
+class _FetchSettings(_Model):
+    """The fields of a fetch that `fetch_defaults` may set for every fetch."""
+
+    timeout: float = Field(
+        default=10.0, gt=0, description="seconds to wait to connect, and for each read"
+    )
+    retries: int = Field(
+        default=3,
+        ge=0,
+        description="attempts after the first one, on a connection error, a timeout, "
+        "HTTP 429 or 5xx",
+    )
+    backoff: float = Field(
+        default=0.5,
+        ge=0,
+        description="seconds: the wait before retry n is random between 0 and "
+        "backoff * 2**(n-1), at most 30 s; a Retry-After header (at most 60 s) takes its place",
+    )
+    max_results: int = Field(
+        default=10_000, ge=1, description="most objects an answer may hold; more fails the event"
+    )
+    max_response_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1,
+        description="largest answer read, in bytes; larger fails the event",
+    )
+    breaker: Breaker = Breaker()
+
+
+class FetchDefaults(_FetchSettings):
+    """`fetch_defaults`: the values of every fetch that does not set them itself."""
+
+
+class Fetch(_FetchSettings):
+    """One web service call of a rule. Each Fetch carries its effective settings:
+    `fetch_defaults` is applied when the config is loaded (Config._apply_fetch_defaults)."""
+
+    url: PatternField = Field(
+        description="event values are percent-encoded into it; ${env.NAME} values go in as they are"
+    )
+    returns: Annotated[str, Field(pattern=r"^[\w.]+$")] = Field(
+        description="namespace of the fetched fields: ${returns.field}"
+    )
+    method: Literal["GET", "POST"] = "GET"
+    headers: dict[str, PatternField] = Field(
+        default={}, description="header name -> pattern; ${env.NAME} reads an environment variable"
+    )
+    body: PatternField | None = Field(
+        default=None,
+        description="POST only: JSON text; each ${name} is replaced by its value escaped as "
+        "inside a JSON string, and the result must be valid JSON",
+    )
+    path: str | None = Field(
+        default=None, description="where the objects are in the answer: data.children"
+    )
+
+    @field_validator("headers")
+    @classmethod
+    def _valid_headers(cls, headers: dict[str, Pattern]) -> dict[str, Pattern]:
+        for name, value in headers.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not an HTTP header name")
+            if any(b"\r" in text or b"\n" in text for text in value.literals):
+                raise ValueError(f"the value of {name} has a line break")
+        return headers
+
+    @field_validator("body")
+    @classmethod
+    def _json_body(cls, body: Pattern, info: ValidationInfo) -> Pattern:
+        if info.data.get("method", "POST") != "POST":
+            raise ValueError("a body needs method: POST")
+        # A typo (a missing comma or quote) shows at start, not on every event. Each
+        # ${name} becomes as many 1s, valid JSON inside quotes and without, and keeping
+        # the positions in the error those of the body as written.
+        sample = [body.literals[0].decode()]
+        for ref, literal in zip(body.refs, body.literals[1:], strict=True):
+            sample += ["1" * len(f"${{{ref}}}"), literal.decode()]
+        try:
+            json.loads("".join(sample))
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(f"is not JSON (each ${{name}} taken as a number): {exc}") from None
+        return body
+
+    @field_validator("path")
+    @classmethod
+    def _dotted_path(cls, path: str | None) -> str | None:
+        if path is not None and not all(path.split(".")):
+            raise ValueError("must be field names separated by dots, as in data.children")
+        return path
+
+
+class Make(_Model):
+    task: PatternField = Field(default_factory=lambda: parse_pattern("${input_task}"))
+    queue: PatternField
+    set: PatternField | None = None
+
+
+class Rule(_Model):
+    name: str = DEFAULT_RULE_NAME
+    on: RegexField
+    fetch: list[Fetch] = []
+    make: Annotated[
+        list[Make],
+        BeforeValidator(_one_or_many, json_schema_input_type=Make | list[Make]),
+        Field(min_length=1, validation_alias=AliasChoices("make", "todo")),
+    ]
+
+
+class Watcher(_Model):
+    input_queue: str = Field(min_length=1)
+    taken_queue: str = Field("", description='default: input_queue + "/taken"')
+    failed_queue: str = Field("", description='default: input_queue + "/failed"')
+    batch: int = Field(100, ge=1, le=10_000, description="most events taken at once")
+    concurrency: int = Field(
+        1, ge=1, le=1_000, description="events of a batch processed at once (for fetches)"
+    )
+    max_attempts: int = Field(
+        5,
+        ge=1,
+        description="times an event may be interrupted (resc killed, Redis lost) before "
+        "it goes to the failed queue",
+    )
+    rules: list[Rule]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_queues(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("input_queue"), str):
+            data = dict(data)
+            data.setdefault("taken_queue", default_taken_queue(data["input_queue"]))
+            data.setdefault("failed_queue", default_failed_queue(data["input_queue"]))
+        return data
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """HOST:PORT (or :PORT for every interface) -> (host, port); ValueError otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT, for example 127.0.0.1:9090")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class HttpConfig(_Model):
+    listen: str = Field(
+        description="HOST:PORT of the HTTP listener for /metrics, /livez and /readyz"
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, listen: str) -> str:
+        parse_listen(listen)
+        return listen
+
+
+class Config(_Model):
+    redis: RedisConfig
+    listener_channel: str | None = None
+    listener_format: Literal["text", "json"] = Field(
+        "text",
+        description="text: the original's messages; json: one JSON object per message",
+    )
+    http: HttpConfig | None = None
+    grace_period: float = Field(
+        10.0, ge=0, description="seconds to finish the events in hand when stopping"
+    )
+    watchers: list[Watcher] = Field(min_length=1)
+    tests: list[Case] = Field(
+        [], description="unit tests run by `resc test`; the daemon ignores them"
+    )
+    fetch_defaults: FetchDefaults = Field(
+        default=FetchDefaults(), description="values for every fetch that does not set them"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_fetch_defaults(cls, data: Any) -> Any:
+        """Give every fetch the `fetch_defaults` it does not set itself (a `breaker` field
+        by field), so that each Fetch carries its effective values. Invalid defaults are
+        left alone here: validation reports them once, at fetch_defaults, not at every
+        fetch."""
+        if not isinstance(data, Mapping):
+            return data
+        defaults = data.get("fetch_defaults")
+        if not isinstance(defaults, Mapping) or "watchers" not in data:
+            return data
+        try:
+            FetchDefaults.model_validate(defaults)
+        except ValidationError:
+            return data
+        return {**data, "watchers": _with_fetch_defaults(data["watchers"], defaults)}
+
+
+def _with_fetch_defaults(watchers: Any, defaults: Mapping[str, Any]) -> Any:
+    """The raw `watchers` value with `defaults` filled into every fetch; parts of the wrong
+    shape are left as they are, for validation to report."""
+
+    def fetch(value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        merged = {**defaults, **value}
+        if isinstance(defaults.get("breaker"), Mapping) and isinstance(
+            value.get("breaker"), Mapping
+        ):
+            merged["breaker"] = {**defaults["breaker"], **value["breaker"]}
+        return merged
+
+    def rule(value: Any) -> Any:
+        if not isinstance(value, Mapping) or not isinstance(value.get("fetch"), list):
+            return value
+        return {**value, "fetch": [fetch(f) for f in value["fetch"]]}
+
+    def watcher(value: Any) -> Any:
+        if not isinstance(value, Mapping) or not isinstance(value.get("rules"), list):
+            return value
+        return {**value, "rules": [rule(r) for r in value["rules"]]}
+
+    return [watcher(w) for w in watchers] if isinstance(watchers, list) else watchers

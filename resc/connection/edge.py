@@ -1,0 +1,53 @@
+"""The edge every Redis client of resc shares: redis-py's errors turned into resc's,
+the wait before reconnecting, and URLs made safe to show."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+
+from resc.core.errors import RedisUnavailable, StoreError
+
+_WRONGTYPE = re.compile(r"WRONGTYPE (.*)")
+
+# Waits between reconnection attempts: doubling from the first, up to the cap, each
+# shortened by up to a fifth at random so that many watchers do not retry in step.
+RECONNECT_FIRST_S = 0.1
+RECONNECT_CAP_S = 5.0
+
+
+def reconnect_delay_s(failures: int) -> float:
+    """How long to wait before reconnecting after `failures` failed attempts in a row."""
+    delay: float = min(RECONNECT_CAP_S, RECONNECT_FIRST_S * 2 ** min(failures, 16))
+    return delay * (1 - random.random() / 5)
+
+
+_USER_PASSWORD = re.compile(r"(://[^/@]*?:)[^/@]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*")
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password (in the user part or a `password=` query parameter)
+    replaced by ***, for messages and logs."""
+    return _QUERY_PASSWORD.sub(r"\1***", _USER_PASSWORD.sub(r"\1***@", url, count=1))
+
+
+@contextmanager
+def converted_errors(action: str) -> Iterator[None]:
+    """redis-py's exceptions as resc's: RedisUnavailable for a lost connection or no
+    answer, StoreError for an error reply; each message starting with `action`."""
+    try:
+        yield
+    except redis.ConnectionError as exc:
+        raise RedisUnavailable(f"{action}: connection lost: {exc}") from None
+    except redis.TimeoutError as exc:
+        raise RedisUnavailable(f"{action}: no answer from Redis: {exc}") from None
+    except redis.ResponseError as exc:
+        wrong_type = _WRONGTYPE.search(str(exc))
+        raise StoreError(f"{action}: {wrong_type[1] if wrong_type else exc}") from None
+    except redis.RedisError as exc:
+        raise StoreError(f"{action}: {exc}") from None

@@ -1,0 +1,4 @@
+"""The vocabulary every layer shares: resc's errors and exit statuses (errors), logging
+configured from the environment (logs), the counters and their Prometheus collector
+(metrics), and the names of the Redis keys resc derives from configured ones (keys).
+The lowest layer: it imports nothing of resc but the version in `resc/__init__.py`."""

@@ -1,0 +1,40 @@
+"""Names of the Redis keys resc derives from configured ones."""
+
+from __future__ import annotations
+
+
+def default_taken_queue(input_queue: str) -> str:
+    return f"{input_queue}/taken"
+
+
+def default_failed_queue(input_queue: str) -> str:
+    return f"{input_queue}/failed"
+
+
+def failed_reasons(failed_queue: str) -> str:
+    """Hash: failed event -> why it failed."""
+    return f"{failed_queue}/reasons"
+
+
+def attempts(taken_queue: str) -> str:
+    """Hash: event -> how many times its processing was interrupted (resc killed, Redis
+    connection lost) while it sat in the taken queue."""
+    return f"{taken_queue}/attempts"
+
+
+# A worker's keys (resc.worker.worker), next to its queue.
+
+
+def worker_taken_list(queue: str, worker_id: str) -> str:
+    """A worker's own taken list."""
+    return f"{queue}/taken/{worker_id}"
+
+
+def worker_heartbeat(queue: str, worker_id: str) -> str:
+    """A string key that lives while the worker does (it is refreshed before its TTL)."""
+    return f"{queue}/heartbeat/{worker_id}"
+
+
+def queue_workers(queue: str) -> str:
+    """Set: the ids of the workers of a queue, for reapers to check their heartbeats."""
+    return f"{queue}/workers"

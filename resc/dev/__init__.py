@@ -1,0 +1,3 @@
+"""For development and trying resc out: a private Redis server in a child process
+(embedded, private_redis), and `resc demo` with its live view (demo, demo_view). May
+import every layer below resc.commands."""

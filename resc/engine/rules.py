@@ -1,0 +1,104 @@
+"""Rules: event -> variables -> results. Pure: the only I/O, fetching, is passed in."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import NamedTuple
+
+from resc.config.models import INPUT_TASK, Fetch, Rule
+from resc.config.regex import RegexSet
+from resc.core.logs import get_logger
+
+log = get_logger("resc.rules")
+_debug_log = logging.getLogger("resc.rules")
+
+# Calls a fetch with the rule's variables (its URL, headers and body are patterns);
+# returns one mapping of `returns.field` variables per object.
+FetchFunction = Callable[[Fetch, Mapping[str, bytes]], list[dict[str, bytes]]]
+
+# With this many rules or more, one RE2 Set pass finds the matching ones; fewer are
+# cheaper to try one by one.
+_SET_FROM_RULES = 3
+
+
+class Result(NamedTuple):
+    """One task to push: `set` is the dedup set, or None for no deduplication."""
+
+    task: bytes
+    queue: bytes
+    set: bytes | None
+    rule: str
+
+
+class RuleSet:
+    """A watcher's rules, ready to apply to events."""
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self.rules = tuple(rules)
+        self._makes = tuple(
+            tuple(
+                (m.task.expand, m.queue.expand, m.set.expand if m.set is not None else None)
+                for m in rule.make
+            )
+            for rule in self.rules
+        )
+        self._set = (
+            RegexSet([rule.on for rule in self.rules])
+            if len(self.rules) >= _SET_FROM_RULES
+            else None
+        )
+
+    def apply(
+        self, event: bytes, fetch: FetchFunction, matched: list[str] | None = None
+    ) -> list[Result]:
+        """Every result of every rule matching `event`, in config order. The name of each
+        matching rule is appended to `matched`, when given.
+
+        Raises EventError (MissingVariable, FetchError) when the event cannot be processed.
+        """
+        results: list[Result] = []
+        rules = self.rules
+        indexes: Iterable[int] = (
+            self._set.matching(event) if self._set is not None else range(len(rules))
+        )
+        for i in indexes:
+            rule = rules[i]
+            variables = rule.on.search(event)
+            if variables is None:
+                continue
+            variables[INPUT_TASK] = event
+            if matched is not None:
+                matched.append(rule.name)
+            if _debug_log.isEnabledFor(logging.DEBUG):
+                found = {k: v for k, v in variables.items() if k != INPUT_TASK}
+                log.debug("rule fired", rule=rule.name, input_task=event, **found)
+            if not rule.fetch:
+                for task, queue, dedup in self._makes[i]:
+                    results.append(
+                        Result(
+                            task(variables),
+                            queue(variables),
+                            dedup(variables) if dedup is not None else None,
+                            rule.name,
+                        )
+                    )
+                continue
+            for fetcher in rule.fetch:
+                for fields in fetch(fetcher, variables):
+                    merged = {**variables, **fields}
+                    for task, queue, dedup in self._makes[i]:
+                        results.append(
+                            Result(
+                                task(merged),
+                                queue(merged),
+                                dedup(merged) if dedup is not None else None,
+                                rule.name,
+                            )
+                        )
+        return results
+
+
+def apply_rules(rules: Sequence[Rule], event: bytes, fetch: FetchFunction) -> list[Result]:
+    """Every result of every rule matching `event`, in config order (see RuleSet.apply)."""
+    return RuleSet(rules).apply(event, fetch)

@@ -1,0 +1,394 @@
+"""Redis: the only module that talks to it. Loads the Lua scripts of resc/engine/lua once.
+
+Commands that change queues are sent without client retries: a retried command whose
+reply was lost would run twice (a commit pushing its tasks twice, a take leaving an
+event in the taken queue that nobody processes). After a connection error the caller
+recovers the taken queue instead, which is the truth about what is committed.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from hashlib import sha1
+from importlib.resources import files
+from typing import Any, Generic, NamedTuple, TypeVar
+
+import hiredis
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from resc.config.models import EMBEDDED_REDIS
+from resc.connection.edge import converted_errors, redact_url
+from resc.core.errors import StoreError
+from resc.core.keys import attempts, failed_reasons
+from resc.engine.rules import Result
+
+_LUA = {
+    name: (files("resc.engine") / "lua" / f"{name}.lua").read_text("utf-8")
+    for name in ("take", "recover", "commit", "replay")
+}
+
+# A blocking take waits this long, so that a stop request is seen promptly.
+BLOCK_TIMEOUT_S = 1.0
+
+T = TypeVar("T")
+
+
+class Listener(NamedTuple):
+    """Where and how commits announce what they did (the config's listener_channel)."""
+
+    channel: str
+    json: bool  # listener_format json: one JSON object per message
+    watcher: str  # named in JSON messages
+
+
+class Outcome(NamedTuple):
+    """What to commit for one event: its results, or the reason it failed."""
+
+    event: bytes
+    results: Sequence[Result] = ()
+    failure: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommitReport:
+    """Per event, in order: 'c' committed, 'f' failed, 'm' missing from the taken queue;
+    `pushed[i]` tells for each result of a committed event whether it was pushed (True)
+    or already in its set (False)."""
+
+    status: str
+    pushed: list[list[bool]]
+    failures: dict[int, str]  # events that failed at commit time: index -> reason
+
+
+class Reply(Generic[T]):
+    """The reply to a command already sent; get() reads it (and every reply before it)."""
+
+    def __init__(self, store: Store, action: str, convert: Callable[[Any], T]) -> None:
+        self._store = store
+        self.action = action
+        self._convert = convert
+        self._done = False
+        self._value: Any = None
+        self._error: Exception | None = None
+
+    def _receive(self, value: Any) -> None:
+        self._done = True
+        if isinstance(value, redis.ResponseError):
+            self._error = value
+        else:
+            self._value = value
+
+    def get(self) -> T:
+        if not self._done:
+            self._store._read_until(self)
+        if self._error is not None:
+            raise StoreError(f"{self.action}: {self._error}")
+        return self._convert(self._value)
+
+
+class Store:
+    """One connection to Redis, for one watcher. Commands can be pipelined: send_*()
+    return a Reply at once, and replies are read in the order the commands were sent."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.display_url = redact_url(url)
+        if url == EMBEDDED_REDIS:
+            raise StoreError(
+                'redis.url is "embedded": that server lives only while `resc run` runs it; '
+                "use the URL it printed at start"
+            )
+        # A watcher's connection is never idle for long (it waits in BLMOVE for
+        # BLOCK_TIMEOUT_S at most), so the socket timeout is its health check; TCP
+        # keepalive also finds a peer that vanished from the network.
+        tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
+        self._pool = redis.ConnectionPool.from_url(
+            url,
+            socket_timeout=BLOCK_TIMEOUT_S + 10,
+            socket_connect_timeout=5,
+            retry=Retry(NoBackoff(), 0),
+            client_name="resc",
+            **tcp,
+        )
+        self._conn: Any = None
+        self._pending: deque[Reply[Any]] = deque()
+        self._has_lmove = True
+        self._sha = {name: sha1(source.encode()).hexdigest() for name, source in _LUA.items()}
+
+    def close(self) -> None:
+        self._pending.clear()
+        self._pool.disconnect()
+
+    # --- the connection -----------------------------------------------------------
+
+    def _send(self, args: tuple[Any, ...], action: str, convert: Callable[[Any], T]) -> Reply[T]:
+        reply: Reply[T] = Reply(self, action, convert)
+        try:
+            if self._conn is None:
+                self._conn = self._pool.get_connection()
+            self._conn.send_packed_command([hiredis.pack_command(args)])
+        except redis.RedisError as exc:
+            self._broken()
+            with converted_errors(action):
+                raise exc from None
+        self._pending.append(reply)
+        return reply
+
+    def _read_until(self, reply: Reply[Any]) -> None:
+        while not reply._done:
+            if not self._pending:
+                raise StoreError(f"{reply.action}: the connection was lost before the reply")
+            oldest = self._pending[0]
+            try:
+                value = self._conn.read_response(disable_decoding=True)
+            except redis.ResponseError as exc:
+                value = exc
+            except redis.RedisError as exc:
+                self._broken()
+                with converted_errors(oldest.action):
+                    raise exc from None
+            self._pending.popleft()._receive(value)
+
+    def _broken(self) -> None:
+        """After a connection error nothing in flight can be trusted: drop it all."""
+        self._pending.clear()
+        if self._conn is not None:
+            self._conn.disconnect()
+
+    def _call(self, args: tuple[Any, ...], action: str, convert: Callable[[Any], T]) -> T:
+        return self._send(args, action, convert).get()
+
+    def connect(self) -> None:
+        """A fresh connection: check the server, load the scripts. StoreError when Redis
+        is unreachable."""
+        self._broken()
+        action = f"connecting to {self.display_url}"
+        info = self._call((b"INFO", b"server"), action, bytes)
+        found = re.search(rb"redis_version:(\d+)\.(\d+)", info)
+        version = (int(found[1]), int(found[2])) if found else (0, 0)
+        self._has_lmove = version >= (6, 2)
+        # Redis 7 refuses a script flagged by a shebang when it is out of memory, before
+        # it runs, instead of failing at its first write.
+        shebang = "#!lua\n" if version >= (7, 0) else ""
+        for name, source in _LUA.items():
+            self._sha[name] = self._call(
+                (b"SCRIPT", b"LOAD", shebang + source), action, lambda sha: sha.decode()
+            )
+
+    def _script(self, name: str, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any, ...]:
+        return (b"EVALSHA", self._sha[name], len(keys), *keys, *args)
+
+    # --- commands -----------------------------------------------------------------
+
+    def recover(
+        self, input_queue: str, taken_queue: str, failed_queue: str, max_attempts: int
+    ) -> tuple[int, int]:
+        """Move every event of the taken queue back to the input queue, to be taken first.
+
+        With max_attempts > 0 the move counts as an interruption of each event, and an
+        event interrupted that often goes to the failed queue instead. Returns (events
+        put back, events failed)."""
+        keys = (
+            input_queue,
+            taken_queue,
+            attempts(taken_queue),
+            failed_queue,
+            failed_reasons(failed_queue),
+        )
+        command = self._script("recover", keys, (max_attempts,))
+        back, failed = self._call(command, f"recovering {taken_queue}", list)
+        return int(back), int(failed)
+
+    def replay_one(self, failed_queue: str, input_queue: str, taken_queue: str) -> bytes | None:
+        """Move the oldest failed event back to the input queue; None when there is none."""
+        keys = (failed_queue, input_queue, failed_reasons(failed_queue), attempts(taken_queue))
+        command = self._script("replay", keys, ())
+        return self._call(command, f"replaying {failed_queue}", _event_or_none)
+
+    def failed_events(self, failed_queue: str, most: int) -> list[tuple[bytes, bytes | None]]:
+        """Up to `most` failed events, oldest first, each with the reason recorded for it."""
+        action = f"reading {failed_queue}"
+        events = self._call((b"LRANGE", failed_queue, -most, -1), action, list)[::-1]
+        if not events:
+            return []
+        reasons = self._call((b"HMGET", failed_reasons(failed_queue), *events), action, list)
+        return list(zip(events, reasons, strict=True))
+
+    def lengths(self, queues: Sequence[str]) -> list[int]:
+        """LLEN of each queue, in one round trip."""
+        replies = [self._send((b"LLEN", q), f"reading {q}", int) for q in queues]
+        return [reply.get() for reply in replies]
+
+    def send_take(self, input_queue: str, taken_queue: str, most: int) -> Reply[list[bytes]]:
+        """Move up to `most` waiting events to the taken queue, oldest first; no wait."""
+        command = self._script("take", (input_queue, taken_queue), (most,))
+        return self._send(command, f"taking from {input_queue}", list)
+
+    def take(self, input_queue: str, taken_queue: str, most: int) -> list[bytes]:
+        return self.send_take(input_queue, taken_queue, most).get()
+
+    def wait_take(self, input_queue: str, taken_queue: str) -> bytes | None:
+        """Wait up to BLOCK_TIMEOUT_S for one event and move it to the taken queue."""
+        timeout = str(BLOCK_TIMEOUT_S).encode()
+        if self._has_lmove:
+            command: tuple[Any, ...] = (
+                b"BLMOVE",
+                input_queue,
+                taken_queue,
+                b"RIGHT",
+                b"LEFT",
+                timeout,
+            )
+        else:
+            command = (b"BRPOPLPUSH", input_queue, taken_queue, timeout)
+        return self._call(command, f"taking from {input_queue}", _event_or_none)
+
+    def send_commit(
+        self,
+        taken_queue: str,
+        failed_queue: str,
+        outcomes: Sequence[Outcome],
+        listener: Listener | None,
+    ) -> Reply[CommitReport]:
+        """Commit a batch atomically: each event's tasks pushed (deduplicated through its
+        set) and the event removed from the taken queue, or the event moved to the
+        failed queue. A key of the wrong type fails the events that use it."""
+        return self._send_commit(taken_queue, failed_queue, outcomes, listener, {})
+
+    def commit(
+        self,
+        taken_queue: str,
+        failed_queue: str,
+        outcomes: Sequence[Outcome],
+        listener: Listener | None,
+    ) -> CommitReport:
+        return self.send_commit(taken_queue, failed_queue, outcomes, listener).get()
+
+    def _send_commit(
+        self,
+        taken_queue: str,
+        failed_queue: str,
+        outcomes: Sequence[Outcome],
+        listener: Listener | None,
+        failures: dict[int, str],
+    ) -> Reply[CommitReport]:
+        keys, args = _commit_arguments(taken_queue, failed_queue, outcomes, failures, listener)
+
+        def report(status: bytes) -> CommitReport:
+            text = status.decode()
+            if not text.startswith("!"):
+                return _report(text, failures)
+            # A key holds the wrong type and nothing was written: fail the events that
+            # use it, and commit again.
+            index, _, actual = text[1:].partition(":")
+            key = keys[int(index) - 1]
+            name = key.decode(errors="replace")
+            if int(index) <= 4:
+                raise StoreError(f"{name} holds a {actual}, where resc keeps its own list/hash")
+            for i, outcome in enumerate(outcomes):
+                if (
+                    i not in failures
+                    and outcome.failure is None
+                    and any(key in (r.queue, r.set) for r in outcome.results)
+                ):
+                    failures[i] = f"key {name} holds a {actual}"
+            return self._send_commit(taken_queue, failed_queue, outcomes, listener, failures).get()
+
+        command = self._script("commit", keys, args)
+        return self._send(command, f"committing to {taken_queue}", report)
+
+
+def _commit_arguments(
+    taken_queue: str,
+    failed_queue: str,
+    outcomes: Sequence[Outcome],
+    failures: dict[int, str],
+    listener: Listener | None,
+) -> tuple[list[bytes], list[Any]]:
+    """KEYS and ARGV of commit.lua (see its header). Records a failure for an event that
+    would use one key both as a queue and as a set, or write into the watcher's own keys."""
+    keys = [
+        taken_queue.encode(),
+        failed_queue.encode(),
+        failed_reasons(failed_queue).encode(),
+        attempts(taken_queue).encode(),
+    ]
+    own = set(keys)
+    queue_index: dict[bytes, int] = {}
+    set_index: dict[bytes, int] = {}
+    args: list[Any] = [int(time.time())]
+    if listener is None:
+        args += ("", "text", "")
+    else:
+        args += (listener.channel, "json" if listener.json else "text", listener.watcher)
+    with_rule = listener is not None and listener.json
+    for i, (event, results, failure) in enumerate(outcomes):
+        if failures and i in failures:
+            failure = failures[i]
+        if failure is None:
+            record: list[Any] = [event, len(results)]
+            try:
+                for task, queue, dedup, rule in results:
+                    q = queue_index.get(queue) or _register(
+                        queue, "queue", queue_index, set_index, own, keys
+                    )
+                    s = 0
+                    if dedup is not None:
+                        s = set_index.get(dedup) or _register(
+                            dedup, "set", set_index, queue_index, own, keys
+                        )
+                    record += (task, q, s, rule) if with_rule else (task, q, s)
+            except _KeyConflict as exc:
+                failure = str(exc)
+            if failure is None:
+                args += record
+                continue
+            failures[i] = failure
+        args += (event, -1, failure)
+    return keys, args
+
+
+def _event_or_none(reply: Any) -> bytes | None:
+    return reply if isinstance(reply, bytes) else None
+
+
+class _KeyConflict(Exception):
+    """An event would use a key in two roles: the message is its reason to fail."""
+
+
+def _register(
+    key: bytes,
+    role: str,
+    mine: dict[bytes, int],
+    other: dict[bytes, int],
+    own: set[bytes],
+    keys: list[bytes],
+) -> int:
+    """Add `key` to KEYS for `role` ("queue" or "set") and return its index, or raise
+    _KeyConflict when it is one of the watcher's own keys or already has the other role."""
+    name = key.decode("utf-8", "replace")
+    if key in own:
+        raise _KeyConflict(f"{name} is one of the watcher's own queues, not a todo {role}")
+    if key in other:
+        raise _KeyConflict(f"{name} would be used both as a todo queue and as a set")
+    keys.append(key)
+    mine[key] = len(keys)
+    return len(keys)
+
+
+def _report(status: str, failures: dict[int, str]) -> CommitReport:
+    pushed: list[list[bool]] = []
+    events = ""
+    for letter in status:
+        if letter in "cfm":
+            events += letter
+            pushed.append([])
+        else:
+            pushed[-1].append(letter == "p")
+    return CommitReport(events, pushed, failures)

@@ -1,0 +1,131 @@
+"""A fetch's request, built from an event's variables: URL, headers and JSON body. Pure
+but for reading environment variables; no HTTP here (that is resc.fetch.client).
+
+How values are inserted:
+- url: event values percent-encoded (a `/` or `?` in an event cannot change the URL's
+  path or query); `${env.NAME}` values as they are, since the operator sets them and
+  may put a base URL there.
+- headers: values as they are; a value that is not a valid header value (a line break
+  would split the header) fails the event, with a message that does not show it.
+- body: every value escaped as inside a JSON string (`"` -> `\\"`, line breaks -> `\\n`),
+  without adding quotes; the expanded body must then be valid JSON. So write string
+  values in quotes (`{"id": "${id}"}`) and numbers without (`{"n": ${n}}`): a value
+  that is not a number there makes the body invalid and fails the event, it can never
+  add fields.
+Messages show the URL with `${env.NAME}` left unexpanded, so that secrets never reach
+the logs or the failed queue's reasons.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from resc.config.models import ENV_PREFIX, Fetch
+from resc.config.patterns import Pattern
+from resc.core.errors import FetchError
+
+# RFC 9110's field-value: visible characters, with spaces or tabs only between them.
+_HEADER_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What to send: `shown` names the request in messages (method and URL, secrets
+    unexpanded)."""
+
+    method: str
+    url: str
+    shown: str
+    headers: dict[bytes, bytes]
+    body: bytes | None
+
+
+def _is_env(name: str) -> bool:
+    return name.startswith(ENV_PREFIX)
+
+
+def _quoted(pattern: Pattern, variables: Mapping[str, bytes]) -> dict[str, bytes]:
+    return {
+        name: quote(variables[name], safe="").encode("ascii")
+        for name in pattern.refs
+        if name in variables and not _is_env(name)
+    }
+
+
+def shown_url(fetch: Fetch, variables: Mapping[str, bytes]) -> str:
+    """The URL for messages: event values expanded (percent-encoded), `${env.NAME}`
+    left as it is. MissingVariable when an event value is missing."""
+    unexpanded = {name: f"${{{name}}}".encode() for name in fetch.url.refs if _is_env(name)}
+    return fetch.url.expand({**_quoted(fetch.url, variables), **unexpanded}).decode("utf-8")
+
+
+def build_request(fetch: Fetch, variables: Mapping[str, bytes]) -> Request:
+    """The request of `fetch` for an event's variables.
+
+    MissingVariable when a pattern names an event variable with no value; FetchError
+    when an environment variable is not set, a header value has a line break, or the
+    body is not JSON once expanded.
+    """
+    shown = f"{fetch.method} {shown_url(fetch, variables)}"
+    env = _environment(fetch, shown)
+    url = fetch.url.expand({**_quoted(fetch.url, variables), **env}).decode("utf-8")
+    headers: dict[bytes, bytes] = {}
+    for name, pattern in fetch.headers.items():
+        value = pattern.expand({**variables, **env})
+        if not _HEADER_VALUE.fullmatch(value):
+            # Checked here, not left to httpx, whose message would show the value: maybe a
+            # token, on its way to the failed queue's reasons.
+            raise FetchError(
+                f"{shown}: the value of header {name} is not a valid header value (control "
+                f"characters, line breaks or spaces at either end)"
+            )
+        headers[name.encode("ascii")] = value
+    body = None
+    if fetch.body is not None:
+        body = _json_body(fetch.body, {**variables, **env}, shown)
+        if not any(name.lower() == b"content-type" for name in headers):
+            headers[b"content-type"] = b"application/json"
+    return Request(fetch.method, url, shown, headers, body)
+
+
+def _environment(fetch: Fetch, shown: str) -> dict[str, bytes]:
+    """The `env.NAME` variables the fetch's patterns use, read now."""
+    patterns = [fetch.url, *fetch.headers.values()]
+    patterns += [fetch.body] if fetch.body is not None else []
+    env: dict[str, bytes] = {}
+    for name in sorted({ref for p in patterns for ref in p.refs if _is_env(ref)}):
+        value = os.environ.get(name.removeprefix(ENV_PREFIX))
+        if value is None:
+            raise FetchError(
+                f"{shown}: environment variable {name.removeprefix(ENV_PREFIX)} is not set "
+                f"(used as ${{{name}}})"
+            )
+        env[name] = os.fsencode(value)
+    return env
+
+
+def _json_escaped(name: str, value: bytes, shown: str) -> bytes:
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FetchError(f"{shown}: the value of ${{{name}}} is not UTF-8 text") from None
+    return json.dumps(text, ensure_ascii=False)[1:-1].encode("utf-8")
+
+
+def _json_body(pattern: Pattern, variables: Mapping[str, bytes], shown: str) -> bytes:
+    escaped = {
+        name: _json_escaped(name, variables[name], shown)
+        for name in pattern.refs
+        if name in variables
+    }
+    body = pattern.expand(escaped)
+    try:
+        json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise FetchError(f"{shown}: the body is not JSON once expanded: {exc}") from None
+    return body

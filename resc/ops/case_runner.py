@@ -1,0 +1,198 @@
+"""Config unit tests (`resc test`): loading cases, running them without Redis or network,
+and reporting each as a pass or a failure with a diff.
+
+A case's event goes through the same rules as in the daemon (resc.ops.explain.trace), with
+its web services answered by the daemon's own fetch code over a stub transport: the
+answer to a URL is the JSON given in the case's `fetch`, with status 200; a URL the case
+does not list fails the case. Tasks are compared as a multiset: every expected task, no
+other, in any order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from pydantic import ValidationError
+
+from resc.config.cases import Case, CaseFile
+from resc.config.load import located, validation_problems
+from resc.config.models import Config
+from resc.config.source import Loc, SourceFile, read_source
+from resc.core.errors import ConfigError, RescError
+from resc.fetch.client import Fetcher
+from resc.ops import explain
+
+Task = tuple[bytes, bytes, bytes | None]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedCase:
+    """A case, with where it was written and the watcher that takes its event."""
+
+    case: Case
+    where: str  # file:line
+    watcher: int
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A case's outcome, as printed."""
+
+    passed: bool
+    line: str  # PASS/FAIL, where, what
+    details: list[str]  # why it failed: the diff
+
+
+class _NotStubbed(RescError):
+    def __init__(self, request: httpx.Request) -> None:
+        super().__init__(f"{request.method} {request.url}")
+        self.request = f"{request.method} {request.url}"
+
+
+def default_test_file(config_path: Path) -> Path | None:
+    """`conf.tests.hjson` (or `.tests.json`) next to `conf.hjson`, when there is one."""
+    for suffix in (".hjson", ".json"):
+        candidate = config_path.with_name(f"{config_path.stem}.tests{suffix}")
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _locate(
+    config: Config, source: SourceFile, cases: list[Case]
+) -> tuple[list[LoadedCase], list[str]]:
+    """Each case with its line and the index of its watcher, and the located problems of
+    cases that name no usable watcher."""
+    queues = [w.input_queue for w in config.watchers]
+    loaded, problems = [], []
+    for i, case in enumerate(cases):
+        loc: Loc = ("tests", i)
+        if case.queue is None and len(queues) > 1:
+            problems.append(
+                located(
+                    source,
+                    loc,
+                    f"queue is required: the config has {len(queues)} watchers "
+                    f"(input queues: {', '.join(queues)})",
+                )
+            )
+        elif case.queue is not None and case.queue not in queues:
+            problems.append(
+                located(
+                    source,
+                    (*loc, "queue"),
+                    f"no watcher takes events from {case.queue!r}; input queues: "
+                    f"{', '.join(queues)}",
+                )
+            )
+        else:
+            watcher = 0 if case.queue is None else queues.index(case.queue)
+            where = f"{source.path}:{source.line_of(loc)}"
+            loaded.append(LoadedCase(case, where, watcher))
+    return loaded, problems
+
+
+def load_cases(config: Config, config_source: SourceFile, files: list[Path]) -> list[LoadedCase]:
+    """The config's own cases, then each file's; ConfigError locating every fault."""
+    loaded, problems = _locate(config, config_source, list(config.tests))
+    for path in files:
+        try:
+            source = read_source(path)
+        except ConfigError as exc:
+            problems += exc.problems
+            continue
+        if not isinstance(source.data, dict):
+            problems.append(f"{path}: a test file is an object: {{ tests: [ ... ] }}")
+            continue
+        try:
+            cases = CaseFile.model_validate(source.data).tests
+        except ValidationError as exc:
+            problems += validation_problems(source, exc)
+            continue
+        found, located_problems = _locate(config, source, cases)
+        loaded += found
+        problems += located_problems
+    if problems:
+        raise ConfigError(problems)
+    return loaded
+
+
+def _stub_fetcher(case: Case) -> Fetcher:
+    answers = {
+        str(httpx.URL(url)): json.dumps(answer).encode("utf-8")
+        for url, answer in case.fetch.items()
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = answers.get(str(request.url))
+        if body is None:
+            raise _NotStubbed(request)
+        return httpx.Response(200, content=body, headers={"content-type": "application/json"})
+
+    return Fetcher(transport=httpx.MockTransport(answer))
+
+
+def _as_bytes(value: str) -> bytes:
+    # A lone surrogate (\udcff in a JSON string) stands for a byte that is not UTF-8.
+    return value.encode("utf-8", "surrogateescape")
+
+
+def _lines(sign: str, tasks: Counter[Task]) -> list[str]:
+    return [
+        f"  {sign} "
+        + explain.result_line(
+            explain.text(task), explain.text(queue), None if dedup is None else explain.text(dedup)
+        )
+        for (task, queue, dedup), n in sorted(tasks.items(), key=lambda item: item[0][:2])
+        for _ in range(n)
+    ]
+
+
+def _check(case: Case, found: explain.WatcherTrace) -> list[str]:
+    """Why the case fails, or nothing when it passes."""
+    made: Counter[Task] = Counter((r.task, r.queue, r.set) for r in found.results or ())
+    if case.expect_failure is not None:
+        if found.failure is None:
+            n = sum(made.values())
+            return [
+                f"expected a failure with {case.expect_failure!r}, but the event makes "
+                f"{n} task{'' if n == 1 else 's'}:",
+                *_lines("+", made),
+            ]
+        if case.expect_failure not in found.failure:
+            return [f"expected a failure with {case.expect_failure!r}, got: {found.failure}"]
+        return []
+    expected: Counter[Task] = Counter(
+        (_as_bytes(e.task), _as_bytes(e.queue), None if e.set is None else _as_bytes(e.set))
+        for e in case.expect or ()
+    )
+    if found.failure is not None:
+        return [f"the event fails: {found.failure}", *_lines("-", expected)]
+    if made == expected:
+        return []
+    return [
+        "tasks differ (- expected, not made; + made, not expected):",
+        *_lines("-", expected - made),
+        *_lines("+", made - expected),
+    ]
+
+
+def run_case(config: Config, loaded: LoadedCase) -> Report:
+    """Run one case: its event through its watcher's rules, with stubbed fetches."""
+    case = loaded.case
+    event = _as_bytes(case.event)
+    label = case.name if case.name is not None else f"event {explain.shown(event)}"
+    fetcher = _stub_fetcher(case)
+    try:
+        found = explain.trace(loaded.watcher, config.watchers[loaded.watcher], event, fetcher)
+        details = _check(case, found)
+    except _NotStubbed as exc:
+        stubbed = ", ".join(case.fetch) or "none"
+        details = [f"{exc.request} has no answer in this case's fetch (stubbed: {stubbed})"]
+    finally:
+        fetcher.close()
+    return Report(not details, f"{'FAIL' if details else 'PASS'} {loaded.where} {label}", details)

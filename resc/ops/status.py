@@ -1,0 +1,196 @@
+"""Reading queue lengths for `resc status`: plain redis-py reads (TYPE, LLEN, ZCARD, HLEN,
+SCARD, LINDEX, SCAN), never a write.
+
+Which keys: each watcher's input, taken and failed queues, every make's queue and set
+whose pattern has no variables, and the keys matching globs given on the command line.
+Names built from events cannot be listed without scanning, which is left to the user.
+
+The age of the oldest taken event is not stored anywhere (a taken queue is a plain list),
+so it is only measured while watching: the oldest element (the list's tail) is followed
+from sample to sample, and its age is the time it has been seen there, a lower bound.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from resc.config.models import Config
+from resc.connection.edge import redact_url
+from resc.core.errors import StoreError
+from resc.core.keys import failed_reasons
+
+_LENGTH = {"list": "llen", "zset": "zcard", "hash": "hlen", "set": "scard"}
+# The type each role's key should have.
+_EXPECTED = {"input": "list", "taken": "list", "failed": "list", "queue": "list", "set": "zset"}
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """A key to show; `role` is input, taken, failed, queue, set, or scan (a glob's)."""
+
+    name: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One key at one instant. `length` is None for a type without one."""
+
+    key: Key
+    type: str  # Redis's TYPE: list, zset, hash, ..., or none when the key does not exist
+    length: int | None
+    reasons: int | None = None  # a failed queue's reasons hash size
+    oldest: bytes | None = None  # a taken queue's oldest event
+
+    @property
+    def wrong_type(self) -> str | None:
+        """The expected type, when the key holds another one."""
+        expected = _EXPECTED.get(self.key.role)
+        return expected if self.type not in ("none", expected) and expected else None
+
+
+def configured_keys(config: Config) -> tuple[list[Key], list[str]]:
+    """The keys a config names, in config order, and the patterns with variables that
+    cannot be listed."""
+    keys: dict[str, Key] = {}
+    unlisted: list[str] = []
+    for watcher in config.watchers:
+        for name, role in (
+            (watcher.input_queue, "input"),
+            (watcher.taken_queue, "taken"),
+            (watcher.failed_queue, "failed"),
+        ):
+            keys.setdefault(name, Key(name, role))
+    for watcher in config.watchers:
+        for rule in watcher.rules:
+            for make in rule.make:
+                for pattern, role in ((make.queue, "queue"), (make.set, "set")):
+                    if pattern is None:
+                        continue
+                    if pattern.refs:
+                        if pattern.source not in unlisted:
+                            unlisted.append(pattern.source)
+                    else:
+                        keys.setdefault(pattern.source, Key(pattern.source, role))
+    return list(keys.values()), unlisted
+
+
+def glob_of(pattern: str) -> str:
+    """A SCAN glob matching every name a pattern can make: each ${name} becomes *."""
+    literal = re.split(r"\$\{[\w.]+\}", pattern)
+    return "*".join(re.sub(r"([*?\[\]\\])", r"\\\1", part) for part in literal)
+
+
+class StatusReader:
+    """A read-only connection to the config's Redis."""
+
+    def __init__(self, url: str) -> None:
+        """StoreError when redis-py cannot use the URL."""
+        self.display_url = redact_url(url)
+        # No retry: an unreachable Redis is reported at once rather than after backoff.
+        try:
+            self._redis = redis.Redis.from_url(
+                url,
+                socket_timeout=5,
+                socket_connect_timeout=5,
+                retry=Retry(NoBackoff(), 0),
+                client_name="resc-status",
+            )
+        except ValueError as exc:
+            raise StoreError(f"cannot use the Redis URL {self.display_url}: {exc}") from None
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def sample(self, keys: list[Key], globs: Iterable[str]) -> list[Sample]:
+        """Every key's type and length, configured keys first, then glob matches by name.
+        StoreError when Redis cannot be read."""
+        try:
+            return self._sample(keys, globs)
+        except redis.RedisError as exc:
+            raise StoreError(f"cannot read Redis at {self.display_url}: {exc}") from None
+
+    def _sample(self, keys: list[Key], globs: Iterable[str]) -> list[Sample]:
+        known = {key.name for key in keys}
+        found: set[str] = set()
+        for glob in globs:
+            for name in self._redis.scan_iter(match=glob, count=1000):
+                found.add(name.decode("utf-8", "backslashreplace"))
+        keys = keys + [Key(name, "scan") for name in sorted(found - known)]
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.type(key.name)
+        types = [t.decode() if isinstance(t, bytes) else str(t) for t in pipe.execute()]
+        pipe = self._redis.pipeline(transaction=False)
+        reads: list[tuple[int, str]] = []  # (key index, what) for each queued command
+        for i, (key, kind) in enumerate(zip(keys, types, strict=True)):
+            if kind in _LENGTH:
+                getattr(pipe, _LENGTH[kind])(key.name)
+                reads.append((i, "length"))
+            if key.role == "failed":
+                pipe.hlen(failed_reasons(key.name))
+                reads.append((i, "reasons"))
+            if key.role == "taken" and kind == "list":
+                pipe.lindex(key.name, -1)
+                reads.append((i, "oldest"))
+        values: dict[int, dict[str, Any]] = {i: {} for i in range(len(keys))}
+        for (i, what), value in zip(reads, pipe.execute(), strict=True):
+            values[i][what] = value
+        return [
+            Sample(
+                key,
+                kind,
+                values[i].get("length", 0 if kind == "none" else None),
+                values[i].get("reasons"),
+                values[i].get("oldest"),
+            )
+            for i, (key, kind) in enumerate(zip(keys, types, strict=True))
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A sample as shown: with its rate of change and, for a taken queue, how long its
+    oldest event has been seen there (None when not measured)."""
+
+    sample: Sample
+    rate_per_s: float | None
+    oldest_age_s: float | None
+
+
+@dataclass
+class Tracker:
+    """Follows samples over time: rates of change and the oldest taken events' ages."""
+
+    previous: dict[str, int | None] = field(default_factory=dict)
+    previous_time: float | None = None
+    oldest_since: dict[str, tuple[bytes, float]] = field(default_factory=dict)
+
+    def update(self, samples: list[Sample], now: float) -> list[Row]:
+        """The rows of samples taken at `now` (seconds); rates are per second since the
+        previous update, ages count from the first update that saw the oldest event."""
+        rows = []
+        for s in samples:
+            before = self.previous.get(s.key.name)
+            rate = None
+            if self.previous_time is not None and before is not None and s.length is not None:
+                rate = (s.length - before) / (now - self.previous_time)
+            age = None
+            if s.oldest is not None:
+                seen = self.oldest_since.get(s.key.name)
+                if seen is None or seen[0] != s.oldest:
+                    seen = self.oldest_since[s.key.name] = (s.oldest, now)
+                age = now - seen[1]
+            else:
+                self.oldest_since.pop(s.key.name, None)
+            rows.append(Row(s, rate, age))
+        self.previous = {s.key.name: s.length for s in samples}
+        self.previous_time = now
+        return rows

@@ -1,0 +1,329 @@
+"""Workers in Python: the take / do / notify protocol, made safe by default.
+
+    from resc.worker.worker import Worker
+
+    worker = Worker("redis://127.0.0.1:6379/0", queue="trt/plantA/todo-queue",
+                    set="trt/plantA/todo-set", done_queue="global/events")
+
+    @worker.handler
+    def compute(task: str) -> None:
+        ...  # raise to retry; raise TaskFailed("why") to fail at once
+
+    worker.run()  # until SIGINT or SIGTERM, then after the tasks in hand
+
+For each task: BLMOVE from the queue into the worker's own taken list
+(`<queue>/taken/<worker id>`); ZREM from the set (before the handler, or after it);
+the handler; then, in one atomic step, LPUSH of the task into the done queue (the
+notice: the finished task is itself an event for resc) and LREM from the taken list.
+A handler that raises is retried with a doubling delay, then the task goes to the
+failed list (`<queue>/failed`) and its reason to the hash `<queue>/failed/reasons`.
+
+Each worker refreshes a heartbeat key with a TTL. Every worker also reaps, at start and
+periodically: the tasks of workers whose heartbeat has expired (killed, cut off) go back
+into the queue, so a dead worker's task is done by another, once, with no manual step.
+Compatible mode (`taken_queue=`) uses a fixed taken list shared with other workers,
+exactly the original protocol: no heartbeat and no reaper then.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+from types import FrameType
+from typing import Literal, TypeVar
+
+from resc.core import logs
+from resc.core.errors import EXIT_FORCED, RedisUnavailable, RescError, StoreError
+from resc.core.keys import default_failed_queue, queue_workers, worker_heartbeat, worker_taken_list
+from resc.core.logs import get_logger
+from resc.worker.store import WorkerKeys, WorkerStore
+from resc.worker.tasks import (
+    AttemptFailed,
+    Handler,
+    TaskFailed,
+    TaskLoop,
+    TaskOptions,
+    WorkerError,
+    until_answered,
+)
+
+__all__ = ["AttemptFailed", "Handler", "TaskFailed", "Worker", "WorkerError"]
+
+log = get_logger("resc.worker")
+
+H = TypeVar("H", bound=Handler)
+
+
+class Worker:
+    """Takes tasks from `queue` and runs the handler on each, in `concurrency` threads.
+
+    `set`: the dedup set of the queue, from which each task is removed, `zrem="before"`
+    the handler (the task may be queued again while it runs) or `"after"` it (it may not).
+    `done_queue`: where finished tasks are pushed as events (None: no notice).
+    `retries` more attempts after a handler raised, the first `retry_delay_s` later and
+    each next one twice as late. `heartbeat_ttl_s`: how long after its last heartbeat a
+    silent worker counts as dead. `worker_id`: unique among the queue's workers (default:
+    host, process id and a random part). `taken_queue`: compatible mode.
+    """
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        queue: str,
+        set: str | None = None,
+        done_queue: str | None = "global/events",
+        handler: Handler | None = None,
+        zrem: Literal["before", "after"] = "before",
+        concurrency: int = 1,
+        retries: int = 3,
+        retry_delay_s: float = 1.0,
+        failed_queue: str | None = None,
+        worker_id: str | None = None,
+        heartbeat_ttl_s: float = 30.0,
+        taken_queue: str | None = None,
+    ) -> None:
+        problems = []
+        if not queue:
+            problems.append("queue must not be empty")
+        if zrem not in ("before", "after"):
+            problems.append(f"zrem must be 'before' or 'after', not {zrem!r}")
+        if concurrency < 1:
+            problems.append(f"concurrency must be at least 1, not {concurrency}")
+        if retries < 0 or retry_delay_s < 0:
+            problems.append("retries and retry_delay_s must not be negative")
+        if heartbeat_ttl_s < 0.01:
+            problems.append(f"heartbeat_ttl_s must be at least 0.01, not {heartbeat_ttl_s}")
+        if queue and taken_queue == queue:
+            problems.append("taken_queue must differ from queue")
+        if problems:
+            raise ValueError("; ".join(problems))
+        self.worker_id = worker_id or (
+            f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        )
+        self.keys = WorkerKeys(
+            queue=queue,
+            taken=taken_queue or worker_taken_list(queue, self.worker_id),
+            heartbeat=None if taken_queue else worker_heartbeat(queue, self.worker_id),
+            workers=queue_workers(queue),
+            set=set,
+            done_queue=done_queue,
+            failed=failed_queue or default_failed_queue(queue),
+        )
+        self.options = TaskOptions(
+            zrem=zrem,
+            retries=retries,
+            retry_delay_s=retry_delay_s,
+            compatible=bool(taken_queue),
+        )
+        self.concurrency = concurrency
+        self.heartbeat_ttl_s = heartbeat_ttl_s
+        self.store = WorkerStore(redis_url, self.keys, f"resc-worker-{self.worker_id}")
+        self._handler = handler
+        self._holder = f"{socket.gethostname()} pid {os.getpid()}"
+        self._stop = threading.Event()
+        self._keeper: threading.Thread | None = None
+        self._fatal: RescError | None = None
+        self.log = log.bind(worker=self.worker_id, queue=queue)
+
+    @property
+    def compatible(self) -> bool:
+        """True in compatible mode: a fixed, shared taken list, no heartbeat, no reaper."""
+        return self.options.compatible
+
+    def handler(self, function: H) -> H:
+        """Decorator: register `function(task: str)` as the handler."""
+        self._handler = function
+        return function
+
+    # --- lifetime ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start working in background threads; returns at once. A Redis that is down is
+        waited for."""
+        if self._handler is None:
+            raise WorkerError(
+                "no handler: pass handler= or decorate a function with @worker.handler"
+            )
+        if self._keeper is not None:
+            raise WorkerError("this worker was already started")
+        self._keeper = threading.Thread(
+            target=self._keep, name=f"worker {self.worker_id}", daemon=True
+        )
+        self._keeper.start()
+
+    def stop(self) -> None:
+        """Ask the worker to stop once the tasks in hand are finished; returns at once."""
+        self._stop.set()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Wait until the worker has stopped; True if it has. Raises WorkerError when it
+        stopped on an error it cannot go on after."""
+        if self._keeper is None:
+            raise WorkerError("this worker was not started")
+        self._keeper.join(timeout_s)
+        if self._keeper.is_alive():
+            return False
+        if self._fatal is not None:
+            raise WorkerError(str(self._fatal))
+        return True
+
+    def run(self) -> None:
+        """Work until SIGINT or SIGTERM (a second one exits at once), or until stop().
+        Sets up resc's logging (RESC_LOG) unless logging is already configured."""
+        if not logging.getLogger().handlers:
+            logs.configure()
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = {}
+        if in_main_thread:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, self._on_signal)
+        try:
+            self.start()
+            # Not one blocking wait: a signal the kernel delivers to another thread runs
+            # its handler only once this (main) thread wakes.
+            while not self.wait(0.1):
+                pass
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+
+    def _on_signal(self, signum: int, _: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self._stop.is_set():
+            self.log.warning("second signal: exiting now", signal=name)
+            os._exit(EXIT_FORCED)
+        self.log.info("stopping after the tasks in hand", signal=name)
+        self._stop.set()
+
+    # --- the keeper: registration, heartbeat, reaper, and the taking threads ----------
+
+    def _keep(self) -> None:
+        takers: list[threading.Thread] = []
+        joined = False
+        try:
+            if until_answered("connecting", self.store.connect, self._stop, self.log) is None:
+                return
+            if not self.compatible:
+                joined = self._join()
+                if not joined:
+                    return
+            self.log.info("worker started", concurrency=self.concurrency, taken=self.keys.taken)
+            assert self._handler is not None
+            tasks = TaskLoop(
+                self.store, self._handler, self.options, self._stop, self._give_up, self.log
+            )
+            for n in range(self.concurrency):
+                thread = threading.Thread(
+                    target=tasks.run, name=f"worker {self.worker_id} #{n}", daemon=True
+                )
+                takers.append(thread)
+                thread.start()
+            if self.compatible:
+                self._stop.wait()
+            else:
+                self._beat_and_reap()
+        except RescError as exc:
+            self._give_up(exc)
+        finally:
+            self._stop.set()
+            for thread in takers:
+                thread.join()
+            if joined:
+                self._leave()
+            self.store.close()
+            self.log.info("worker stopped")
+
+    def _give_up(self, exc: RescError) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+            self.log.error("worker stopping on an error", error=str(exc))
+        self._stop.set()
+
+    def _join(self) -> bool:
+        ttl_ms = self._ttl_ms()
+        answer = until_answered(
+            "registering",
+            lambda: self.store.join(self.worker_id, ttl_ms, self._holder),
+            self._stop,
+            self.log,
+        )
+        if answer is None:
+            return False
+        moved = answer[0]
+        if moved < 0:
+            raise WorkerError(
+                f"worker id {self.worker_id!r} is in use on {self.keys.queue}: its heartbeat "
+                f"{self.keys.heartbeat} is alive (if that worker is dead, it expires within "
+                f"{self.heartbeat_ttl_s:g} s)"
+            )
+        if moved:
+            self.log.warning("tasks left taken by a previous run put back", count=moved)
+        return True
+
+    def _ttl_ms(self) -> int:
+        return max(1, round(self.heartbeat_ttl_s * 1000))
+
+    def _beat_and_reap(self) -> None:
+        """Reap dead workers now, then refresh the heartbeat three times per TTL and reap
+        again every other beat, until stopped."""
+        beat_s = self.heartbeat_ttl_s / 3
+        beats_per_reap = 2  # every 2/3 TTL: a dead worker is reaped within 5/3 TTL
+        failing = False
+        beats = 0
+        while True:
+            try:
+                if beats % beats_per_reap == 0:
+                    self._reap()
+                if self._stop.wait(beat_s):
+                    return
+                alive = self.store.beat(self.worker_id, self._ttl_ms(), self._holder)
+                beats += 1
+            except RedisUnavailable as exc:
+                if not failing:
+                    self.log.warning("Redis unavailable, retrying", error=str(exc))
+                failing = True
+                if self._stop.wait(beat_s):
+                    return
+                continue
+            if failing:
+                self.log.info("Redis is back")
+            elif not alive:
+                self.log.warning(
+                    "heartbeat had expired: a reaper may have put the tasks in hand back "
+                    "into the queue; they are not notified when done here",
+                    heartbeat_ttl_s=self.heartbeat_ttl_s,
+                )
+            failing = False
+
+    def _reap(self) -> None:
+        for worker_id in self.store.worker_ids():
+            if worker_id == self.worker_id:
+                continue
+            moved = self.store.reap(worker_id)
+            if moved > 0:
+                self.log.warning(
+                    "heartbeat of a worker expired: its tasks are back in the queue",
+                    dead_worker=worker_id,
+                    count=moved,
+                )
+            elif moved == 0:
+                self.log.info("heartbeat of a worker expired: unregistered", dead_worker=worker_id)
+
+    def _leave(self) -> None:
+        try:
+            moved = self.store.reap(self.worker_id, leaving=True)
+        except StoreError as exc:
+            self.log.warning(
+                "could not unregister: another worker re-queues the tasks left in the taken "
+                "list once the heartbeat expires",
+                error=str(exc),
+                taken=self.keys.taken,
+            )
+            return
+        if moved:
+            self.log.warning("tasks left unfinished put back into the queue", count=moved)
