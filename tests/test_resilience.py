@@ -27,6 +27,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
+from tests.test_failures import failed_records
 from tests.webservice import ScriptedService
 
 
@@ -82,9 +83,11 @@ def test_an_event_interrupted_max_attempts_times_goes_to_the_failed_queue(
         assert process.wait(20) == 0
     assert web.paths.count("/hang") == 3  # not tried a fourth time
     assert r.lrange("in/failed", 0, -1) == [b"hang/1"]
-    assert r.hget("in/failed/reasons", "hang/1") == (
-        b"interrupted 3 times (resc stopped or lost Redis while processing it): "
-        b"given up after max_attempts"
+    (record,) = failed_records(r, "hang/1")
+    assert (record.reason, record.attempts) == (
+        "interrupted 3 times (resc stopped or lost Redis while processing it): "
+        "given up after max_attempts",
+        3,
     )
     assert r.lrange("out", 0, -1) == [b"fine/2"]
     assert r.hlen("in/taken/attempts") == 0
@@ -119,7 +122,7 @@ def test_replay_lists_then_moves_failed_events_back(r, redis_server, tmp_path, w
     listed = run_resc("replay", str(path), "--dry-run", "--limit", "2")
     assert (listed.returncode, listed.stderr) == (0, "")
     assert listed.stdout.splitlines() == [
-        "in/failed: 2 failed events",
+        "in/failed: 3 failed events (the oldest 2 listed)",
         f"  svc/1  <- {reason}",
         f"  svc/2  <- {reason}",
         "other/failed: 0 failed events",
@@ -138,7 +141,7 @@ def test_replay_lists_then_moves_failed_events_back(r, redis_server, tmp_path, w
 
     rest = run_resc("replay", str(path))
     assert rest.stdout == (
-        "in/failed: 1 events moved back to in\nother/failed: 0 events moved back to other\n"
+        "in/failed: 1 event moved back to in\nother/failed: 0 events moved back to other\n"
     )
     unknown = run_resc("replay", str(path), "--watcher", "nope")
     assert unknown.returncode == 2
