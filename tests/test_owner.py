@@ -59,7 +59,7 @@ def test_a_second_resc_is_refused_and_leaves_the_first_ones_events_alone(
     started = time.monotonic()
     third = resc_process(path)
     try:
-        wait_until(lambda: web.paths.count("/hang") == 2, timeout_s=owner.OWNER_TTL_S)
+        wait_until(lambda: web.paths.count("/hang") == 2, timeout_s=owner.OWNER_TTL_S / 2)
         assert r.hgetall("in/taken/attempts") == {b"hang/1": b"1"}
     finally:
         third.send_signal(signal.SIGKILL)
