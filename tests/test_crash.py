@@ -4,6 +4,7 @@ middle of a backlog."""
 from __future__ import annotations
 
 import signal
+import socket
 from collections import Counter
 from pathlib import Path
 
@@ -97,3 +98,33 @@ def test_redis_killed_and_restarted_during_a_backlog_loses_and_duplicates_nothin
     finally:
         client.close()
         server.kill()
+
+
+def test_a_second_resc_during_a_backlog_is_refused_and_the_first_killed_loses_nothing(
+    r: redis.Redis, redis_server: RedisServer, tmp_path: Path
+):
+    count = 10 * BACKLOG  # still busy with it when the second one gives up
+    preload(r, count)
+    path = str(write_config(tmp_path, backlog_config(redis_server.url)))
+    first = resc_process(path)
+    try:
+        wait_until(lambda: r.llen("todo") >= 2_000, timeout_s=60)
+        second = resc_process(path)
+        _, err = second.communicate(timeout=30)
+        assert second.returncode == 1
+        assert f"in/taken is held by another resc ({socket.gethostname()}:{first.pid}:" in err
+        assert first.poll() is None
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    in_flight = r.llen("in/taken")
+    assert in_flight > 0
+    third = resc_process(path)
+    try:
+        wait_until(lambda: r.llen("todo") >= count and drained(r, "in", "in/taken"), timeout_s=120)
+    finally:
+        third.send_signal(signal.SIGTERM)
+        assert third.wait(timeout=20) == 0
+    assert_exactly_once(r, count)
+    # The events in hand at the kill were counted once, and forgotten when committed.
+    assert not r.exists("in/failed", "in/taken/attempts", "in/taken/owner")

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis
 
+from resc.core.failures import FailedRecord, decode
 from resc.dev.embedded import free_port
 from tests.conftest import drained, make_config, running, wait_until
 from tests.webservice import ScriptedService
@@ -40,6 +41,21 @@ def fetch_config(url: str, fetch_url: str, timeout_s: float = 10.0) -> dict[str,
     )
 
 
+def failed_records(
+    r: redis.Redis, event: bytes | str, queue: str = "in/failed"
+) -> list[FailedRecord]:
+    """The records kept for the failed copies of `event`, oldest first."""
+    return decode(r.hget(f"{queue}/reasons", event))
+
+
+def failed_reason(r: redis.Redis, event: bytes | str, queue: str = "in/failed") -> bytes:
+    """The reason of the one failed copy of `event`, failed at its first attempt just now."""
+    (record,) = failed_records(r, event, queue)
+    assert record.attempts == 1
+    assert record.time_s is not None and abs(record.time_s - time.time()) < 60
+    return record.reason.encode()
+
+
 def run_failing(r: redis.Redis, config: dict[str, object], tmp_path: Path, bad: bytes) -> bytes:
     """Push a bad event between two good ones; return the reason recorded for it."""
     with running(config, tmp_path):
@@ -49,9 +65,7 @@ def run_failing(r: redis.Redis, config: dict[str, object], tmp_path: Path, bad: 
     assert r.lrange("in/failed", 0, -1) == [bad]
     # Nothing of the failed event was pushed, not even by a rule that had no trouble.
     assert r.lrange("seen", 0, -1) == [b"seen/2", b"seen/1"]
-    reason = r.hget("in/failed/reasons", bad)
-    assert reason is not None
-    return reason
+    return failed_reason(r, bad)
 
 
 @pytest.mark.parametrize(
@@ -125,7 +139,7 @@ def test_todo_key_of_the_wrong_type_fails_only_the_events_using_it(r, redis_serv
         wait_until(lambda: r.llen("in/failed") == 1 and r.llen("q/good") == 2)
         wait_until(lambda: drained(r, "in", "in/taken"))
     assert r.lrange("in/failed", 0, -1) == [b"broken/1"]
-    assert r.hget("in/failed/reasons", "broken/1") == b"key q/broken holds a string"
+    assert failed_reason(r, "broken/1") == b"key q/broken holds a string"
     # Nothing half-done: the failed event left no trace in its set.
     assert r.zrange("s/broken", 0, -1) == []
     assert r.lrange("q/good", 0, -1) == [b"good/2", b"good/1"]
@@ -172,7 +186,7 @@ def test_task_pushed_into_the_watchers_own_taken_queue_fails_the_event(r, redis_
         r.lpush("in", "loop", "ok")
         wait_until(lambda: r.llen("out") == 1 and r.llen("in/failed") == 1)
         wait_until(lambda: drained(r, "in", "in/taken"))
-    assert r.hget("in/failed/reasons", "loop") == (
+    assert failed_reason(r, "loop") == (
         b"in/taken is one of the watcher's own queues, not a todo queue"
     )
 
@@ -185,7 +199,5 @@ def test_same_key_as_queue_and_set_fails_the_event(r, redis_server, tmp_path):
     with running(config, tmp_path):
         r.lpush("in", "x1")
         wait_until(lambda: r.llen("in/failed") == 1)
-    assert r.hget("in/failed/reasons", "x1") == (
-        b"k would be used both as a todo queue and as a set"
-    )
+    assert failed_reason(r, "x1") == (b"k would be used both as a todo queue and as a set")
     assert not r.exists("k")

@@ -19,6 +19,7 @@ import redis
 
 from resc.config.models import Fetch
 from resc.core.errors import FetchStopped
+from resc.core.failures import decode
 from resc.dev.embedded import free_port
 from resc.fetch.client import Fetcher
 from tests.conftest import drained, make_config, running, wait_until
@@ -60,7 +61,11 @@ def run(r: redis.Redis, config: dict[str, Any], tmp_path: Path, *events: str) ->
 def failed(r: redis.Redis) -> dict[str, str]:
     """The failed events and their reasons."""
     assert r.llen("in/failed") == r.hlen("in/failed/reasons")
-    return {k.decode(): v.decode() for k, v in r.hgetall("in/failed/reasons").items()}
+    reasons = {}
+    for event, value in r.hgetall("in/failed/reasons").items():
+        (record,) = decode(value)
+        reasons[event.decode()] = record.reason
+    return reasons
 
 
 def got(r: redis.Redis) -> list[bytes]:

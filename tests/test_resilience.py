@@ -27,6 +27,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
+from tests.test_failures import failed_records
 from tests.webservice import ScriptedService
 
 
@@ -82,13 +83,45 @@ def test_an_event_interrupted_max_attempts_times_goes_to_the_failed_queue(
         assert process.wait(20) == 0
     assert web.paths.count("/hang") == 3  # not tried a fourth time
     assert r.lrange("in/failed", 0, -1) == [b"hang/1"]
-    assert r.hget("in/failed/reasons", "hang/1") == (
-        b"interrupted 3 times (resc stopped or lost Redis while processing it): "
-        b"given up after max_attempts"
+    (record,) = failed_records(r, "hang/1")
+    assert (record.reason, record.attempts) == (
+        "interrupted 3 times (resc stopped or lost Redis while processing it): "
+        "given up after max_attempts",
+        3,
     )
     assert r.lrange("out", 0, -1) == [b"fine/2"]
     assert r.hlen("in/taken/attempts") == 0
     assert drained(r, "in", "in/taken")
+
+
+def test_a_poison_event_alone_reaches_max_attempts_not_its_neighbours(
+    r: redis.Redis, redis_server: RedisServer, tmp_path: Path, web: ScriptedService
+):
+    web.answer("/hang", {"prefix": "never"}, delay_s=30)
+    web.answer("/ok", {"prefix": "fine"})
+    config = make_config(
+        redis_server.url,
+        [{"input_queue": "in", "max_attempts": 3, "batch": 20, "rules": [fetch_rule(web)]}],
+    )
+    path = str(write_config(tmp_path, config))
+    # A backlog: the poison in the middle of a batch, and batches taken ahead after it.
+    innocent = [f"ok/{i}" for i in range(60)]
+    r.lpush("in", *innocent[:10], "hang/1", *innocent[10:])
+    for attempt in range(1, 4):
+        process = resc_process(path)
+        wait_until(lambda a=attempt: web.paths.count("/hang") == a)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    process = resc_process(path)
+    try:
+        wait_until(lambda: r.llen("out") == 60 and drained(r, "in", "in/taken"), timeout_s=30)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+    assert r.lrange("in/failed", 0, -1) == [b"hang/1"]
+    assert web.paths.count("/hang") == 3
+    assert sorted(r.lrange("out", 0, -1)) == sorted(f"fine/{i}".encode() for i in range(60))
+    assert r.hlen("in/taken/attempts") == 0
 
 
 def test_an_event_committed_after_an_interruption_forgets_its_attempts(r, redis_server, tmp_path):
@@ -119,7 +152,7 @@ def test_replay_lists_then_moves_failed_events_back(r, redis_server, tmp_path, w
     listed = run_resc("replay", str(path), "--dry-run", "--limit", "2")
     assert (listed.returncode, listed.stderr) == (0, "")
     assert listed.stdout.splitlines() == [
-        "in/failed: 2 failed events",
+        "in/failed: 3 failed events (the oldest 2 listed)",
         f"  svc/1  <- {reason}",
         f"  svc/2  <- {reason}",
         "other/failed: 0 failed events",
@@ -138,7 +171,7 @@ def test_replay_lists_then_moves_failed_events_back(r, redis_server, tmp_path, w
 
     rest = run_resc("replay", str(path))
     assert rest.stdout == (
-        "in/failed: 1 events moved back to in\nother/failed: 0 events moved back to other\n"
+        "in/failed: 1 event moved back to in\nother/failed: 0 events moved back to other\n"
     )
     unknown = run_resc("replay", str(path), "--watcher", "nope")
     assert unknown.returncode == 2
@@ -146,6 +179,22 @@ def test_replay_lists_then_moves_failed_events_back(r, redis_server, tmp_path, w
     zero = run_resc("replay", str(path), "--limit", "0")
     assert zero.returncode == 2
     assert "argument --limit: must be at least 1, not 0" in zero.stderr
+
+
+def test_replay_while_resc_fails_the_events_again_moves_each_once(r, redis_server, tmp_path):
+    config = make_config(
+        redis_server.url,
+        [{"input_queue": "in", "rules": [{"on": "^(?P<a>x)(?P<b>y)?", "make": {"queue": "${b}"}}]}],
+    )
+    path = write_config(tmp_path, config)
+    with running(config, tmp_path):
+        r.lpush("in", *(f"x{i}" for i in range(200)))
+        wait_until(lambda: r.llen("in/failed") == 200)
+        moved = run_resc("replay", str(path))
+        wait_until(lambda: r.llen("in/failed") == 200 and drained(r, "in", "in/taken"))
+    assert (moved.returncode, moved.stdout) == (0, "in/failed: 200 events moved back to in\n")
+    (record,) = failed_records(r, "x7")  # failed again after the replay
+    assert record.reason == "variable ${b} has no value for this event"
 
 
 def test_concurrency_processes_events_of_a_batch_at_once_and_commits_in_order(

@@ -27,6 +27,10 @@ def _show(event: bytes) -> str:
     return event.decode("utf-8", "backslashreplace")
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def main(args: argparse.Namespace) -> int:
     config = load_config_or_exit(args.config)
     watchers = config.watchers
@@ -48,21 +52,23 @@ def main(args: argparse.Namespace) -> int:
         for watcher in watchers:
             limit = args.limit if args.limit is not None else sys.maxsize
             if args.dry_run:
-                listed = store.failed_events(watcher.failed_queue, min(limit, 2**31))
-                print(f"{watcher.failed_queue}: {len(listed)} failed events")
-                for event, reason in listed:
-                    why = _show(reason) if reason is not None else "(no reason recorded)"
+                total, listed = store.failed_events(watcher.failed_queue, min(limit, 2**31))
+                shown = f" (the oldest {len(listed)} listed)" if len(listed) < total else ""
+                print(f"{watcher.failed_queue}: {_count(total, 'failed event')}{shown}")
+                for event, record in listed:
+                    why = record.reason if record is not None else "(no reason recorded)"
                     print(f"  {_show(event)}  <- {why}")
                 continue
+            # Only the events there now: the daemon may fail them again while this runs,
+            # and those are for a later replay.
+            (present,) = store.lengths([watcher.failed_queue])
             moved = 0
-            while moved < limit:
-                if (
-                    store.replay_one(watcher.failed_queue, watcher.input_queue, watcher.taken_queue)
-                    is None
-                ):
+            while moved < min(limit, present):
+                if store.replay_one(watcher.failed_queue, watcher.input_queue) is None:
                     break
                 moved += 1
-            print(f"{watcher.failed_queue}: {moved} events moved back to {watcher.input_queue}")
+            moved_back = _count(moved, "event")
+            print(f"{watcher.failed_queue}: {moved_back} moved back to {watcher.input_queue}")
     except StoreError as exc:
         print(f"resc: {exc}", file=sys.stderr)
         return EXIT_FATAL

@@ -12,7 +12,7 @@ def default_failed_queue(input_queue: str) -> str:
 
 
 def failed_reasons(failed_queue: str) -> str:
-    """Hash: failed event -> why it failed."""
+    """Hash: failed event -> why each copy of it failed (resc.core.failures)."""
     return f"{failed_queue}/reasons"
 
 
@@ -20,6 +20,18 @@ def attempts(taken_queue: str) -> str:
     """Hash: event -> how many times its processing was interrupted (resc killed, Redis
     connection lost) while it sat in the taken queue."""
     return f"{taken_queue}/attempts"
+
+
+def taken_ahead(taken_queue: str) -> str:
+    """String: how many events on the taken queue's left (newest) end were taken ahead
+    and are not being processed yet; the others are (see lua/recover.lua)."""
+    return f"{taken_queue}/ahead"
+
+
+def taken_owner(taken_queue: str) -> str:
+    """String with a time to live: the id of the resc instance that holds the taken
+    queue (resc.engine.owner)."""
+    return f"{taken_queue}/owner"
 
 
 # A worker's keys (resc.worker.worker), next to its queue.

@@ -18,6 +18,7 @@ from resc.connection.edge import redact_url
 from resc.core.errors import EXIT_FATAL, EXIT_FORCED, EXIT_OK, ConfigError, StoreError
 from resc.core.logs import get_logger
 from resc.core.metrics import FetchStats, WatcherStats
+from resc.engine.owner import QueueHeld
 from resc.engine.store import Store
 from resc.engine.watcher import Watcher
 
@@ -92,6 +93,12 @@ class Daemon:
     def _run_watcher(self, watcher: Watcher) -> None:
         try:
             watcher.run()
+        except QueueHeld as exc:
+            log.error(
+                "watcher stopped: stopping resc", watcher=watcher.config.input_queue, error=str(exc)
+            )
+            self.failed.append(watcher.config.input_queue)
+            self.stop.set()
         except Exception:
             log.exception("watcher crashed: stopping resc", watcher=watcher.config.input_queue)
             self.failed.append(watcher.config.input_queue)

@@ -25,12 +25,13 @@ from redis.retry import Retry
 from resc.config.models import EMBEDDED_REDIS
 from resc.connection.edge import converted_errors, redact_url
 from resc.core.errors import StoreError
-from resc.core.keys import attempts, failed_reasons
+from resc.core.failures import FailedRecord, decode
+from resc.core.keys import attempts, failed_reasons, taken_ahead, taken_owner
 from resc.engine.rules import Result
 
 _LUA = {
     name: (files("resc.engine") / "lua" / f"{name}.lua").read_text("utf-8")
-    for name in ("take", "recover", "commit", "replay")
+    for name in ("take", "recover", "commit", "replay", "owner")
 }
 
 # A blocking take waits this long, so that a stop request is seen promptly.
@@ -45,6 +46,14 @@ class Listener(NamedTuple):
     channel: str
     json: bool  # listener_format json: one JSON object per message
     watcher: str  # named in JSON messages
+
+
+class Recovered(NamedTuple):
+    """What a recovery did with the events of a taken queue."""
+
+    back: int  # put back into the input queue
+    failed: int  # interrupted max_attempts times: moved to the failed queue
+    interrupted: int  # of those put back, the ones that were being processed
 
 
 class Outcome(NamedTuple):
@@ -88,7 +97,9 @@ class Reply(Generic[T]):
         if not self._done:
             self._store._read_until(self)
         if self._error is not None:
-            raise StoreError(f"{self.action}: {self._error}")
+            # A script's own type check answers "WRONGTYPE <key> holds a <type>, ...".
+            message = str(self._error).removeprefix("WRONGTYPE ")
+            raise StoreError(f"{self.action}: {message}")
         return self._convert(self._value)
 
 
@@ -188,37 +199,68 @@ class Store:
 
     def recover(
         self, input_queue: str, taken_queue: str, failed_queue: str, max_attempts: int
-    ) -> tuple[int, int]:
+    ) -> Recovered:
         """Move every event of the taken queue back to the input queue, to be taken first.
 
-        With max_attempts > 0 the move counts as an interruption of each event, and an
-        event interrupted that often goes to the failed queue instead. Returns (events
-        put back, events failed)."""
+        With max_attempts > 0 the move counts as an interruption of each event that was
+        being processed (not of those taken ahead; each text once), and an event
+        interrupted that often goes to the failed queue instead. A key of the wrong
+        type: StoreError, and nothing moved."""
         keys = (
             input_queue,
             taken_queue,
             attempts(taken_queue),
             failed_queue,
             failed_reasons(failed_queue),
+            taken_ahead(taken_queue),
         )
         command = self._script("recover", keys, (max_attempts,))
-        back, failed = self._call(command, f"recovering {taken_queue}", list)
-        return int(back), int(failed)
+        back, failed, interrupted = self._call(command, f"recovering {taken_queue}", list)
+        return Recovered(int(back), int(failed), int(interrupted))
 
-    def replay_one(self, failed_queue: str, input_queue: str, taken_queue: str) -> bytes | None:
-        """Move the oldest failed event back to the input queue; None when there is none."""
-        keys = (failed_queue, input_queue, failed_reasons(failed_queue), attempts(taken_queue))
+    def replay_one(self, failed_queue: str, input_queue: str) -> bytes | None:
+        """Move the oldest failed event back to the input queue, with the oldest record of
+        its text; None when there is none."""
+        keys = (failed_queue, input_queue, failed_reasons(failed_queue))
         command = self._script("replay", keys, ())
         return self._call(command, f"replaying {failed_queue}", _event_or_none)
 
-    def failed_events(self, failed_queue: str, most: int) -> list[tuple[bytes, bytes | None]]:
-        """Up to `most` failed events, oldest first, each with the reason recorded for it."""
+    def failed_events(
+        self, failed_queue: str, most: int
+    ) -> tuple[int, list[tuple[bytes, FailedRecord | None]]]:
+        """How many events the failed queue holds, and up to `most` of them, oldest
+        first, each with the record of its copy (None when there is none)."""
         action = f"reading {failed_queue}"
+        length = self._send((b"LLEN", failed_queue), action, int)
         events = self._call((b"LRANGE", failed_queue, -most, -1), action, list)[::-1]
         if not events:
-            return []
-        reasons = self._call((b"HMGET", failed_reasons(failed_queue), *events), action, list)
-        return list(zip(events, reasons, strict=True))
+            return length.get(), []
+        values = self._call((b"HMGET", failed_reasons(failed_queue), *events), action, list)
+        records = {event: decode(value) for event, value in zip(events, values, strict=True)}
+        # The oldest copies of a text, in the failed list, have its oldest records.
+        # The list is read from its oldest end, so copies beyond `most` are newer.
+        seen: dict[bytes, int] = {}
+        listed: list[tuple[bytes, FailedRecord | None]] = []
+        for event in events:
+            n = seen.get(event, 0)
+            seen[event] = n + 1
+            mine = records[event]
+            listed.append((event, mine[n] if n < len(mine) else None))
+        return length.get(), listed
+
+    def claim_owner(
+        self, owner_key: str, instance: str, ttl_ms: int, dead_holder: str = ""
+    ) -> tuple[str, int] | None:
+        """Claim or renew the owner key (ttl_ms > 0), or release it (0). None when done;
+        (holder, its time to live in ms) when another instance holds it."""
+        command = self._script("owner", (owner_key,), (instance, ttl_ms, dead_holder))
+
+        def held(reply: Any) -> tuple[str, int] | None:
+            if not isinstance(reply, list):
+                return None
+            return reply[0].decode("utf-8", "replace"), int(reply[1])
+
+        return self._call(command, f"claiming {owner_key}", held)
 
     def lengths(self, queues: Sequence[str]) -> list[int]:
         """LLEN of each queue, in one round trip."""
@@ -226,8 +268,10 @@ class Store:
         return [reply.get() for reply in replies]
 
     def send_take(self, input_queue: str, taken_queue: str, most: int) -> Reply[list[bytes]]:
-        """Move up to `most` waiting events to the taken queue, oldest first; no wait."""
-        command = self._script("take", (input_queue, taken_queue), (most,))
+        """Move up to `most` waiting events to the taken queue, oldest first, marked as
+        taken ahead (the events taken before them are being processed); no wait."""
+        keys = (input_queue, taken_queue, taken_ahead(taken_queue))
+        command = self._script("take", keys, (most,))
         return self._send(command, f"taking from {input_queue}", list)
 
     def take(self, input_queue: str, taken_queue: str, most: int) -> list[bytes]:
@@ -319,7 +363,8 @@ def _commit_arguments(
         failed_reasons(failed_queue).encode(),
         attempts(taken_queue).encode(),
     ]
-    own = set(keys)
+    # Also the keys that only recover.lua, take.lua and the owner logic write.
+    own = {*keys, taken_ahead(taken_queue).encode(), taken_owner(taken_queue).encode()}
     queue_index: dict[bytes, int] = {}
     set_index: dict[bytes, int] = {}
     args: list[Any] = [int(time.time())]

@@ -15,10 +15,11 @@ from typing import NamedTuple
 from resc.config.models import Config
 from resc.config.models import Watcher as WatcherConfig
 from resc.connection.edge import reconnect_delay_s
-from resc.core.errors import EventError, FetchStopped, StoreError
+from resc.core.errors import EventError, FetchStopped, RedisUnavailable, StoreError
 from resc.core.keys import failed_reasons
 from resc.core.logs import get_logger
 from resc.core.metrics import WatcherStats
+from resc.engine.owner import Ownership
 from resc.engine.rules import RuleSet
 from resc.engine.store import CommitReport, Listener, Outcome, Reply, Store
 from resc.fetch.client import Fetcher
@@ -53,6 +54,12 @@ class Watcher:
         self.log = log.bind(watcher=config.input_queue)
         self.rules = RuleSet(config.rules)
         self.stats = WatcherStats()
+        self.owner = Ownership(settings.redis.url, config.taken_queue, self.stop)
+        # Events interrupted at the last recovery still to take, one at a time: only the
+        # one that crashes resc is then counted again.
+        self._alone = 0
+        # A commit or an idle wait succeeded since the last (re)connection.
+        self._worked = False
         self._pool = (
             ThreadPoolExecutor(config.concurrency, thread_name_prefix=config.input_queue)
             if config.concurrency > 1
@@ -69,44 +76,64 @@ class Watcher:
         """The watcher's loop; returns when `stop` is set. Redis errors are waited out."""
         connected = False
         failures = 0
+        lost = False  # the connection was lost, not a command refused
         try:
             while not self.stop.is_set():
                 try:
                     if not connected:
-                        self._start()
+                        if not self._start():
+                            break  # stopped while waiting for the owner key
                         connected = True
                         self.stats.ready = True
-                        if failures:
+                        if lost:
+                            lost = False
                             self.stats.reconnects += 1
                             self.log.info("Redis is back", url=self.store.display_url)
-                        failures = 0
                     self._pump()
                 except StoreError as exc:
                     # After any Redis error nothing held in memory is trusted: the next
                     # connection starts by recovering the taken queue.
                     connected = False
+                    # The wait keeps growing while the same failure follows each
+                    # recovery (a key of the wrong type): it starts again only after
+                    # some work was done.
+                    if self._worked:
+                        failures = 0
+                    self._worked = False
                     # The reason first: /readyz reads these from another thread.
                     self.stats.not_ready_because = f"Redis unavailable: {exc}"
                     self.stats.ready = False
                     delay = reconnect_delay_s(failures)
-                    if failures == 0:
+                    if failures == 0 and isinstance(exc, RedisUnavailable):
+                        lost = True
                         self.log.warning("Redis unavailable, retrying", error=str(exc))
+                    elif failures == 0:
+                        self.log.error("Redis refused a command, retrying", error=str(exc))
                     else:
                         self.log.debug("Redis still unavailable", error=str(exc), retry_in_s=delay)
                     failures += 1
                     self.stop.wait(delay)
         finally:
+            self.owner.release()
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
             self.fetch.close()
             self.store.close()
 
-    def _start(self) -> None:
-        cfg = self.config
+    def _start(self) -> bool:
+        """Connect, claim the taken queue and recover it; False when stopped meanwhile."""
         self.store.connect()
-        back, failed = self.store.recover(
+        if not self.owner.claim(self.store):
+            return False
+        self._recover()
+        return True
+
+    def _recover(self) -> None:
+        cfg = self.config
+        back, failed, interrupted = self.store.recover(
             cfg.input_queue, cfg.taken_queue, cfg.failed_queue, cfg.max_attempts
         )
+        self._alone = interrupted
         if back or failed:
             self.log.warning(
                 "recovered interrupted events",
@@ -114,6 +141,8 @@ class Watcher:
                 failed=failed,
                 taken_queue=cfg.taken_queue,
             )
+        if interrupted:
+            self.log.info("taking the interrupted events one at a time", events=interrupted)
 
     def _pump(self) -> None:
         """Take, process and commit batches until the input queue is empty or resc stops.
@@ -124,13 +153,22 @@ class Watcher:
         """
         cfg, store = self.config, self.store
         first = store.wait_take(cfg.input_queue, cfg.taken_queue)
+        self.owner.check()
         if first is None:
+            self._worked = True
+            # Idle with nothing in hand: whatever is in the taken queue was left there
+            # by another watcher (a crashed resc, or this queue's watcher before a
+            # reload), and nobody else will put it back.
+            if store.lengths([cfg.taken_queue])[0]:
+                self._recover()
             return
+        self._alone = max(0, self._alone - 1)
         events = [first]
         taken_at = time.monotonic()
         committing: _Committing | None = None
         while True:
-            next_events = store.send_take(cfg.input_queue, cfg.taken_queue, cfg.batch)
+            most = 1 if self._alone else cfg.batch
+            next_events = store.send_take(cfg.input_queue, cfg.taken_queue, most)
             self.stats.taken += len(events)
             self.stats.batch_sizes.observe(len(events))
             outcomes = self._process(events)
@@ -142,9 +180,11 @@ class Watcher:
                 taken_at,
             )
             events = next_events.get()
+            self._alone = max(0, self._alone - len(events))
             taken_at = time.monotonic()
             if not events or self.stop.is_set():
                 break
+            self.owner.check()
         self._committed(committing)
         if self.stop.is_set():
             # Taken ahead but not processed: back to the input queue, in order, not
@@ -193,6 +233,7 @@ class Watcher:
     def _committed(self, committing: _Committing) -> None:
         """Read a commit's reply; count and log what it did."""
         report = committing.reply.get()
+        self._worked = True
         outcomes = committing.outcomes
         stats = self.stats
         stats.event_seconds.observe(time.monotonic() - committing.taken_at, len(outcomes))

@@ -2,7 +2,8 @@
 --
 -- KEYS[1]   taken queue
 -- KEYS[2]   failed queue
--- KEYS[3]   failed reasons hash (event -> reason)
+-- KEYS[3]   failed reasons hash (event -> JSON array of records, one per failed copy:
+--             reason, time, attempts; see resc/core/failures.py)
 -- KEYS[4]   attempts hash (event -> interruptions, see recover.lua)
 -- KEYS[5..] the todo queues and dedup sets named by the records below
 -- ARGV[1]   score of new set members (unix time, whole seconds)
@@ -24,6 +25,9 @@
 -- process put it back into the input queue), it will be processed again, so nothing of
 -- it may be pushed now. Redis does not undo the writes of a script that fails halfway,
 -- so every key's type is checked before the first write.
+--
+-- Identical events share their attempts count and their reasons field: the count goes
+-- only with the last copy in the taken queue, and each failed copy adds its own record.
 
 local taken, failed, reasons, attempts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local score, channel = ARGV[1], ARGV[2]
@@ -62,8 +66,35 @@ for index, wanted in pairs(expected) do
 end
 
 -- Pass 2: the writes.
--- An event done with, either way, has no interruptions left to count.
+-- An event done with, either way, has no interruptions left to count, unless another
+-- copy of it is still in hand: copies[event] is how many are in the taken queue.
 local counted = redis.call('EXISTS', attempts) == 1
+local copies = {}
+if counted then
+  for _, event in ipairs(redis.call('LRANGE', taken, 0, -1)) do
+    copies[event] = (copies[event] or 0) + 1
+  end
+end
+local failed_at
+local function add_failure(event, reason, tries)
+  if not failed_at then
+    local t = redis.call('TIME')
+    failed_at = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+  end
+  local value = redis.call('HGET', reasons, event)
+  local records = nil
+  if value and string.sub(value, 1, 1) == '[' then
+    local ok, decoded = pcall(cjson.decode, value)
+    if ok and type(decoded) == 'table' then
+      records = decoded
+    end
+  end
+  if records == nil then
+    records = value and {{reason = value}} or {} -- a plain string: one older copy
+  end
+  records[#records + 1] = {reason = reason, time = failed_at, attempts = tries}
+  redis.call('HSET', reasons, event, cjson.encode(records))
+end
 local status = {}
 i = 5
 while i <= nargs do
@@ -71,15 +102,20 @@ while i <= nargs do
   local count = tonumber(ARGV[i + 1])
   i = i + 2
   local removed = redis.call('LREM', taken, -1, event) == 1
+  local tries = 1
   if removed and counted then
-    redis.call('HDEL', attempts, event)
+    tries = tries + (tonumber(redis.call('HGET', attempts, event)) or 0)
+    copies[event] = copies[event] - 1
+    if copies[event] == 0 then
+      redis.call('HDEL', attempts, event)
+    end
   end
   if not removed then
     status[#status + 1] = 'm'
     i = i + (count < 0 and 1 or stride * count)
   elseif count < 0 then
     redis.call('LPUSH', failed, event)
-    redis.call('HSET', reasons, event, ARGV[i])
+    add_failure(event, ARGV[i], tries)
     status[#status + 1] = 'f'
     i = i + 1
   else

@@ -1,44 +1,107 @@
 -- recover.lua: put every event of the taken queue back into the input queue, to be
 -- taken again first and in their original order; count the interruption against each
--- event and give up on those interrupted too often.
+-- event that was being processed and give up on those interrupted too often.
 --
 -- KEYS[1]  input queue
 -- KEYS[2]  taken queue
 -- KEYS[3]  attempts hash (event -> interruptions so far)
 -- KEYS[4]  failed queue
--- KEYS[5]  failed reasons hash (event -> reason)
+-- KEYS[5]  failed reasons hash (event -> JSON array of records, see resc/core/failures.py)
+-- KEYS[6]  taken-ahead count (string, written by take.lua)
 -- ARGV[1]  most interruptions of one event (max_attempts); 0 when the events were only
 --          taken ahead, never processed, so that nothing is counted
--- Returns  {events put back, events moved to the failed queue}
+-- Returns  {events put back, events moved to the failed queue, events put back that
+--          were being processed (interrupted)}; an error reply, before any write, when
+--          a key holds the wrong type.
 -- Touches  KEYS[1] (RPUSH), KEYS[2] (DEL), KEYS[3] (HINCRBY, HDEL), KEYS[4] (LPUSH),
---          KEYS[5] (HSET).
+--          KEYS[5] (HSET), KEYS[6] (DEL).
 --
 -- The taken queue holds the oldest event on its right, like the input queue: the
 -- newest taken event goes back next to the input's right end and the oldest ends up
 -- on the very right, where it is taken first.
+--
+-- Only the events being processed were interrupted: the KEYS[6] newest ones (on the
+-- left) were taken ahead and never looked at, so they are not counted. Identical
+-- events share a count: a text is counted once per recovery, however many copies of
+-- it were in hand.
+
+for index, wanted in ipairs({'list', 'list', 'hash', 'list', 'hash', 'string'}) do
+  local actual = redis.call('TYPE', KEYS[index]).ok
+  if actual ~= wanted and actual ~= 'none' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[index] .. ' holds a ' .. actual
+      .. ', where resc keeps a ' .. wanted)
+  end
+end
 
 local max_attempts = tonumber(ARGV[1])
-local events = redis.call('LRANGE', KEYS[2], 0, -1)
-local back = {}
-local failed = 0
-for _, event in ipairs(events) do
-  local attempts = 0
-  if max_attempts > 0 then
-    attempts = redis.call('HINCRBY', KEYS[3], event, 1)
+local events = redis.call('LRANGE', KEYS[2], 0, -1) -- newest first
+local ahead = math.min(tonumber(redis.call('GET', KEYS[6])) or 0, #events)
+local attempts = {} -- text -> interruptions, for the texts being processed
+if max_attempts > 0 then
+  for j = ahead + 1, #events do
+    local event = events[j]
+    if attempts[event] == nil then
+      attempts[event] = redis.call('HINCRBY', KEYS[3], event, 1)
+    end
   end
-  if max_attempts > 0 and attempts >= max_attempts then
-    redis.call('HDEL', KEYS[3], event)
-    redis.call('LPUSH', KEYS[4], event)
-    redis.call('HSET', KEYS[5], event, 'interrupted ' .. attempts .. ' times (resc stopped '
-      .. 'or lost Redis while processing it): given up after max_attempts')
+end
+
+-- One record per failed copy, as commit.lua writes them (see resc/core/failures.py).
+local time = redis.call('TIME')
+local now = time[1] .. '.' .. string.format('%06d', tonumber(time[2]))
+local function add_record(event, record)
+  local value = redis.call('HGET', KEYS[5], event)
+  local records = nil
+  if value and string.sub(value, 1, 1) == '[' then
+    local ok, decoded = pcall(cjson.decode, value)
+    if ok and type(decoded) == 'table' then
+      records = decoded
+    end
+  end
+  if records == nil then
+    records = value and {{reason = value}} or {}
+  end
+  records[#records + 1] = record
+  redis.call('HSET', KEYS[5], event, cjson.encode(records))
+end
+
+local function given_up(j)
+  local tries = j > ahead and attempts[events[j]]
+  return tries and tries >= max_attempts
+end
+
+-- Oldest first, so that the failed queue keeps their order.
+local failed = 0
+for j = #events, 1, -1 do
+  if given_up(j) then
+    local tries = attempts[events[j]]
+    redis.call('LPUSH', KEYS[4], events[j])
+    add_record(events[j], {
+      reason = 'interrupted ' .. tries .. ' times (resc stopped or lost Redis while '
+        .. 'processing it): given up after max_attempts',
+      time = now, attempts = tries})
     failed = failed + 1
-  else
-    back[#back + 1] = event
+  end
+end
+for event, tries in pairs(attempts) do
+  if tries >= max_attempts then
+    redis.call('HDEL', KEYS[3], event)
+  end
+end
+
+local back = {}
+local interrupted = 0
+for j = 1, #events do
+  if not given_up(j) then
+    back[#back + 1] = events[j]
+    if j > ahead and attempts[events[j]] then
+      interrupted = interrupted + 1
+    end
   end
 end
 local chunk = 1000
 for first = 1, #back, chunk do
   redis.call('RPUSH', KEYS[1], unpack(back, first, math.min(first + chunk - 1, #back)))
 end
-redis.call('DEL', KEYS[2])
-return {#back, failed}
+redis.call('DEL', KEYS[2], KEYS[6])
+return {#back, failed, interrupted}

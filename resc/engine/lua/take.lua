@@ -1,17 +1,31 @@
--- take.lua: move up to ARGV[1] events from the input queue to the taken queue.
+-- take.lua: move up to ARGV[1] events from the input queue to the taken queue, and
+-- mark them as taken ahead: the events already in the taken queue are the ones being
+-- processed.
 --
 -- KEYS[1]  input queue (producers LPUSH, so its oldest event is on the right)
 -- KEYS[2]  taken queue
+-- KEYS[3]  taken-ahead count (string: how many events on the taken queue's left end
+--          were taken ahead, not processed yet; see recover.lua)
 -- ARGV[1]  most events to move (> 0)
--- Returns  the moved events, oldest first.
--- Touches  KEYS[1] (LTRIM), KEYS[2] (LPUSH).
+-- Returns  the moved events, oldest first; an error reply, before any write, when a
+--          key holds the wrong type.
+-- Touches  KEYS[1] (LTRIM), KEYS[2] (LPUSH), KEYS[3] (SET, DEL).
 --
 -- Same effect as ARGV[1] RPOPLPUSH calls in a row: the taken queue keeps the input
 -- queue's order, so that recover.lua can put events back exactly as they were.
 
+for index, wanted in ipairs({'list', 'list', 'string'}) do
+  local actual = redis.call('TYPE', KEYS[index]).ok
+  if actual ~= wanted and actual ~= 'none' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[index] .. ' holds a ' .. actual
+      .. ', where resc keeps a ' .. wanted)
+  end
+end
+
 local newest_first = redis.call('LRANGE', KEYS[1], -tonumber(ARGV[1]), -1)
 local n = #newest_first
 if n == 0 then
+  redis.call('DEL', KEYS[3])
   return newest_first
 end
 redis.call('LTRIM', KEYS[1], 0, -n - 1)
@@ -25,4 +39,5 @@ local chunk = 1000
 for first = 1, n, chunk do
   redis.call('LPUSH', KEYS[2], unpack(oldest_first, first, math.min(first + chunk - 1, n)))
 end
+redis.call('SET', KEYS[3], n)
 return oldest_first
