@@ -92,13 +92,12 @@ def resc_process(
 ) -> subprocess.Popen[str]:
     """resc's command line in a child process, as a user runs it."""
     full_env = {**os.environ, **(env or {})}
+    pipes: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
     return subprocess.Popen(
         [sys.executable, "-m", "resc", *args],
         env=full_env,
         text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        **kwargs,
+        **{**pipes, **kwargs},
     )
 
 

@@ -69,9 +69,14 @@ def test_starting_with_redis_down_waits_for_it(tmp_path: Path):
     config = make_config(
         server.url, [{"input_queue": "in", "rules": [{"on": "", "make": {"queue": "out"}}]}]
     )
-    process = resc_process(str(write_config(tmp_path, config)), env={"RESC_LOG": "info"})
+    log_path = tmp_path / "resc.log"
+    with log_path.open("w") as log_file:
+        process = resc_process(
+            str(write_config(tmp_path, config)), env={"RESC_LOG": "info"}, stderr=log_file
+        )
     try:
-        time.sleep(1.0)
+        # Redis starts only once resc has found it down, however slowly resc starts.
+        wait_until(lambda: "Redis unavailable" in log_path.read_text(), timeout_s=20)
         assert process.poll() is None
         server.start()
         client = server.client()
@@ -80,8 +85,9 @@ def test_starting_with_redis_down_waits_for_it(tmp_path: Path):
         client.close()
     finally:
         process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=20)
+        process.communicate(timeout=20)
         server.kill()
+    stderr = log_path.read_text()
     assert process.returncode == 0
     assert "[WARN] - Redis unavailable, retrying watcher=in" in stderr
     assert "[INFO] - Redis is back watcher=in" in stderr
