@@ -287,7 +287,7 @@ def test_listener_format_json_publishes_one_object_per_message(r, redis_server, 
     pubsub.subscribe("events")
     wait_until(lambda: pubsub.get_message(timeout=0.1))
     config = example(redis_server.url)
-    archive = {"name": "archive \"it\"", "task": "a/${product_id}", "queue": "archive"}
+    archive = {"name": 'archive "it"', "task": "a/${product_id}", "queue": "archive"}
     config["watchers"][0]["rules"] = [{**EXAMPLE_RULE, "make": [EXAMPLE_RULE["make"], archive]}]
     config["listener_channel"] = "events"
     config["listener_format"] = "json"
