@@ -86,7 +86,7 @@ def parse_filter(spec: str) -> Filter:
 def excerpt(value: bytes | str, chars: int = EXCERPT_CHARS) -> str:
     """`value` when it has at most `chars` characters; else its first `chars`, its size
     in bytes and a short digest (the first 12 hex digits of its SHA-256), enough to tell
-    events apart and find one: `acq/aaaa... (1048576 bytes, sha256 3f79bb7b435b)`."""
+    events apart and find one: `acq/aaaa... (1048576 bytes, sha256 aacf08595394)`."""
     data = value if isinstance(value, bytes) else value.encode("utf-8", "surrogatepass")
     if len(data) <= chars:
         return _text(value)
