@@ -238,3 +238,31 @@ def test_a_reload_switches_rules_after_the_batch_in_hand(r, redis_server, tmp_pa
         daemon.stop.set()
         assert daemon.wait() == 0
     assert r.lrange("out", 0, -1)[::-1] == [b"old/e0", b"old/fetched", b"old/e1", b"new/e2"]
+
+
+def test_a_stop_ends_in_time_even_when_redis_stops_answering(tmp_path: Path, web):
+    web.answer("/slow", {"v": "late"}, delay_s=1.0)
+    server = RedisServer(tmp_path)
+    server.start()
+    config = slow_fetch_config(server.url, web)
+    config["grace_period"] = 0.5
+    process = resc_process(str(write_config(tmp_path, config)))
+    client = server.client()
+    try:
+        client.lpush("in", "slow")
+        wait_until(lambda: web.paths == ["/slow"])
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)  # commits now wait for 11 s
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+        seconds = time.monotonic() - started
+    finally:
+        if server.process is not None:
+            server.process.send_signal(signal.SIGCONT)
+    assert process.returncode == 0
+    assert seconds < 4, seconds  # the grace period, one more second, and out
+    assert "grace period over: unfinished events stay in their taken queue" in stderr
+    assert client.lrange("in/taken", 0, -1) == [b"slow"]  # for the next start
+    client.close()
+    server.kill()
