@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -70,8 +71,13 @@ def test_starting_with_redis_down_waits_for_it(tmp_path: Path):
         server.url, [{"input_queue": "in", "rules": [{"on": "", "make": {"queue": "out"}}]}]
     )
     process = resc_process(str(write_config(tmp_path, config)), env={"RESC_LOG": "info"})
+    lines: list[str] = []
+    assert process.stderr is not None
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
+    reader.start()
     try:
-        time.sleep(1.0)
+        # Started only once resc has found it down (starting resc may take a while).
+        wait_until(lambda: any("Redis unavailable" in line for line in lines), timeout_s=20)
         assert process.poll() is None
         server.start()
         client = server.client()
@@ -80,8 +86,10 @@ def test_starting_with_redis_down_waits_for_it(tmp_path: Path):
         client.close()
     finally:
         process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=20)
+        process.wait(timeout=20)
+        reader.join(timeout=5)
         server.kill()
+    stderr = "".join(lines)
     assert process.returncode == 0
     assert "[WARN] - Redis unavailable, retrying watcher=in" in stderr
     assert "[INFO] - Redis is back watcher=in" in stderr

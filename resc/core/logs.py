@@ -42,7 +42,6 @@ FORMATS = ("text", "json")
 EXCERPT_CHARS = 200
 _TEXT_CHARS = 2000
 _EVENT_FIELDS = frozenset({"input_task", "task"})
-_WHOLE_FIELDS = frozenset({"event", "exception", "exc_info", "logger", "level", "_record"})
 
 
 class Filter(NamedTuple):
@@ -104,7 +103,7 @@ def _text(value: bytes | str) -> str:
 
 def _bounded(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in event_dict.items():
-        if key in _WHOLE_FIELDS:
+        if key == "event":  # structlog's name for the message
             continue
         if isinstance(value, bytes) or (isinstance(value, str) and key in _EVENT_FIELDS):
             if len(value) > EXCERPT_CHARS:
