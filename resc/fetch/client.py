@@ -227,13 +227,14 @@ class Fetcher:
             return state
 
     def keep_only(self, fetches: Iterable[Fetch]) -> None:
-        """Forget the breakers and counts of fetches no longer configured (a reload)."""
+        """Forget the breakers of fetches no longer configured (a reload), and the counts
+        they were given by `stats_of` (which may keep them)."""
         kept = {id(fetch) for fetch in fetches}
         with self._lock:
             self._states = {key: s for key, s in self._states.items() if key in kept}
 
     def stats(self) -> list[tuple[Fetch, FetchStats]]:
-        """Requests made so far, per fetch, for metrics."""
+        """The counts of each fetch known (the FetchStats `stats_of` gave it)."""
         with self._lock:
             return [(state.fetch, state.stats) for state in self._states.values()]
 
