@@ -55,7 +55,6 @@ def log_to() -> Iterator[LogTo]:
         h for h in root.handlers if not isinstance(h.formatter, structlog.stdlib.ProcessorFormatter)
     ]
     configure({}, stream=io.StringIO())  # resets every logger's level
-    logging.getLogger("resc").setLevel(logging.NOTSET)
     root.handlers[:] = handlers
     root.setLevel(level)
     structlog.configure(**saved)
@@ -199,15 +198,18 @@ def test_excerpt_keeps_short_values_and_multibyte_text_whole() -> None:
     assert excerpt(b"x" * 200) == "x" * 200
 
 
-def test_other_libraries_speak_from_warnings_up_unless_named_and_say_whose_line_it_is(
+def test_resc_libraries_speak_from_warnings_up_unless_named_and_lines_say_whose_they_are(
     log_to: LogTo,
 ) -> None:
     stream = log_to({"RESC_LOG": "debug"})
     logging.getLogger("redis.connection").debug("Failed to enable maintenance notifications")
     logging.getLogger("redis.connection").warning("something wrong")
+    logging.getLogger("httpx").info("HTTP Request: GET http://x")
+    logging.getLogger("myapp.handler").debug("a worker's own line")
     get_logger("resc.test").debug("ours")
     assert [line.split(" ", 1)[1] for line in stream.getvalue().splitlines()] == [
         "[WARN] redis.connection - something wrong",
+        "[DEBUG] myapp.handler - a worker's own line",
         "[DEBUG] - ours",
     ]
 

@@ -1,8 +1,8 @@
 """Logging: structlog on top of stdlib logging, configured from the environment.
 
 RESC_LOG (falling back to RUST_LOG) takes env_logger's syntax: a default level and
-per-module levels, `warn,resc.fetch=debug` (`resc::fetch` works too). The default level
-is resc's: other libraries' loggers speak from warnings up unless named. RESC_LOG_FORMAT=json
+per-module levels, `warn,resc.fetch=debug` (`resc::fetch` works too); the libraries resc
+uses speak from warnings up unless named (LIBRARIES). RESC_LOG_FORMAT=json
 writes one JSON object per line; otherwise lines look like the original's:
 `2026-11-22T23:48:59.123 [INFO] - message key=value` (with the logger's name before the
 dash for loggers outside resc). A value naming an event or task is shown as an excerpt
@@ -35,6 +35,9 @@ _LEVELS = {
 _LEVEL_NAMES = {TRACE: "TRACE", logging.WARNING: "WARN"}
 DEFAULT_LEVEL = logging.WARNING
 FORMATS = ("text", "json")
+# Libraries under resc whose debug and info messages are noise to a user of resc
+# (redis-py's at every connection): shown only when named, as in `redis=debug`.
+LIBRARIES = ("redis", "httpx", "httpcore")
 
 # Events, tasks and the values taken from them (bytes, or the fields named below) are
 # logged as an excerpt beyond EXCERPT_CHARS: a 10 MB event must not make a 10 MB line.
@@ -188,15 +191,15 @@ def configure(environ: Mapping[str, str] | None = None, stream: TextIO | None = 
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    # The default level is resc's; libraries (redis-py, httpx) speak only when something
-    # is wrong, unless asked for by name.
-    root.setLevel(max(default, logging.WARNING))
+    root.setLevel(default)
     logging.addLevelName(TRACE, "TRACE")
     for name in list(logging.root.manager.loggerDict):
         logging.getLogger(name).setLevel(logging.NOTSET)
-    logging.getLogger("resc").setLevel(default)
     for name, level in modules.items():
         logging.getLogger(name).setLevel(level)
+    for library in LIBRARIES:
+        if not any(name == library or name.startswith(f"{library}.") for name in modules):
+            logging.getLogger(library).setLevel(max(default, logging.WARNING))
     warn = get_logger("resc.logs").warning
     level_name = next(name for name, level in _LEVELS.items() if level == default)
     for word in unknown:
