@@ -164,3 +164,42 @@ def test_redis_password_never_appears_in_logs(tmp_path):
     assert "Redis unavailable" in stderr
     assert "redis://:***@127.0.0.1" in stderr
     assert "s3cret-pw" not in stderr
+
+
+def test_info_logs_name_the_make_and_show_huge_events_as_excerpts(r, redis_server, tmp_path):
+    rule = {
+        "name": "all",
+        "on": "",
+        "make": [{"name": "to archive", "task": "a/${input_task}", "queue": "out"}],
+    }
+    config = make_config(redis_server.url, [{"input_queue": "in", "rules": [rule]}])
+    process = resc_process(str(write_config(tmp_path, config)), env={"RESC_LOG": "info"})
+    huge = b"e" * 10_000_000
+    r.lpush("in", "small", huge)
+    wait_until(lambda: r.llen("out") == 2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert (
+        "[INFO] - task pushed watcher=in task=a/small queue=out rule=all "
+        'make="to archive"\n' in stderr
+    )
+    assert max(len(line) for line in stderr.splitlines()) < 500
+    assert f'input_task="{"e" * 200}... (10000000 bytes, sha256 ' in stderr
+    assert f'task="a/{"e" * 198}... (10000002 bytes, sha256 ' in stderr
+
+
+def test_debug_tells_an_event_matched_no_rule_without_redis_py_noise(r, redis_server, tmp_path):
+    config = make_config(
+        redis_server.url,
+        [{"input_queue": "in", "rules": [{"on": "^acq/", "make": {"queue": "o"}}]}],
+    )
+    process = resc_process(str(write_config(tmp_path, config)), env={"RESC_LOG": "debug"})
+    r.lpush("in", "nothing")
+    wait_until(lambda: r.llen("in") == 0 and r.llen("in/taken") == 0)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert "[DEBUG] - no rule matched watcher=in input_task=nothing\n" in stderr
+    assert "maintenance notifications" not in stderr  # redis-py's, at its own debug level
+    assert all(LINE.match(line) for line in stderr.splitlines()), stderr

@@ -501,3 +501,20 @@ def test_a_group_named_input_task_is_refused(tmp_path: Path) -> None:
         f"{path}:1: watchers[0].rules[0].on: a group may not be named input_task: "
         f"that variable is the whole event"
     ]
+
+
+def test_a_make_may_have_a_name(tmp_path: Path) -> None:
+    path = write_rule(
+        tmp_path, 'on: "x"\nmake: [\n  { name: "to archive", queue: "a" }\n  { queue: "b" }\n]'
+    )
+
+    (rule,) = load_config(path).watchers[0].rules
+    assert [make.name for make in rule.make] == ["to archive", None]
+
+
+def test_a_make_name_must_be_a_string(tmp_path: Path) -> None:
+    path = write_rule(tmp_path, 'on: "x"\nmake: {\n  name: 3\n  queue: "q"\n}')
+
+    assert problems_of(path) == [
+        f"{path}:{BODY + 2}: {RULE}.make.name: Input should be a valid string"
+    ]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import redis
@@ -286,6 +287,8 @@ def test_listener_format_json_publishes_one_object_per_message(r, redis_server, 
     pubsub.subscribe("events")
     wait_until(lambda: pubsub.get_message(timeout=0.1))
     config = example(redis_server.url)
+    archive = {"name": 'archive "it"', "task": "a/${product_id}", "queue": "archive"}
+    config["watchers"][0]["rules"] = [{**EXAMPLE_RULE, "make": [EXAMPLE_RULE["make"], archive]}]
     config["listener_channel"] = "events"
     config["listener_format"] = "json"
     with running(config, tmp_path):
@@ -297,7 +300,9 @@ def test_listener_format_json_publishes_one_object_per_message(r, redis_server, 
         messages.append(json.loads(m["data"]))
     pubsub.close()
     times = [message.pop("time") for message in messages]
-    assert all(before - 1 <= t <= before + 10 for t in times)
+    # A string of unix seconds with all six decimals of microseconds.
+    assert all(re.fullmatch(r"\d{10}\.\d{6}", t) for t in times), times
+    assert all(before - 1 <= float(t) <= before + 10 for t in times)
     assert messages == [
         {
             "kind": "trigger",
@@ -306,6 +311,16 @@ def test_listener_format_json_publishes_one_object_per_message(r, redis_server, 
             "queue": "trt/plantA/todo-queue",
             "set": "trt/plantA/todo-set",
             "rule": "compute on acquisition",
+            "watcher": "global/events",
+            "taken_queue": "global/taken",
+        },
+        {
+            "kind": "trigger",
+            "event": "acq/plantA/1",
+            "task": "a/1",
+            "queue": "archive",
+            "rule": "compute on acquisition",
+            "make": 'archive "it"',
             "watcher": "global/events",
             "taken_queue": "global/taken",
         },

@@ -128,7 +128,9 @@ def test_sigterm_during_a_retry_wait_exits_at_once_and_puts_the_event_back(
     assert r.llen("in/taken") == 0 and r.llen("in/failed") == 0
 
 
-def test_after_the_grace_period_resc_exits_leaving_the_event_taken(r, redis_server, tmp_path, web):
+def test_after_the_grace_period_the_fetch_is_abandoned_and_the_event_put_back(
+    r, redis_server, tmp_path, web
+):
     web.answer("/slow", {"v": "late"}, delay_s=10)
     config = slow_fetch_config(redis_server.url, web)
     config["grace_period"] = 0.5
@@ -138,9 +140,64 @@ def test_after_the_grace_period_resc_exits_leaving_the_event_taken(r, redis_serv
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=8)  # well before the 10 s answer
     assert process.returncode == 0
-    assert "grace period over: unfinished events stay in their taken queue" in stderr
-    assert r.lrange("in/taken", 0, -1) == [b"slow"]  # first in line at the next start
-    assert r.llen("out") == 0
+    assert "grace period over: abandoning the fetches still running" in stderr
+    assert r.lrange("in", 0, -1) == [b"slow"]  # first in line at the next start
+    assert r.llen("in/taken") == 0 and r.llen("out") == 0 and r.llen("in/failed") == 0
+
+
+def hanging_fetch_config(redis_url: str, web: ScriptedService, **watcher: object) -> dict:
+    """`fast...` events go to `out` at once; `hang` fetches from a service that answers
+    after 60 s."""
+    web.answer("/hang", {"v": "never"}, delay_s=60)
+    rules = [
+        {"on": "^fast", "make": {"queue": "out"}},
+        {
+            "on": "^hang$",
+            "fetch": [{"url": web.url + "/hang", "returns": "s"}],
+            "make": {"task": "${s.v}", "queue": "out"},
+        },
+    ]
+    return make_config(redis_url, [{"input_queue": "in", "rules": rules, **watcher}])
+
+
+def stop_during_the_hanging_fetch(
+    r, config: dict, tmp_path: Path, web: ScriptedService
+) -> tuple[float, str]:
+    """Run resc on [fast0] then the batch [fast1, hang, fast2]; SIGTERM it while `hang`
+    is being fetched. Returns the seconds from the signal to the exit, and stderr."""
+    r.lpush("in", "fast0", "fast1", "hang", "fast2")  # the first take moves one event
+    process = resc_process(str(write_config(tmp_path, config)))
+    wait_until(lambda: web.paths == ["/hang"], timeout_s=20)
+    wait_until(lambda: r.llen("out") >= 1)
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    return time.monotonic() - started, stderr
+
+
+def test_by_default_a_stop_ends_well_inside_docker_stops_10_s(r, redis_server, tmp_path, web):
+    config = hanging_fetch_config(redis_server.url, web)
+    seconds, stderr = stop_during_the_hanging_fetch(r, config, tmp_path, web)
+    assert 7.9 <= seconds < 9.5, seconds  # the 8 s grace period, then a prompt exit
+    assert r.lrange("out", 0, -1) == [b"fast1", b"fast0"]  # what was done is committed
+    assert r.lrange("in", 0, -1) == [b"fast2", b"hang"]  # the rest, first in line, in order
+    assert r.llen("in/taken") == 0 and r.llen("in/failed") == 0
+    assert "grace period over: abandoning the fetches still running" in stderr
+
+
+def test_with_concurrency_the_grace_period_holds_and_the_order_is_kept(
+    r, redis_server, tmp_path, web
+):
+    config = hanging_fetch_config(redis_server.url, web, concurrency=4)
+    config["grace_period"] = 1
+    seconds, _ = stop_during_the_hanging_fetch(r, config, tmp_path, web)
+    assert seconds < 4, seconds
+    # fast2 was done too, but is after the abandoned event: committing it now would
+    # push its task before hang's.
+    assert r.lrange("out", 0, -1) == [b"fast1", b"fast0"]
+    assert r.lrange("in", 0, -1) == [b"fast2", b"hang"]
+    assert r.llen("in/taken") == 0 and r.llen("in/failed") == 0
 
 
 def test_a_crashed_watcher_stops_resc_with_status_1(r, redis_server, tmp_path, monkeypatch):
@@ -156,3 +213,62 @@ def test_a_crashed_watcher_stops_resc_with_status_1(r, redis_server, tmp_path, m
     daemon.start()
     assert daemon.wait() == 1
     assert daemon.failed == ["in"]
+
+
+def test_a_reload_switches_rules_after_the_batch_in_hand(r, redis_server, tmp_path, web):
+    web.answer("/slow", {"v": "fetched"}, delay_s=1.0)
+
+    def config(prefix: str) -> dict[str, object]:
+        rules = [
+            {
+                "on": "^slow$",
+                "fetch": [{"url": web.url + "/slow", "returns": "s"}],
+                "make": {"task": prefix + "${s.v}", "queue": "out"},
+            },
+            {"on": "^e", "make": {"task": prefix + "${input_task}", "queue": "out"}},
+        ]
+        return make_config(redis_server.url, [{"input_queue": "in", "rules": rules}])
+
+    path = write_config(tmp_path, config("old/"))
+    r.lpush("in", "e0", "slow", "e1")  # batches [e0] and [slow, e1]
+    daemon = Daemon(config_from_source(read_source(path)), path)
+    daemon.start()
+    try:
+        wait_until(lambda: web.paths == ["/slow"])
+        write_config(tmp_path, config("new/"))
+        assert daemon.reload() is True  # while the batch [slow, e1] is in hand
+        wait_until(lambda: r.llen("out") == 3)
+        r.lpush("in", "e2")
+        wait_until(lambda: r.llen("out") == 4)
+    finally:
+        daemon.stop.set()
+        assert daemon.wait() == 0
+    assert r.lrange("out", 0, -1)[::-1] == [b"old/e0", b"old/fetched", b"old/e1", b"new/e2"]
+
+
+def test_a_stop_ends_in_time_even_when_redis_stops_answering(tmp_path: Path, web):
+    web.answer("/slow", {"v": "late"}, delay_s=1.0)
+    server = RedisServer(tmp_path)
+    server.start()
+    config = slow_fetch_config(server.url, web)
+    config["grace_period"] = 0.5
+    process = resc_process(str(write_config(tmp_path, config)))
+    client = server.client()
+    try:
+        client.lpush("in", "slow")
+        wait_until(lambda: web.paths == ["/slow"])
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)  # commits now wait for 11 s
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+        seconds = time.monotonic() - started
+    finally:
+        if server.process is not None:
+            server.process.send_signal(signal.SIGCONT)
+    assert process.returncode == 0
+    assert seconds < 4, seconds  # the grace period, one more second, and out
+    assert "grace period over: unfinished events stay in their taken queue" in stderr
+    assert client.lrange("in/taken", 0, -1) == [b"slow"]  # for the next start
+    client.close()
+    server.kill()

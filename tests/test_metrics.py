@@ -14,8 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 
+from resc.config.load import config_from_source
+from resc.config.models import Fetch
+from resc.config.source import read_source
+from resc.core.errors import FetchError
+from resc.core.metrics import registry_for
 from resc.dev.embedded import free_port
+from resc.engine.daemon import Daemon
+from resc.fetch.client import Fetcher
 from tests.conftest import (
     RedisServer,
     make_config,
@@ -23,7 +31,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
-from tests.webservice import ScriptedService
+from tests.webservice import Answer, ScriptedService
 
 W = "global/events"
 
@@ -215,3 +223,142 @@ def test_readyz_is_503_from_the_first_answer_until_redis_can_be_reached(tmp_path
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 0
         server.kill()
+
+
+def scrape(daemon: Daemon) -> str:
+    return generate_latest(registry_for(daemon)).decode()
+
+
+def test_counters_go_on_across_reloads_that_restart_watchers_or_remove_rules(
+    r, redis_server, tmp_path: Path, web: ScriptedService
+):
+    web.answer("/db/7", {"name": "bolt"})
+    lookup = {
+        "name": "lookup",
+        "on": r"^db/(?P<id>\d+)$",
+        "fetch": [{"url": web.url + "/db/${id}", "returns": "db"}],
+        "make": {"task": "${db.name}", "queue": "named"},
+    }
+    config = make_config(
+        redis_server.url,
+        [
+            {
+                "input_queue": "in",
+                "rules": [lookup, {"name": "all", "on": "", "make": {"queue": "o"}}],
+            }
+        ],
+    )
+    path = write_config(tmp_path, config)
+    daemon = Daemon(config_from_source(read_source(path)), path)
+    daemon.start()
+    try:
+        r.lpush("in", "db/7", "x")
+        wait_until(lambda: metric(scrape(daemon), "resc_events_committed_total", watcher="in") == 2)
+        config["watchers"][0]["batch"] = 7  # a new watcher for "in"
+        write_config(tmp_path, config)
+        assert daemon.reload() is True
+        r.lpush("in", "db/7")
+        wait_until(lambda: metric(scrape(daemon), "resc_events_committed_total", watcher="in") == 3)
+        del config["watchers"][0]["rules"][1]  # rule "all" removed: same watcher
+        write_config(tmp_path, config)
+        assert daemon.reload() is True
+        r.lpush("in", "db/7")
+        wait_until(lambda: metric(scrape(daemon), "resc_events_committed_total", watcher="in") == 4)
+        text = scrape(daemon)
+    finally:
+        daemon.stop.set()
+        assert daemon.wait() == 0
+    assert metric(text, "resc_events_taken_total", watcher="in") == 4
+    assert metric(text, "resc_rule_matches_total", watcher="in", rule="lookup") == 3
+    assert metric(text, "resc_tasks_pushed_total", watcher="in", rule="all") == 3  # kept
+    assert metric(text, "resc_fetch_requests_total", watcher="in", rule="lookup", outcome="ok") == 3
+    assert metric(text, "resc_fetch_seconds_count", watcher="in", rule="lookup") == 3
+    assert metric(text, "resc_event_seconds_count", watcher="in") == 4
+    assert metric(text, "resc_watcher_ready", watcher="in") == 1
+
+
+def test_a_removed_watcher_keeps_its_counts_but_not_its_readiness(r, redis_server, tmp_path: Path):
+    rule = {"on": "", "make": {"queue": "o"}}
+    config = make_config(
+        redis_server.url,
+        [{"input_queue": "a", "rules": [rule]}, {"input_queue": "b", "rules": [rule]}],
+    )
+    path = write_config(tmp_path, config)
+    daemon = Daemon(config_from_source(read_source(path)), path)
+    daemon.start()
+    try:
+        r.lpush("b", "x")
+        wait_until(lambda: metric(scrape(daemon), "resc_events_committed_total", watcher="b") == 1)
+        del config["watchers"][1]
+        write_config(tmp_path, config)
+        assert daemon.reload() is True
+        text = scrape(daemon)
+    finally:
+        daemon.stop.set()
+        assert daemon.wait() == 0
+    assert metric(text, "resc_events_committed_total", watcher="b") == 1
+    assert 'resc_watcher_ready{watcher="b"}' not in text
+    assert 'resc_queue_length{queue="input",watcher="b"}' not in text
+    assert metric(text, "resc_watcher_ready", watcher="a") == 1
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (Answer(b"<html>busy</html>"), "bad response"),
+        (Answer({"name": "x" * 2000}), "more than max_response_bytes"),
+        (Answer({"name": "x" * 2000}, chunked=True), "larger than max_response_bytes"),
+        (Answer({"data": {"items": [{}, {}, {}]}}), "more than max_results"),
+        (Answer({"data": {}}), "has no field"),
+    ],
+    ids=["not-json", "too-large", "too-large-chunked", "too-many", "no-path"],
+)
+def test_an_answer_that_fails_the_event_counts_as_failed(
+    web: ScriptedService, answer: Answer, reason: str
+):
+    web.script("/bad", answer)
+    web.answer("/good", {"data": {"items": [{"name": "a"}]}})
+    limits = {"max_results": 2, "max_response_bytes": 1000, "retries": 0}
+    bad, good = (
+        Fetch.model_validate(
+            {"url": web.url + path, "returns": "r", "path": "data.items", **limits}
+        )
+        for path in ("/bad", "/good")
+    )
+    fetcher = Fetcher()
+    with pytest.raises(FetchError, match=reason):
+        fetcher(bad, {})
+    assert fetcher(good, {}) == [{"r.name": b"a"}]
+    fetcher.close()
+    counts = {str(fetch.url): dict(stats.outcomes) for fetch, stats in fetcher.stats()}
+    assert counts == {web.url + "/bad": {"failed": 1}, web.url + "/good": {"ok": 1}}
+    assert [stats.seconds.buckets()[-1][1] for _, stats in fetcher.stats()] == [1, 1]
+
+
+def test_the_first_scrape_after_a_redis_restart_has_the_queue_lengths(tmp_path: Path):
+    server = RedisServer(tmp_path)
+    server.start()
+    config = make_config(
+        server.url, [{"input_queue": "in", "rules": [{"on": "", "make": {"queue": "out"}}]}]
+    )
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = resc_process(
+        "run", "--http", f"127.0.0.1:{port}", str(write_config(tmp_path, config))
+    )
+    try:
+        wait_until(lambda: _answers(base) and get(base + "/readyz")[0] == 200)
+        assert (
+            metric(get(base + "/metrics")[1], "resc_queue_length", watcher="in", queue="input") == 0
+        )
+        server.kill()
+        server.start()
+        client = server.client()
+        client.lpush("in/failed", "f1", "f2")
+        text = get(base + "/metrics")[1]
+        client.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+        server.kill()
+    assert metric(text, "resc_queue_length", watcher="in", queue="failed") == 2

@@ -235,7 +235,7 @@ def test_sighup_reloads_a_valid_config_and_keeps_the_old_one_when_invalid(
     r, redis_server, tmp_path
 ):
     path = write_config(tmp_path, reloading_config(redis_server.url, "old/${input_task}"))
-    process = resc_process(str(path))
+    process = resc_process(str(path), env={"RESC_LOG": "info"})
     log = Lines(process)
     try:
         r.lpush("in", "e1")
@@ -247,7 +247,7 @@ def test_sighup_reloads_a_valid_config_and_keeps_the_old_one_when_invalid(
         )
         path.write_text(json.dumps(new))
         process.send_signal(signal.SIGHUP)
-        wait_until(lambda: log.count("[WARN] - config reloaded") == 1)
+        wait_until(lambda: log.count("[INFO] - config reloaded") == 1)
         r.lpush("in", "e2")
         r.lpush("in2", "x")
         wait_until(lambda: r.llen("out") == 2 and r.llen("o2") == 1)
@@ -262,7 +262,7 @@ def test_sighup_reloads_a_valid_config_and_keeps_the_old_one_when_invalid(
 
         path.write_text(json.dumps(reloading_config(redis_server.url, "last/${input_task}")))
         process.send_signal(signal.SIGHUP)
-        wait_until(lambda: log.count("[WARN] - config reloaded") == 2)
+        wait_until(lambda: log.count("[INFO] - config reloaded") == 2)
         r.lpush("in2", "y")  # its watcher was removed: nobody takes this
         r.lpush("in", "e4")
         wait_until(lambda: r.llen("out") == 4)
@@ -278,7 +278,7 @@ def test_sighup_reloads_a_valid_config_and_keeps_the_old_one_when_invalid(
 
 def test_watch_config_reloads_when_the_file_changes(r, redis_server, tmp_path):
     path = write_config(tmp_path, reloading_config(redis_server.url, "old"))
-    process = resc_process("run", "--watch-config", str(path))
+    process = resc_process("run", "--watch-config", str(path), env={"RESC_LOG": "info"})
     log = Lines(process)
     try:
         r.lpush("in", "e1")

@@ -218,6 +218,9 @@ class Fetch(_FetchSettings):
 
 
 class Make(_Model):
+    name: str | None = Field(
+        default=None, description="shown in logs and in JSON listener messages; none by default"
+    )
     task: PatternField = Field(default_factory=lambda: parse_pattern("${input_task}"))
     queue: PatternField
     set: PatternField | None = None
@@ -289,7 +292,10 @@ class Config(_Model):
     )
     http: HttpConfig | None = None
     grace_period: float = Field(
-        10.0, ge=0, description="seconds to finish the events in hand when stopping"
+        8.0,
+        ge=0,
+        description="seconds to finish the events in hand when stopping; fetches still "
+        "running then are abandoned (8: inside docker stop's 10 s)",
     )
     watchers: list[Watcher] = Field(min_length=1)
     tests: list[Case] = Field(

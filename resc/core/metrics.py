@@ -5,11 +5,16 @@ Watchers count into plain Python objects once per batch (no prometheus-client ca
 event, which would cost more than matching the event); a custom collector turns them
 into metric families when /metrics is scraped. Labels are bounded: watcher input queues,
 rule names and fetch outcomes, never events or tasks.
+
+Counters count from the start of the process: a watcher restarted by a reload goes on
+from its predecessor's counts (WatcherStats.continued), and the counts of a rule or a
+watcher that a reload removed stay exported, unchanged.
 """
 
 from __future__ import annotations
 
 import bisect
+import copy
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -73,6 +78,12 @@ class Histogram:
             out.append(("+Inf" if bound == float("inf") else repr(float(bound)), total))
         return out
 
+    def copy(self) -> Histogram:
+        twin = Histogram(self.bounds)
+        with self._lock:
+            twin.counts, twin.sum = list(self.counts), self.sum
+        return twin
+
 
 @dataclass
 class FetchStats:
@@ -104,9 +115,40 @@ class WatcherStats:
     matches: Counter[str] = field(default_factory=Counter)  # rule -> events matched
     batch_sizes: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
     event_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
+    # rule -> requests of its fetches (written by fetch threads: created under the lock)
+    fetches: dict[str, FetchStats] = field(default_factory=dict)
+    fetches_lock: threading.Lock = field(default_factory=threading.Lock)
     # Readiness: connected to Redis and taking events; else why not.
     ready: bool = False
     not_ready_because: str = "starting"
+    running: bool = True  # False once a reload removed the watcher: no readiness then
+
+    def fetch_stats(self, rule: str) -> FetchStats:
+        """The counts of the fetches of `rule`, created at its first request."""
+        with self.fetches_lock:
+            stats = self.fetches.get(rule)
+            if stats is None:
+                stats = self.fetches[rule] = FetchStats()
+            return stats
+
+    def continued(self) -> WatcherStats:
+        """The stats of a watcher that takes over from this one (a reload restarted it):
+        its counts go on from these; its readiness starts afresh. The fetch counts are
+        shared, since the old watcher may still be finishing a fetch."""
+        with self.fetches_lock:
+            fetches = dict(self.fetches)
+        return WatcherStats(
+            taken=self.taken,
+            committed=self.committed,
+            failed=self.failed,
+            reconnects=self.reconnects,
+            pushed=copy.copy(self.pushed),
+            deduplicated=copy.copy(self.deduplicated),
+            matches=copy.copy(self.matches),
+            batch_sizes=self.batch_sizes.copy(),
+            event_seconds=self.event_seconds.copy(),
+            fetches=fetches,
+        )
 
 
 def _counter(name: str, doc: str, labels: Sequence[str]) -> CounterMetricFamily:
@@ -116,10 +158,8 @@ def _counter(name: str, doc: str, labels: Sequence[str]) -> CounterMetricFamily:
 class Observed(Protocol):
     """What the metrics read from the daemon."""
 
-    def watchers(self) -> list[tuple[str, WatcherStats]]: ...
-
-    def fetch_stats(self) -> list[tuple[str, str, FetchStats]]:
-        """(watcher, rule, stats) for every fetch that has made requests."""
+    def watchers(self) -> list[tuple[str, WatcherStats]]:
+        """Every watcher run since resc started, the ones a reload removed included."""
         ...
 
     def queue_lengths(self) -> list[tuple[str, str, int]]:
@@ -168,7 +208,8 @@ class RescCollector(Collector):
             committed.add_metric([name], stats.committed)
             failed.add_metric([name], stats.failed)
             reconnects.add_metric([name], stats.reconnects)
-            ready.add_metric([name], 1.0 if stats.ready else 0.0)
+            if stats.running:
+                ready.add_metric([name], 1.0 if stats.ready else 0.0)
             for rule, count in list(stats.pushed.items()):
                 pushed.add_metric([name, rule], count)
             for rule, count in list(stats.deduplicated.items()):
@@ -203,12 +244,15 @@ class RescCollector(Collector):
         seconds = HistogramMetricFamily(
             "resc_fetch_seconds", "time of one request to a web service", labels=["watcher", "rule"]
         )
-        for name, rule, stats in self._daemon.fetch_stats():
-            with stats.lock:
-                outcomes = dict(stats.outcomes)
-            for outcome, count in outcomes.items():
-                requests.add_metric([name, rule, outcome], count)
-            seconds.add_metric([name, rule], stats.seconds.buckets(), stats.seconds.sum)
+        for name, watcher in watchers:
+            with watcher.fetches_lock:
+                fetches = list(watcher.fetches.items())
+            for rule, stats in fetches:
+                with stats.lock:
+                    outcomes = dict(stats.outcomes)
+                for outcome, count in outcomes.items():
+                    requests.add_metric([name, rule, outcome], count)
+                seconds.add_metric([name, rule], stats.seconds.buckets(), stats.seconds.sum)
         yield requests
         yield seconds
 

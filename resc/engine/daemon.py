@@ -17,7 +17,7 @@ from resc.config.models import Watcher as WatcherConfig
 from resc.connection.edge import redact_url
 from resc.core.errors import EXIT_FATAL, EXIT_FORCED, EXIT_OK, ConfigError, StoreError
 from resc.core.logs import get_logger
-from resc.core.metrics import FetchStats, WatcherStats
+from resc.core.metrics import WatcherStats
 from resc.engine.owner import QueueHeld
 from resc.engine.store import Store
 from resc.engine.watcher import Watcher
@@ -25,6 +25,9 @@ from resc.engine.watcher import Watcher
 log = get_logger("resc.daemon")
 
 CONFIG_POLL_S = 1.0
+# After the grace period, the time watchers get to commit what is done and put the rest
+# back, before resc stops waiting for them.
+FINISH_S = 1.0
 
 
 class Service(Protocol):
@@ -64,6 +67,8 @@ class Daemon:
         self.reload_requested = threading.Event()
         self.failed: list[str] = []
         self._running: dict[str, tuple[Watcher, threading.Thread]] = {}
+        # Input queue -> the stats of its latest watcher, kept when a reload removes it.
+        self._stats: dict[str, WatcherStats] = {}
         self._config_mtime = self._mtime()
         self.services = [make(self) for make in services]
         self._probe: Store | None = None
@@ -80,7 +85,11 @@ class Daemon:
         )
 
     def _start_watcher(self, watcher_config: WatcherConfig) -> None:
-        watcher = Watcher(watcher_config, self.config)
+        name = watcher_config.input_queue
+        before = self._stats.get(name)
+        stats = before.continued() if before is not None else WatcherStats()
+        watcher = Watcher(watcher_config, self.config, stats=stats)
+        self._stats[name] = stats
         thread = threading.Thread(
             target=self._run_watcher,
             args=(watcher,),
@@ -105,14 +114,16 @@ class Daemon:
             self.stop.set()
 
     def _stop_watchers(self, names: list[str]) -> list[str]:
-        """Stop these watchers, waiting up to the grace period; the names still running."""
-        for name in names:
-            self._running[name][0].stop.set()
+        """Stop these watchers: the events in hand get the grace period, then what is
+        done is committed and the rest put back. Returns the names still running then."""
         deadline = time.monotonic() + self.grace_period_s
         for name in names:
-            self._running[name][1].join(max(0.0, deadline - time.monotonic()))
+            self._running[name][0].stop_by(deadline)
+        for name in names:
+            self._running[name][1].join(max(0.0, deadline + FINISH_S - time.monotonic()))
         unfinished = [name for name in names if self._running[name][1].is_alive()]
         for name in names:
+            self._running[name][0].stats.running = False
             del self._running[name]
         return unfinished
 
@@ -162,7 +173,7 @@ class Daemon:
                 self._running[name][0].use_rules(watcher_config)
             else:
                 self._start_watcher(watcher_config)
-        log.warning(
+        log.info(
             "config reloaded",
             path=str(self.config_path),
             watchers=len(self._running),
@@ -173,16 +184,7 @@ class Daemon:
     # --- what the HTTP listener reads (from its own threads) ----------------------
 
     def watchers(self) -> list[tuple[str, WatcherStats]]:
-        return [(name, watcher.stats) for name, (watcher, _) in list(self._running.items())]
-
-    def fetch_stats(self) -> list[tuple[str, str, FetchStats]]:
-        found = []
-        for name, (watcher, _) in list(self._running.items()):
-            rule_of = {id(f): rule.name for rule in watcher.config.rules for f in rule.fetch}
-            for fetch, stats in watcher.fetch.stats():
-                if id(fetch) in rule_of:
-                    found.append((name, rule_of[id(fetch)], stats))
-        return found
+        return list(self._stats.items())
 
     def queue_lengths(self) -> list[tuple[str, str, int]]:
         configs = [watcher.config for watcher, _ in list(self._running.values())]
@@ -200,9 +202,14 @@ class Daemon:
                 self._probe = Store(self.config.redis.url)
             try:
                 lengths = self._probe.lengths([queue for _, _, queue in queues])
-            except StoreError as exc:
-                log.debug("queue lengths not read for the metrics", error=str(exc))
-                return []
+            except StoreError:
+                # Reads can be sent again: the connection may just have gone stale (a
+                # Redis restart since the last scrape), and the next one is fresh.
+                try:
+                    lengths = self._probe.lengths([queue for _, _, queue in queues])
+                except StoreError as exc:
+                    log.debug("queue lengths not read for the metrics", error=str(exc))
+                    return []
         return [(name, kind, n) for (name, kind, _), n in zip(queues, lengths, strict=True)]
 
     def not_ready(self) -> dict[str, str]:

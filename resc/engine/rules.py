@@ -23,12 +23,14 @@ _SET_FROM_RULES = 3
 
 
 class Result(NamedTuple):
-    """One task to push: `set` is the dedup set, or None for no deduplication."""
+    """One task to push: `set` is the dedup set, or None for no deduplication; `make` is
+    the name of the make that produced it, or None."""
 
     task: bytes
     queue: bytes
     set: bytes | None
     rule: str
+    make: str | None = None
 
 
 class RuleSet:
@@ -38,7 +40,12 @@ class RuleSet:
         self.rules = tuple(rules)
         self._makes = tuple(
             tuple(
-                (m.task.expand, m.queue.expand, m.set.expand if m.set is not None else None)
+                (
+                    m.task.expand,
+                    m.queue.expand,
+                    m.set.expand if m.set is not None else None,
+                    m.name or None,
+                )
                 for m in rule.make
             )
             for rule in self.rules
@@ -74,26 +81,28 @@ class RuleSet:
                 found = {k: v for k, v in variables.items() if k != INPUT_TASK}
                 log.debug("rule fired", rule=rule.name, input_task=event, **found)
             if not rule.fetch:
-                for task, queue, dedup in self._makes[i]:
+                for task, queue, dedup, make in self._makes[i]:
                     results.append(
                         Result(
                             task(variables),
                             queue(variables),
                             dedup(variables) if dedup is not None else None,
                             rule.name,
+                            make,
                         )
                     )
                 continue
             for fetcher in rule.fetch:
                 for fields in fetch(fetcher, variables):
                     merged = {**variables, **fields}
-                    for task, queue, dedup in self._makes[i]:
+                    for task, queue, dedup, make in self._makes[i]:
                         results.append(
                             Result(
                                 task(merged),
                                 queue(merged),
                                 dedup(merged) if dedup is not None else None,
                                 rule.name,
+                                make,
                             )
                         )
         return results

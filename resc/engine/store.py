@@ -379,7 +379,7 @@ def _commit_arguments(
         if failure is None:
             record: list[Any] = [event, len(results)]
             try:
-                for task, queue, dedup, rule in results:
+                for task, queue, dedup, rule, make in results:
                     q = queue_index.get(queue) or _register(
                         queue, "queue", queue_index, set_index, own, keys
                     )
@@ -388,7 +388,7 @@ def _commit_arguments(
                         s = set_index.get(dedup) or _register(
                             dedup, "set", set_index, queue_index, own, keys
                         )
-                    record += (task, q, s, rule) if with_rule else (task, q, s)
+                    record += (task, q, s, rule, make or "") if with_rule else (task, q, s)
             except _KeyConflict as exc:
                 failure = str(exc)
             if failure is None:

@@ -6,25 +6,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from functools import partial
-from itertools import takewhile
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
-from resc.config.models import Config
+from resc.config.models import DEFAULT_RULE_NAME, Config, Fetch
 from resc.config.models import Watcher as WatcherConfig
 from resc.connection.edge import reconnect_delay_s
 from resc.core.errors import EventError, FetchStopped, RedisUnavailable, StoreError
 from resc.core.keys import failed_reasons
 from resc.core.logs import get_logger
-from resc.core.metrics import WatcherStats
+from resc.core.metrics import FetchStats, WatcherStats
 from resc.engine.owner import Ownership
+from resc.engine.pool import Pool
 from resc.engine.rules import RuleSet
 from resc.engine.store import CommitReport, Listener, Outcome, Reply, Store
 from resc.fetch.client import Fetcher
 
 log = get_logger("resc.watcher")
+rules_log = get_logger("resc.rules")
+
+T = TypeVar("T")
 
 
 class Watcher:
@@ -37,6 +40,7 @@ class Watcher:
         stop: threading.Event | None = None,
         store: Store | None = None,
         fetcher: Fetcher | None = None,
+        stats: WatcherStats | None = None,
     ) -> None:
         self.config = config
         self.listener = (
@@ -49,28 +53,56 @@ class Watcher:
             else None
         )
         self.stop = stop or threading.Event()
+        # When set (with `stop`), a time.monotonic() after which the events still being
+        # processed are abandoned: they go back to the input queue uncommitted.
+        self.deadline: float | None = None
+        self.stats = stats or WatcherStats()
         self.store = store or Store(settings.redis.url)
-        self.fetch = fetcher or Fetcher(stop=self.stop, concurrency=config.concurrency)
+        self._rule_of_fetch = _rule_of_fetch(config)
+        self.fetch = fetcher or Fetcher(
+            stop=self.stop, concurrency=config.concurrency, stats_of=self._fetch_stats
+        )
         self.log = log.bind(watcher=config.input_queue)
+        self._rules_log = rules_log.bind(watcher=config.input_queue)
         self.rules = RuleSet(config.rules)
-        self.stats = WatcherStats()
+        self._switch: tuple[WatcherConfig, RuleSet] | None = None
+        self._switch_lock = threading.Lock()
+        self._pool: Pool | None = None
+        self._abandoned = False
         self.owner = Ownership(settings.redis.url, config.taken_queue, self.stop)
         # Events interrupted at the last recovery still to take, one at a time: only the
         # one that crashes resc is then counted again.
         self._alone = 0
         # A commit or an idle wait succeeded since the last (re)connection.
         self._worked = False
-        self._pool = (
-            ThreadPoolExecutor(config.concurrency, thread_name_prefix=config.input_queue)
-            if config.concurrency > 1
-            else None
-        )
+
+    def stop_by(self, deadline: float) -> None:
+        """Stop: finish the events in hand, abandoning those still running at `deadline`
+        (a time.monotonic() value)."""
+        self.deadline = deadline
+        self.stop.set()
 
     def use_rules(self, config: WatcherConfig) -> None:
-        """Switch to new rules (a reloaded config); batches after the current one use them."""
-        self.rules = RuleSet(config.rules)
-        self.config = config
-        self.fetch.keep_only(fetch for rule in config.rules for fetch in rule.fetch)
+        """Switch to new rules (a reloaded config): the batch in hand keeps the rules it
+        started with, the batches after it use the new ones."""
+        rules = RuleSet(config.rules)
+        with self._switch_lock:
+            self._switch = (config, rules)
+
+    def _batch_rules(self) -> RuleSet:
+        """The rules for the next batch, read once for all of its events."""
+        with self._switch_lock:
+            switch, self._switch = self._switch, None
+        if switch is not None:
+            self.config, self.rules = switch
+            self._rule_of_fetch = _rule_of_fetch(self.config)
+            self.fetch.keep_only(fetch for rule in self.config.rules for fetch in rule.fetch)
+        return self.rules
+
+    def _fetch_stats(self, fetch: Fetch) -> FetchStats:
+        """Where the requests of `fetch` are counted: its rule's counts, which outlive a
+        reload."""
+        return self.stats.fetch_stats(self._rule_of_fetch.get(id(fetch), DEFAULT_RULE_NAME))
 
     def run(self) -> None:
         """The watcher's loop; returns when `stop` is set. Redis errors are waited out."""
@@ -116,7 +148,7 @@ class Watcher:
         finally:
             self.owner.release()
             if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool.shutdown()
             self.fetch.close()
             self.store.close()
 
@@ -193,25 +225,58 @@ class Watcher:
 
     def _process(self, events: Sequence[bytes]) -> list[Outcome]:
         """The outcome of each event, in order; fewer when resc is stopping (the rest is
-        put back by _pump)."""
-        info = self.log.isEnabledFor(logging.INFO)
+        put back by _pump).
+
+        Rules without fetches run in this thread: nothing in them can wait. Fetches run
+        in the pool, so that a stop can abandon them at its deadline and still commit
+        the events done before them.
+        """
+        rules = self._batch_rules()
         matched: list[str] = []
-        if self._pool is None or len(events) == 1:
-            outcomes: list[Outcome] = []
-            for event in events:
-                outcome = self._process_one(event, info, matched)
+        process = partial(
+            self._process_one,
+            rules=rules,
+            info=self.log.isEnabledFor(logging.INFO),
+            debug=self._rules_log.isEnabledFor(logging.DEBUG),
+            matched=matched,
+        )
+        concurrency = self.config.concurrency
+        if concurrency == 1 and not any(rule.fetch for rule in rules.rules):
+            outcomes = _in_order(events, process, [])
+        elif concurrency == 1:
+            done: list[Outcome] = []
+            [job] = self._run_until_deadline([partial(_in_order, events, process, done)])
+            if job.done() and not job.cancelled():
+                job.result()  # an error of the job itself, not of an event
+            outcomes = list(done)
+        else:
+            # Several at once; commits keep the order in which events were taken.
+            outcomes = []
+            for future in self._run_until_deadline([partial(process, e) for e in events]):
+                outcome = future.result() if future.done() and not future.cancelled() else None
                 if outcome is None:
                     break
                 outcomes.append(outcome)
-        else:
-            # Several at once; commits keep the order in which events were taken.
-            process = partial(self._process_one, info=info, matched=matched)
-            done = list(self._pool.map(process, events))
-            outcomes = list(takewhile(lambda o: o is not None, done))  # type: ignore[arg-type]
         self.stats.matches.update(matched)
         return outcomes
 
-    def _process_one(self, event: bytes, info: bool, matched: list[str]) -> Outcome | None:
+    def _run_until_deadline(self, jobs: Sequence[Callable[[], T]]) -> list[Future[T]]:
+        if self._pool is None:
+            self._pool = Pool(self.config.concurrency, self.config.input_queue)
+        futures = self._pool.run_until(jobs, lambda: self.deadline)
+        running = sum(not future.done() for future in futures)
+        if running:
+            self._abandoned = True
+            self.log.warning(
+                "grace period over: abandoning the fetches still running; their events "
+                "go back to the input queue",
+                abandoned=running,
+            )
+        return futures
+
+    def _process_one(
+        self, event: bytes, rules: RuleSet, info: bool, debug: bool, matched: list[str]
+    ) -> Outcome | None:
         if self.stop.is_set():
             return None
         if info:
@@ -220,15 +285,22 @@ class Watcher:
             event.decode("utf-8")
         except UnicodeDecodeError as exc:
             return Outcome(event, failure=f"event is not UTF-8 text: {exc}")
+        fired: list[str] = []
         try:
-            return Outcome(event, self.rules.apply(event, self.fetch, matched))
+            return Outcome(event, rules.apply(event, self.fetch, fired))
         except FetchStopped:
             return None  # stopping while a fetch waited to retry: the event is put back
         except EventError as exc:
             return Outcome(event, failure=str(exc))
         except Exception as exc:
+            if self._abandoned:
+                return None  # the fetcher was closed under an abandoned fetch
             self.log.exception("unexpected error processing an event", input_task=event)
             return Outcome(event, failure=f"internal error: {exc!r}")
+        finally:
+            matched += fired
+            if debug and not fired:
+                self._rules_log.debug("no rule matched", input_task=event)
 
     def _committed(self, committing: _Committing) -> None:
         """Read a commit's reply; count and log what it did."""
@@ -273,8 +345,30 @@ class Watcher:
                         task=result.task,
                         queue=result.queue,
                         rule=result.rule,
+                        **({"make": result.make} if result.make else {}),
                         **({"set": result.set} if result.set else {}),
                     )
+
+
+def _in_order(
+    events: Sequence[bytes],
+    process: Callable[[bytes], Outcome | None],
+    done: list[Outcome],
+) -> list[Outcome]:
+    """Process events one after the other into `done`, until one has no outcome (resc is
+    stopping); `done` can be read meanwhile, to commit what is finished."""
+    for event in events:
+        outcome = process(event)
+        if outcome is None:
+            break
+        done.append(outcome)
+    return done
+
+
+def _rule_of_fetch(config: WatcherConfig) -> dict[int, str]:
+    """id() of each fetch of the watcher's rules -> its rule's name (the config keeps
+    the fetches alive, so their ids are not reused)."""
+    return {id(fetch): rule.name for rule in config.rules for fetch in rule.fetch}
 
 
 class _Committing(NamedTuple):

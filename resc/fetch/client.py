@@ -14,7 +14,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import httpx
@@ -161,7 +161,8 @@ class Fetcher:
     per fetch, per watcher. Safe to call from several threads.
 
     `stop`, when set, ends the wait before a retry at once: the fetch then fails with
-    FetchStopped.
+    FetchStopped. `stats_of` gives the FetchStats each fetch's requests are counted in
+    (by default, one of its own per fetch).
     """
 
     def __init__(
@@ -170,6 +171,7 @@ class Fetcher:
         *,
         stop: threading.Event | None = None,
         concurrency: int = 1,
+        stats_of: Callable[[Fetch], FetchStats] | None = None,
     ) -> None:
         self._client = httpx.Client(
             transport=transport,
@@ -180,6 +182,7 @@ class Fetcher:
             headers={"user-agent": f"resc/{__version__}", "accept": "application/json"},
         )
         self._stop = stop or threading.Event()
+        self._stats_of = stats_of or (lambda _: FetchStats())
         self._lock = threading.Lock()
         # Keyed by id(): the Fetch is kept in the value, so its id cannot be reused.
         self._states: dict[int, _FetchState] = {}
@@ -191,17 +194,24 @@ class Fetcher:
         """The objects of `fetch`'s answer for an event's variables, each as `returns.field`
         variables. MissingVariable or FetchError when the event cannot have them."""
         request = build_request(fetch, variables)
-        body = self._guarded(fetch, request)
+        state = self._state(fetch)
+        body, seconds = self._guarded(state, request)
+        # The answer is counted once it is known to be usable: a bad one is "failed".
+        outcome = "failed"
         try:
             objects = objects_of(pick(parse_json(body), fetch.path))
         except ValueError as exc:
             raise FetchError(f"{request.shown}: bad response: {exc}") from None
-        if len(objects) > fetch.max_results:
-            # Failing, not truncating: dropped objects would be tasks silently lost.
-            raise FetchError(
-                f"{request.shown}: the answer has {len(objects)} objects, more than "
-                f"max_results ({fetch.max_results})"
-            )
+        else:
+            if len(objects) > fetch.max_results:
+                # Failing, not truncating: dropped objects would be tasks silently lost.
+                raise FetchError(
+                    f"{request.shown}: the answer has {len(objects)} objects, more than "
+                    f"max_results ({fetch.max_results})"
+                )
+            outcome = "ok"
+        finally:
+            state.stats.record(outcome, seconds)
         log.debug("fetched", request=request.shown, objects=len(objects))
         return [flatten(obj, fetch.returns) for obj in objects]
 
@@ -212,31 +222,33 @@ class Fetcher:
                 breaker = CircuitBreaker(
                     str(fetch.url), fetch.breaker.failures, fetch.breaker.cooldown
                 )
-                state = self._states[id(fetch)] = _FetchState(fetch, breaker, FetchStats())
+                stats = self._stats_of(fetch)
+                state = self._states[id(fetch)] = _FetchState(fetch, breaker, stats)
             return state
 
     def keep_only(self, fetches: Iterable[Fetch]) -> None:
-        """Forget the breakers and counts of fetches no longer configured (a reload)."""
+        """Forget the breakers of fetches no longer configured (a reload), and the counts
+        they were given by `stats_of` (which may keep them)."""
         kept = {id(fetch) for fetch in fetches}
         with self._lock:
             self._states = {key: s for key, s in self._states.items() if key in kept}
 
     def stats(self) -> list[tuple[Fetch, FetchStats]]:
-        """Requests made so far, per fetch, for metrics."""
+        """The counts of each fetch known (the FetchStats `stats_of` gave it)."""
         with self._lock:
             return [(state.fetch, state.stats) for state in self._states.values()]
 
-    def _guarded(self, fetch: Fetch, request: Request) -> bytes:
-        """The body of a 2xx answer, through the fetch's circuit breaker."""
-        state = self._state(fetch)
-        breaker = state.breaker
+    def _guarded(self, state: _FetchState, request: Request) -> tuple[bytes, float]:
+        """The body of a 2xx answer and the seconds it took (not counted yet), through the
+        fetch's circuit breaker."""
+        fetch, breaker = state.fetch, state.breaker
         try:
             trial = breaker.admit()
         except CircuitOpen:
             state.stats.record("circuit_open", None)
             raise
         try:
-            body = self._send(request, state, attempts=1 if trial else fetch.retries + 1)
+            answer = self._send(request, state, attempts=1 if trial else fetch.retries + 1)
         except _Unavailable as exc:
             breaker.failed(trial, str(exc))
             raise FetchError(str(exc)) from None
@@ -250,9 +262,9 @@ class Fetcher:
             breaker.abandoned(trial)
             raise
         breaker.answered(trial)
-        return body
+        return answer
 
-    def _send(self, request: Request, state: _FetchState, attempts: int) -> bytes:
+    def _send(self, request: Request, state: _FetchState, attempts: int) -> tuple[bytes, float]:
         fetch = state.fetch
         attempt = 1
         while True:
@@ -278,22 +290,21 @@ class Fetcher:
                     ) from None
                 attempt += 1
 
-    def _timed_attempt(self, request: Request, state: _FetchState) -> bytes:
-        """_attempt, counted by outcome and timed for the metrics."""
-        outcome = "failed"
+    def _timed_attempt(self, request: Request, state: _FetchState) -> tuple[bytes, float]:
+        """_attempt, timed; a failed attempt is counted by outcome for the metrics, and a
+        2xx answer is left to the caller to count once its body is checked."""
         started = time.monotonic()
         try:
-            body = self._attempt(request, state.fetch)
-            outcome = "ok"
-            return body
+            return self._attempt(request, state.fetch), time.monotonic() - started
         except _Retryable:
-            outcome = "retryable_error"
+            state.stats.record("retryable_error", time.monotonic() - started)
             raise
         except _NotSent:
-            outcome = "not_sent"
+            state.stats.record("not_sent", time.monotonic() - started)
             raise
-        finally:
-            state.stats.record(outcome, time.monotonic() - started)
+        except BaseException:
+            state.stats.record("failed", time.monotonic() - started)
+            raise
 
     def _attempt(self, request: Request, fetch: Fetch) -> bytes:
         """One request: the body of a 2xx answer; _Retryable or FetchError otherwise."""

@@ -12,7 +12,8 @@
 -- ARGV[4]   the watcher's name (its input queue), for json messages
 -- ARGV[5..] one record per event, in the order they were taken:
 --             event, n, then n times: task, queue key index, set key index (0: no
---               set), and with the json format the rule's name
+--               set), and with the json format the rule's name and the make's name
+--               ('' for none)
 --             event, -1, reason                       (the event failed)
 -- Returns   a status string: per event 'c' (committed), 'f' (moved to the failed
 --           queue) or 'm' (no longer in the taken queue: nothing done); after a 'c',
@@ -32,11 +33,13 @@
 local taken, failed, reasons, attempts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local score, channel = ARGV[1], ARGV[2]
 local json, watcher = ARGV[3] == 'json', ARGV[4]
-local stride = json and 4 or 3
+local stride = json and 5 or 3
 local now
 if channel ~= '' and json then
+  -- A string: cjson writes numbers with 14 significant digits, which would keep only
+  -- 4 of the 6 decimals.
   local time = redis.call('TIME')
-  now = tonumber(time[1]) + tonumber(time[2]) / 1e6
+  now = string.format('%s.%06d', time[1], tonumber(time[2]))
 end
 
 -- Pass 1: every key must hold its expected type or not exist.
@@ -133,6 +136,7 @@ while i <= nargs do
           redis.call('PUBLISH', channel, cjson.encode({
             kind = 'trigger', event = event, task = task, queue = queue,
             set = set_index > 0 and KEYS[set_index] or nil, rule = ARGV[i + 3],
+            make = ARGV[i + 4] ~= '' and ARGV[i + 4] or nil,
             watcher = watcher, taken_queue = taken, time = now}))
         else
           redis.call('PUBLISH', channel, taken .. ' TRIGGER ' .. event .. ' -> ' .. task)
