@@ -32,6 +32,15 @@ def test_demo_with_5_events_says_5_events_5_tasks_5_done_and_exits_0():
     assert done.stderr == ""
 
 
+def test_demo_with_1_event_says_it_in_the_singular():
+    done = run_resc("demo", "--events", "1", timeout_s=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    summary = next(line for line in lines if line.startswith("Summary:"))
+    assert summary.startswith("Summary: 1 event, 1 task, 1 done in ")
+    assert any(line.startswith("1 event is pushed to global/events;") for line in lines)
+
+
 def read_in_background(pipe: IO[str]) -> tuple[list[str], threading.Thread]:
     """The lines read so far from `pipe`, collected by a thread until its end."""
     lines: list[str] = []

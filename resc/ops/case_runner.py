@@ -23,6 +23,7 @@ from resc.config.load import located, validation_problems
 from resc.config.models import Config
 from resc.config.source import Loc, SourceFile, read_source
 from resc.core.errors import ConfigError, RescError
+from resc.core.words import counted
 from resc.fetch.client import Fetcher
 from resc.ops import explain
 
@@ -160,7 +161,7 @@ def _check(case: Case, found: explain.WatcherTrace) -> list[str]:
             n = sum(made.values())
             return [
                 f"expected a failure with {case.expect_failure!r}, but the event makes "
-                f"{n} task{'' if n == 1 else 's'}:",
+                f"{counted(n, 'task')}:",
                 *_lines("+", made),
             ]
         if case.expect_failure not in found.failure:
