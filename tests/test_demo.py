@@ -72,6 +72,25 @@ def test_demo_stops_on_ctrl_c_with_a_summary(tmp_path: Path):
     assert " done in " in out and out.splitlines()[-2].endswith("(stopped early)")
 
 
+def test_a_second_ctrl_c_exits_at_once_and_leaves_no_temporary_directory(tmp_path: Path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    demo = resc_process("demo", "--events", "1000", env={"TMPDIR": str(tmp)})
+    assert demo.stdout is not None
+    try:
+        out_lines, out_reader = read_in_background(demo.stdout)
+        wait_until(lambda: any("takes trt/plantA/" in line for line in out_lines))
+        assert [p.name[:11] for p in tmp.iterdir()] == ["resc-redis-"]
+        demo.send_signal(signal.SIGINT)
+        demo.send_signal(signal.SIGTERM)  # a second signal: two SIGINTs may merge in one
+        demo.wait(timeout=20)
+        out_reader.join(10)
+    finally:
+        demo.kill()
+    assert demo.returncode == 130
+    assert list(tmp.iterdir()) == []
+
+
 def test_demo_events_must_be_at_least_1():
     done = run_resc("demo", "--events", "0")
     assert done.returncode == 2
