@@ -357,6 +357,31 @@ def test_a_key_used_as_a_queue_then_as_a_set_fails_the_later_event(tmp_path):
     ]
 
 
+def test_an_unstubbed_fetch_names_its_event_and_ends_the_case(tmp_path):
+    cases, done = run_cases(
+        tmp_path,
+        commit_config(),
+        """
+        tests: [
+          {
+            events: [
+              { event: "build/a", expect: { task: "a", queue: "todo", set: "dedup" } }
+              { event: "twice/2", expect: [] }
+              { event: "build/b", expect: [] }
+            ]
+          }
+        ]
+        """,
+    )
+    assert (done.returncode, done.stderr) == (1, "")
+    assert done.stdout.splitlines() == [
+        f"FAIL {cases}:2 events build/a, twice/2, build/b",
+        "    events[1] twice/2:",
+        f"      GET {SERVICE}/t/2 has no answer in this case's fetch (stubbed: none)",
+        "0 passed, 1 failed",
+    ]
+
+
 def test_listener_messages_in_the_text_format(tmp_path):
     cases, done = run_cases(
         tmp_path,

@@ -275,13 +275,19 @@ def run_case(config: Config, loaded: LoadedCase) -> Report:
     details: list[str] = []
     try:
         for i, step in enumerate(steps):
-            found = _run_step(loaded, config, fetcher, store, step)
+            unanswered = False
+            try:
+                found = _run_step(loaded, config, fetcher, store, step)
+            except _NotStubbed as exc:
+                # The event's outcome is unknown, so the later events' would be too.
+                stubbed = ", ".join(case.fetch) or "none"
+                found = [f"{exc.request} has no answer in this case's fetch (stubbed: {stubbed})"]
+                unanswered = True
             if found and case.events is not None:
                 found = [f"events[{i}] {events[i]}:", *(f"  {line}" for line in found)]
             details += found
-    except _NotStubbed as exc:
-        stubbed = ", ".join(case.fetch) or "none"
-        details.append(f"{exc.request} has no answer in this case's fetch (stubbed: {stubbed})")
+            if unanswered:
+                break
     finally:
         fetcher.close()
         store.close()
