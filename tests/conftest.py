@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +30,22 @@ class RedisServer(EmbeddedRedis):
 
     def __init__(self, tmp: Path, *args: str, password: str | None = None) -> None:
         super().__init__(*args, prefer="path", password=password, directory=tmp)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_files_under_pytest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The temporary files of resc, in the tests and in the resc processes they start,
+    under pytest's own directory: a process killed mid-test (an embedded server's
+    directory, say) leaves nothing in the system's temporary directory."""
+    tmp = str(tmp_path_factory.mktemp("tmp"))
+    saved = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = tmp
+    yield
+    if saved[0] is None:
+        del os.environ["TMPDIR"]
+    else:
+        os.environ["TMPDIR"] = saved[0]
+    tempfile.tempdir = saved[1]
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -38,6 +40,44 @@ def test_no_arguments_is_a_usage_error():
     done = run_resc()
     assert done.returncode == 2
     assert "usage: resc" in done.stderr
+
+
+def test_a_misspelled_command_is_named_with_the_nearest_one(tmp_path):
+    done = run_resc("chek", str(tmp_path / "x.hjson"))
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines()[-1] == (
+        "resc: error: unknown command 'chek' (did you mean 'check'?)"
+    )
+
+
+def test_an_unknown_command_like_no_other_lists_the_commands():
+    done = run_resc("frobnicate")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines()[-1] == (
+        "resc: error: unknown command 'frobnicate' (commands: run, check, explain, test, "
+        "status, schema, replay, work, demo)"
+    )
+
+
+def test_a_config_path_as_first_word_means_run(tmp_path):
+    missing = tmp_path / "nope.hjson"
+    done = run_resc(str(missing))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"resc: {missing}: cannot read: ")
+    # An existing file is a config whatever its name, even in the working directory.
+    (tmp_path / "conf").write_text("{}")
+    done = subprocess.run(
+        [sys.executable, "-m", "resc", "conf"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (done.returncode, done.stderr) == (
+        2,
+        "resc: conf: unknown config format '(no extension)': the file name must end in "
+        ".hjson or .json\n",
+    )
 
 
 def test_config_error_exits_2_with_located_messages_and_no_traceback(tmp_path):

@@ -217,3 +217,290 @@ def test_a_test_file_must_hold_an_object(tmp_path):
         2,
         f"resc: {cases}: a test file is an object: {{ tests: [ ... ] }}\n",
     )
+
+
+# --- cases committed to an in-memory Redis --------------------------------------------
+
+
+def commit_config(**top: Any) -> dict[str, Any]:
+    """One watcher: `build/<x>` makes task x in todo, deduplicated by the set dedup;
+    `queue/<x>` pushes x into the key k, `set/<x>` uses k as a set; `both/<x>` uses k as
+    both; `twice/<id>` fetches and makes one deduplicated task per object."""
+    return make_config(
+        "redis://127.0.0.1:1/0",
+        [
+            {
+                "input_queue": "in",
+                "rules": [
+                    {
+                        "name": "build",
+                        "on": r"^build/(?P<x>\w+)$",
+                        "make": {"task": "${x}", "queue": "todo", "set": "dedup"},
+                    },
+                    {"on": r"^(queue|both)/(?P<x>\w+)$", "make": {"task": "${x}", "queue": "k"}},
+                    {
+                        "on": r"^(set|both)/(?P<x>\w+)$",
+                        "make": {"task": "${x}", "queue": "other", "set": "k"},
+                    },
+                    {
+                        "on": r"^twice/(?P<id>\d+)$",
+                        "fetch": [{"url": SERVICE + "/t/${id}", "returns": "db"}],
+                        "make": {"task": "${db.name}", "queue": "todo", "set": "dedup"},
+                    },
+                ],
+            }
+        ],
+        **top,
+    )
+
+
+def run_cases(tmp_path: Path, config: dict[str, Any], text: str) -> tuple[Path, Any]:
+    path = write_config(tmp_path, config)
+    cases = write_tests(tmp_path, text)
+    return cases, run_resc("test", str(path), str(cases))
+
+
+def test_a_second_event_is_deduplicated_by_the_set_the_first_filled(tmp_path):
+    cases, done = run_cases(
+        tmp_path,
+        commit_config(),
+        """
+        tests: [
+          {
+            name: the same build twice makes one task
+            events: [
+              { event: "build/a", expect: { task: "a", queue: "todo", set: "dedup" } }
+              {
+                event: build/a
+                expect: { task: "a", queue: "todo", set: "dedup", deduplicated: true }
+              }
+              { event: "build/b", expect: { task: "b", queue: "todo", set: "dedup" } }
+            ]
+          }
+          {
+            name: each case has a Redis of its own
+            event: build/a
+            expect: { task: "a", queue: "todo", set: "dedup" }
+          }
+          {
+            events: [
+              { event: "build/a", expect: { task: "a", queue: "todo", set: "dedup" } }
+              { event: "build/a", expect: { task: "a", queue: "todo", set: "dedup" } }
+            ]
+          }
+        ]
+        """,
+    )
+    assert (done.returncode, done.stderr) == (1, "")
+    assert done.stdout.splitlines() == [
+        f"PASS {cases}:2 the same build twice makes one task",
+        f"PASS {cases}:13 each case has a Redis of its own",
+        f"FAIL {cases}:18 events build/a, build/a",
+        "    events[1] build/a:",
+        "      tasks differ (- expected, not made; + made, not expected):",
+        "        - task=a queue=todo set=dedup",
+        "        + task=a queue=todo set=dedup (deduplicated)",
+        "2 passed, 1 failed",
+    ]
+
+
+def test_the_same_task_twice_from_one_event_is_pushed_once(tmp_path):
+    cases, done = run_cases(
+        tmp_path,
+        commit_config(),
+        f"""
+        tests: [
+          {{
+            event: twice/1
+            fetch: {{ "{SERVICE}/t/1": [{{ "name": "n" }}, {{ "name": "n" }}] }}
+            expect: [
+              {{ task: "n", queue: "todo", set: "dedup" }}
+              {{ task: "n", queue: "todo", set: "dedup", deduplicated: true }}
+            ]
+          }}
+        ]
+        """,
+    )
+    assert (done.returncode, done.stdout) == (0, f"PASS {cases}:2 event twice/1\n1 passed\n")
+
+
+def test_a_key_used_as_a_queue_then_as_a_set_fails_the_later_event(tmp_path):
+    cases, done = run_cases(
+        tmp_path,
+        commit_config(),
+        """
+        tests: [
+          {
+            events: [
+              { event: "queue/a", expect: { task: "a", queue: "k" } }
+              { event: "set/b", expect_failure: "key k holds a list" }
+              # The failed event pushed nothing: the set k is still free for later events.
+              { event: "queue/c", expect: { task: "c", queue: "k" } }
+            ]
+          }
+          { event: "both/a", expect_failure: "k would be used both as a todo queue and as a set" }
+          { events: [{ event: "queue/a", expect: [] }, { event: "set/b", expect: [] }] }
+        ]
+        """,
+    )
+    assert (done.returncode, done.stderr) == (1, "")
+    assert done.stdout.splitlines() == [
+        f"PASS {cases}:2 events queue/a, set/b, queue/c",
+        f"PASS {cases}:10 event both/a",
+        f"FAIL {cases}:11 events queue/a, set/b",
+        "    events[0] queue/a:",
+        "      tasks differ (- expected, not made; + made, not expected):",
+        "        + task=a queue=k",
+        "    events[1] set/b:",
+        "      the event fails: key k holds a list",
+        "2 passed, 1 failed",
+    ]
+
+
+def test_an_unstubbed_fetch_names_its_event_and_ends_the_case(tmp_path):
+    cases, done = run_cases(
+        tmp_path,
+        commit_config(),
+        """
+        tests: [
+          {
+            events: [
+              { event: "build/a", expect: { task: "a", queue: "todo", set: "dedup" } }
+              { event: "twice/2", expect: [] }
+              { event: "build/b", expect: [] }
+            ]
+          }
+        ]
+        """,
+    )
+    assert (done.returncode, done.stderr) == (1, "")
+    assert done.stdout.splitlines() == [
+        f"FAIL {cases}:2 events build/a, twice/2, build/b",
+        "    events[1] twice/2:",
+        f"      GET {SERVICE}/t/2 has no answer in this case's fetch (stubbed: none)",
+        "0 passed, 1 failed",
+    ]
+
+
+def test_listener_messages_in_the_text_format(tmp_path):
+    cases, done = run_cases(
+        tmp_path,
+        commit_config(listener_channel="resc"),
+        """
+        tests: [
+          {
+            events: [
+              {
+                event: build/a
+                expect: { task: "a", queue: "todo", set: "dedup" }
+                expect_messages: ["in/taken TRIGGER build/a -> a", "in/taken DONE build/a"]
+              }
+              {
+                event: build/a
+                expect: { task: "a", queue: "todo", set: "dedup", deduplicated: true }
+                expect_messages: ["in/taken DONE build/a"]
+              }
+              { event: "nothing", expect: [], expect_messages: ["in/taken DONE nothing"] }
+              {
+                event: "set/b"
+                expect: { task: "b", queue: "other", set: "k" }
+                expect_messages: []
+              }
+            ]
+          }
+        ]
+        """,
+    )
+    assert (done.returncode, done.stderr) == (1, "")
+    assert done.stdout.splitlines() == [
+        f"FAIL {cases}:2 events build/a, build/a, nothing, set/b",
+        "    events[3] set/b:",
+        "      listener messages differ (- expected, + published):",
+        "        + in/taken TRIGGER set/b -> b",
+        "        + in/taken DONE set/b",
+        "0 passed, 1 failed",
+    ]
+
+
+def test_listener_messages_in_the_json_format_compare_the_fields_given(tmp_path):
+    cases, done = run_cases(
+        tmp_path,
+        commit_config(listener_channel="resc", listener_format="json"),
+        """
+        tests: [
+          {
+            event: build/a
+            expect: { task: "a", queue: "todo", set: "dedup" }
+            expect_messages: [
+              {
+                kind: "trigger", event: "build/a", task: "a", queue: "todo", set: "dedup"
+                rule: "build"
+              }
+              { kind: "done", event: "build/a", watcher: "in", taken_queue: "in/taken" }
+            ]
+          }
+          {
+            event: "\\udcff"
+            expect_failure: not UTF-8
+            expect_messages: [{ kind: "trigger" }]
+          }
+        ]
+        """,
+    )
+    assert (done.returncode, done.stderr) == (1, "")
+    assert done.stdout.splitlines() == [
+        f"PASS {cases}:2 event build/a",
+        f"FAIL {cases}:13 event \\xff",
+        "    listener messages differ (- expected, + published):",
+        '      - {"kind": "trigger"}',
+        "1 passed, 1 failed",
+    ]
+
+
+def test_malformed_multi_event_cases_are_located_errors(tmp_path):
+    cases, done = run_cases(
+        tmp_path,
+        commit_config(),
+        """
+        tests: [
+          { event: "build/a", events: [{ event: "build/a", expect: [] }] }
+          { events: [{ event: "build/a", expect: [] }], expect: [] }
+          { events: [] }
+          { expect: [] }
+          { events: [{ event: "build/a" }] }
+          { event: "build/a", expect: [{ task: "a", queue: "todo", deduplicated: true }] }
+        ]
+        """,
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines() == [
+        f"resc: {cases}:2: tests[0]: a case has either event or events, not both",
+        f"resc: {cases}:3: tests[1]: with events, each event has its own expect or expect_failure",
+        f"resc: {cases}:4: tests[2].events: List should have at least 1 item after validation, "
+        f"not 0",
+        f"resc: {cases}:5: tests[3]: a case needs an event (or events: for several)",
+        f"resc: {cases}:6: tests[4].events[0]: a case needs either expect (the tasks, [] for "
+        f"none) or expect_failure (part of the failure reason)",
+        f"resc: {cases}:7: tests[5].expect[0]: deduplicated: a task without set is never "
+        f"deduplicated",
+    ]
+
+
+def test_expected_messages_need_a_listener_channel(tmp_path):
+    cases, done = run_cases(
+        tmp_path,
+        commit_config(),
+        """
+        tests: [
+          { event: "build/a", expect: [], expect_messages: [] }
+          { events: [{ event: "x", expect: [] }, { event: "y", expect: [], expect_messages: [] }] }
+        ]
+        """,
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines() == [
+        f"resc: {cases}:2: tests[0]: expect_messages: the config has no listener_channel, so "
+        f"no message is published",
+        f"resc: {cases}:3: tests[1]: expect_messages: the config has no listener_channel, so "
+        f"no message is published",
+    ]

@@ -32,6 +32,15 @@ def test_demo_with_5_events_says_5_events_5_tasks_5_done_and_exits_0():
     assert done.stderr == ""
 
 
+def test_demo_with_1_event_says_it_in_the_singular():
+    done = run_resc("demo", "--events", "1", timeout_s=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    summary = next(line for line in lines if line.startswith("Summary:"))
+    assert summary.startswith("Summary: 1 event, 1 task, 1 done in ")
+    assert any(line.startswith("1 event is pushed to global/events;") for line in lines)
+
+
 def read_in_background(pipe: IO[str]) -> tuple[list[str], threading.Thread]:
     """The lines read so far from `pipe`, collected by a thread until its end."""
     lines: list[str] = []
@@ -61,6 +70,25 @@ def test_demo_stops_on_ctrl_c_with_a_summary(tmp_path: Path):
     out, err = "".join(out_lines), "".join(err_lines)
     assert demo.returncode == 0, err
     assert " done in " in out and out.splitlines()[-2].endswith("(stopped early)")
+
+
+def test_a_second_ctrl_c_exits_at_once_and_leaves_no_temporary_directory(tmp_path: Path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    demo = resc_process("demo", "--events", "1000", env={"TMPDIR": str(tmp)})
+    assert demo.stdout is not None
+    try:
+        out_lines, out_reader = read_in_background(demo.stdout)
+        wait_until(lambda: any("takes trt/plantA/" in line for line in out_lines))
+        assert [p.name[:11] for p in tmp.iterdir()] == ["resc-redis-"]
+        demo.send_signal(signal.SIGINT)
+        demo.send_signal(signal.SIGTERM)  # a second signal: two SIGINTs may merge in one
+        demo.wait(timeout=20)
+        out_reader.join(10)
+    finally:
+        demo.kill()
+    assert demo.returncode == 130
+    assert list(tmp.iterdir()) == []
 
 
 def test_demo_events_must_be_at_least_1():

@@ -133,9 +133,36 @@ def test_a_terminal_ctrl_c_stops_resc_cleanly_and_then_its_server(tmp_path: Path
         client.close()
 
 
+def private_tmp(tmp_path: Path) -> dict[str, str]:
+    """An environment whose temporary directory is one of the test's own, to see what a
+    run leaves there."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    return {"TMPDIR": str(tmp)}
+
+
+def test_a_stop_leaves_no_temporary_directory(tmp_path: Path):
+    config = write_config(tmp_path, make_config("embedded", RULES))
+    env = private_tmp(tmp_path)
+    process = resc_process("run", str(config), env=env)
+    url = url_printed_by(process)
+    # The server runs in a directory of its own under TMPDIR.
+    assert [p.name[:11] for p in Path(env["TMPDIR"]).iterdir()] == ["resc-redis-"]
+    client = redis.Redis.from_url(url)
+    try:
+        wait_until(lambda: any(c.get("name") == "resc" for c in client.client_list()))
+    finally:
+        client.close()
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert list(Path(env["TMPDIR"]).iterdir()) == []
+
+
 def test_a_second_signal_exits_at_once_and_kills_the_server_first(tmp_path: Path):
     config = write_config(tmp_path, make_config("embedded", RULES))
-    process = resc_process("run", str(config))
+    env = private_tmp(tmp_path)
+    process = resc_process("run", str(config), env=env)
     client = redis.Redis.from_url(url_printed_by(process))
     try:
         # Running: its watcher is connected (so its signal handlers are in place).
@@ -146,5 +173,7 @@ def test_a_second_signal_exits_at_once_and_kills_the_server_first(tmp_path: Path
         assert process.returncode == 130
         with pytest.raises(redis.ConnectionError):
             client.ping()
+        # The server's directory is removed even so.
+        assert list(Path(env["TMPDIR"]).iterdir()) == []
     finally:
         client.close()

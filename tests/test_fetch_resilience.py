@@ -114,7 +114,10 @@ def test_answer_later_than_the_timeout_is_retried(r, redis_server, tmp_path, ser
 
     assert got(r) == [b"got/1/bolt"]
     first, second = service.requests_to("/items/1")
-    assert 0.2 <= second.at - first.at < 0.95  # retried before the late answer came
+    # Retried after the timeout, before the late answer came. The server notes a request's
+    # arrival a little after the client has sent it (and started its 0.2 s wait), by more
+    # on a loaded machine: hence the lower bound below 0.2.
+    assert 0.15 <= second.at - first.at < 0.95
 
 
 def test_body_cut_off_by_the_server_is_retried(r, redis_server, tmp_path, service):

@@ -24,10 +24,38 @@ from tests.conftest import RedisServer, make_config, running, wait_until
         ("redis://:pw@host:6379/2", "redis://:***@host:6379/2"),
         ("rediss://user:pw@host/", "rediss://user:***@host/"),
         ("unix:///run/redis.sock?db=1&password=pw", "unix:///run/redis.sock?db=1&password=***"),
+        ("redis://:p@ss@host:6379/0", "redis://:***@host:6379/0"),
+        ("redis://user:p@ss:w@rd@host/0", "redis://user:***@host/0"),
+        ("redis://user:pa/ss@host/0", "redis://user:***@host/0"),
+        ("redis://s3cret@host/0", "redis://***@host/0"),
+        ("redis://u:p@ss@host/0?password=pw&db=1", "redis://u:***@host/0?password=***&db=1"),
+        ("unix://u:p@ss@/run/redis.sock?db=1", "unix://u:***@/run/redis.sock?db=1"),
     ],
 )
 def test_redact_url_hides_only_the_password(url, shown):
     assert redact_url(url) == shown
+
+
+def test_a_password_with_at_signs_is_never_shown(redis_server, tmp_path, caplog):
+    """The server wants no password, so resc logs the URL when it starts (at info) and
+    when it fails to connect (a warning): neither shows any part of the password."""
+    caplog.set_level("INFO")
+    url = f"redis://resc:first@second@third@127.0.0.1:{redis_server.port}/0"
+    config = make_config(
+        url, [{"input_queue": "in", "rules": [{"on": "", "make": {"queue": "out"}}]}]
+    )
+
+    with running(config, tmp_path):
+        wait_until(lambda: "Redis unavailable" in caplog.text)
+    with pytest.raises(StoreError) as info:
+        Store(url).connect()
+
+    shown = f"redis://resc:***@127.0.0.1:{redis_server.port}/0"
+    assert shown in caplog.text
+    assert str(info.value).startswith(f"connecting to {shown}: ")
+    for part in ("first", "second", "third"):
+        assert part not in caplog.text
+        assert part not in str(info.value)
 
 
 def test_db_number_in_the_url_is_used(r: redis.Redis, redis_server: RedisServer, tmp_path):

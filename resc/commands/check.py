@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from resc.core.errors import EXIT_OK, EXIT_USAGE
+from resc.core.words import counted
 
 NAME = "check"
 HELP = "check a config file: the daemon's checks, plus warnings about likely mistakes"
@@ -18,10 +19,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strict", action="store_true", help=f"exit with {EXIT_WARNINGS} when there are warnings"
     )
-
-
-def _count(n: int, what: str) -> str:
-    return f"{n} {what}" + ("" if n == 1 else "s")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -56,8 +53,8 @@ def main(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"warning: {warning.text}")
     if errors:
-        summary = _count(len(errors), "error") + (
-            f", {_count(len(warnings), 'warning')}" if warnings else ""
+        summary = counted(len(errors), "error") + (
+            f", {counted(len(warnings), 'warning')}" if warnings else ""
         )
         print(f"{args.config}: {summary}")
         return EXIT_USAGE
@@ -65,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"{args.config}: OK")
         return EXIT_OK
     if args.strict:
-        print(f"{args.config}: {_count(len(warnings), 'warning')}, failing with --strict")
+        print(f"{args.config}: {counted(len(warnings), 'warning')}, failing with --strict")
         return EXIT_WARNINGS
-    print(f"{args.config}: OK, {_count(len(warnings), 'warning')}")
+    print(f"{args.config}: OK, {counted(len(warnings), 'warning')}")
     return EXIT_OK

@@ -113,6 +113,8 @@ def _run_with_private_redis(config: Config, http_listen: str | None) -> int:
     )
     try:
         private = config.model_copy(update={"redis": RedisConfig(url=server.url)})
-        return _run(private, None, False, http_listen, on_forced_exit=server.kill)
+        return _run(
+            private, None, False, http_listen, on_forced_exit=lambda: server.close(at_once=True)
+        )
     finally:
         server.close()

@@ -9,7 +9,10 @@ from pathlib import Path
 from resc.core.errors import EXIT_OK, EXIT_USAGE
 
 NAME = "test"
-HELP = "run a config's unit tests: events and the tasks they must make (no Redis, no network)"
+HELP = (
+    "run a config's unit tests: events and the tasks they must make (an in-memory Redis, "
+    "no network)"
+)
 
 EXIT_FAILED = 1
 

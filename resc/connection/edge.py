@@ -26,14 +26,25 @@ def reconnect_delay_s(failures: int) -> float:
     return delay * (1 - random.random() / 5)
 
 
-_USER_PASSWORD = re.compile(r"(://[^/@]*?:)[^/@]*@")
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*")
 
 
 def redact_url(url: str) -> str:
     """The URL with its password (in the user part or a `password=` query parameter)
-    replaced by ***, for messages and logs."""
-    return _QUERY_PASSWORD.sub(r"\1***", _USER_PASSWORD.sub(r"\1***@", url, count=1))
+    replaced by ***, for messages and logs.
+
+    The user part runs to the last `@` before the query: a password may hold `@`, `:` or
+    `/` as typed (redis-py splits at the last `@` too). The user name, before the first
+    `:`, is kept; without a `:` the whole user part is hidden, as it may be a password."""
+    scheme, separator, rest = url.partition("://")
+    if separator:
+        query = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+        at = rest.rfind("@", 0, query)
+        if at >= 0:
+            user, colon, _ = rest[:at].partition(":")
+            rest = f"{user}{colon}***{rest[at:]}" if colon else f"***{rest[at:]}"
+        url = f"{scheme}{separator}{rest}"
+    return _QUERY_PASSWORD.sub(r"\1***", url)
 
 
 @contextmanager

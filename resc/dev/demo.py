@@ -234,7 +234,7 @@ def run(events: int) -> int:
 
     def on_signal(signum: int, _: FrameType | None) -> None:
         if demo.stop.is_set():
-            server.kill()
+            server.close(at_once=True)
             os._exit(EXIT_FORCED)
         demo.stop_requested = True
         demo.stop.set()

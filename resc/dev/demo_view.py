@@ -12,6 +12,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from resc.core.words import counted
+
 EVENTS_QUEUE = "global/events"
 TODO_QUEUE = "trt/plantA/todo-queue"
 TODO_SET = "trt/plantA/todo-set"
@@ -61,7 +63,8 @@ class DemoView:
             f"Rule '{RULE}': an event acq/<process>/<product> makes the task "
             "trt/<process>/<product> in the queue trt/<process>/todo-queue, deduplicated "
             "by the set trt/<process>/todo-set.\n"
-            f"{self.events} events are pushed to {EVENTS_QUEUE}; every third one twice. "
+            f"{counted(self.events, 'event')} {'is' if self.events == 1 else 'are'} pushed to "
+            f"{EVENTS_QUEUE}; every third one twice. "
             f"Workers push each finished task back to {EVENTS_QUEUE}. Ctrl-C stops.\n",
             soft_wrap=True,
         )
@@ -117,14 +120,18 @@ class DemoView:
         table.add_row("waiting", waiting)
         for name, task in self.in_hand.items():
             table.add_row(name, f"working on {task}" if task else "waiting for a task")
-        table.add_row("done", f"{c.done} tasks, {c.back} done events back through resc")
+        table.add_row(
+            "done",
+            f"{counted(c.done, 'task')}, {counted(c.back, 'done event')} back through resc",
+        )
         return Panel(table, title="now", title_align="left", expand=False)
 
     def summarize(self, finished: bool, elapsed_s: float) -> None:
         c = self.counts
         how = "" if finished else " (stopped early)"
         self.console.print(
-            f"\n[bold]Summary: {c.events} events, {c.tasks} tasks, {c.done} done[/] "
+            f"\n[bold]Summary: {counted(c.events, 'event')}, {counted(c.tasks, 'task')}, "
+            f"{c.done} done[/] "
             f"in {elapsed_s:.1f} s{how}",
             soft_wrap=True,
         )

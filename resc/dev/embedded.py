@@ -138,8 +138,13 @@ class EmbeddedRedis:
             self.process.wait()
             self.process = None
 
-    def close(self) -> None:
-        self.stop()
+    def close(self, at_once: bool = False) -> None:
+        """Stop the server (with SIGKILL when `at_once`, for an exit that cannot wait) and
+        remove the directory it was given, when it made one."""
+        if at_once:
+            self.kill()
+        else:
+            self.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
 

@@ -30,6 +30,9 @@ from resc.fetch.retry import backoff_delay_s, retry_after_s, retryable_status
 
 log = get_logger("resc.fetch")
 
+# Redirects followed in one attempt, as many as httpx follows by default.
+MAX_REDIRECTS = 20
+
 
 _EXPONENT = re.compile(r"e\+?(-?)0*(?=\d)")
 
@@ -178,7 +181,8 @@ class Fetcher:
             # As many connections as requests can be made at once, so that none waits
             # for a free connection (which would count as a timeout).
             limits=httpx.Limits(max_connections=max(100, concurrency)),
-            follow_redirects=True,
+            # Followed by _redirected, only to the same origin.
+            follow_redirects=False,
             headers={"user-agent": f"resc/{__version__}", "accept": "application/json"},
         )
         self._stop = stop or threading.Event()
@@ -309,24 +313,69 @@ class Fetcher:
     def _attempt(self, request: Request, fetch: Fetch) -> bytes:
         """One request: the body of a 2xx answer; _Retryable or FetchError otherwise."""
         try:
-            with self._client.stream(
+            sent = self._client.build_request(
                 request.method,
                 request.url,
                 headers=request.headers,
                 content=request.body,
                 timeout=fetch.timeout,
-            ) as response:
+            )
+            response = self._client.send(sent, stream=True)
+            try:
+                response = self._redirected(response, request.shown)
                 problem = f"HTTP {response.status_code} {response.reason_phrase}"
                 if retryable_status(response.status_code):
                     raise _Retryable(problem, retry_after_s(response.headers.get("retry-after")))
                 if not response.is_success:
                     raise FetchError(f"{request.shown}: {problem}")
                 return _read(response, fetch.max_response_bytes, request.shown)
+            finally:
+                response.close()
         except httpx.TimeoutException:
             raise _Retryable(f"no answer within {fetch.timeout:g} s") from None
         except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError) as exc:
             raise _Retryable(f"{type(exc).__name__}: {exc}") from None
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
             raise _NotSent(f"{request.shown}: {type(exc).__name__}: {exc}") from None
-        except httpx.HTTPError as exc:  # the service answered: too many redirects, bad gzip
+        except httpx.HTTPError as exc:  # the service answered: bad gzip
             raise FetchError(f"{request.shown}: {type(exc).__name__}: {exc}") from None
+
+    def _redirected(self, response: httpx.Response, shown: str) -> httpx.Response:
+        """The answer at the end of the redirects from `response`, which only stay on the
+        first request's origin: its headers come from the config (tokens, API keys) and
+        must not reach another host, so a redirect elsewhere fails the fetch instead."""
+        origin = response.request.url
+        for _ in range(MAX_REDIRECTS):
+            following = response.next_request
+            if following is None:
+                return response
+            response.close()
+            if not _same_origin(origin, following.url):
+                raise FetchError(
+                    f"{shown}: HTTP {response.status_code} redirects to another origin "
+                    f"({_origin_of(following.url)}): not followed, so that the fetch's "
+                    f"headers are not sent there"
+                )
+            response = self._client.send(following, stream=True)
+        response.close()
+        raise FetchError(f"{shown}: more than {MAX_REDIRECTS} redirects")
+
+
+def _origin_of(url: httpx.URL) -> str:
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    port = "" if url.port in (None, default) else f":{url.port}"
+    return f"{url.scheme}://{url.host}{port}"
+
+
+def _same_origin(first: httpx.URL, then: httpx.URL) -> bool:
+    """Same scheme, host and port; or the same host moved from http to https (a secure
+    upgrade, as httpx itself allows for Authorization)."""
+    if _origin_of(first) == _origin_of(then):
+        return True
+    return (
+        first.scheme == "http"
+        and then.scheme == "https"
+        and first.host == then.host
+        and first.port in (None, 80)
+        and then.port in (None, 443)
+    )

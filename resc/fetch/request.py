@@ -3,8 +3,11 @@ but for reading environment variables; no HTTP here (that is resc.fetch.client).
 
 How values are inserted:
 - url: event values percent-encoded (a `/` or `?` in an event cannot change the URL's
-  path or query); `${env.NAME}` values as they are, since the operator sets them and
-  may put a base URL there.
+  path or query), and the dots of a value made only of dots too (`..` -> `%2E%2E`):
+  `.` is left as it is by percent-encoding, and a path segment `..` or `.` would be
+  removed with the one before it, sending the request to another endpoint.
+  `${env.NAME}` values as they are, since the operator sets them and may put a base
+  URL there.
 - headers: values as they are; a value that is not a valid header value (a line break
   would split the header) fails the event, with a message that does not show it.
 - body: every value escaped as inside a JSON string (`"` -> `\\"`, line breaks -> `\\n`),
@@ -49,9 +52,17 @@ def _is_env(name: str) -> bool:
     return name.startswith(ENV_PREFIX)
 
 
+def _url_value(value: bytes) -> bytes:
+    """An event value as it goes into a URL. A dot segment made by a value can only be
+    made of values that are all dots, so encoding those leaves `a.txt` as it is."""
+    if value and not value.strip(b"."):
+        return b"%2E" * len(value)
+    return quote(value, safe="").encode("ascii")
+
+
 def _quoted(pattern: Pattern, variables: Mapping[str, bytes]) -> dict[str, bytes]:
     return {
-        name: quote(variables[name], safe="").encode("ascii")
+        name: _url_value(variables[name])
         for name in pattern.refs
         if name in variables and not _is_env(name)
     }

@@ -1,11 +1,14 @@
-"""Config unit tests (`resc test`): loading cases, running them without Redis or network,
-and reporting each as a pass or a failure with a diff.
+"""Config unit tests (`resc test`): loading cases, running them without a Redis server or
+network, and reporting each as a pass or a failure with a diff.
 
-A case's event goes through the same rules as in the daemon (resc.ops.explain.trace), with
+A case's events go through the same rules as in the daemon (resc.ops.explain.trace), with
 its web services answered by the daemon's own fetch code over a stub transport: the
 answer to a URL is the JSON given in the case's `fetch`, with status 200; a URL the case
-does not list fails the case. Tasks are compared as a multiset: every expected task, no
-other, in any order.
+does not list fails the case. Each event's outcome is then committed by the daemon's own
+commit script to the case's in-memory Redis (resc.ops.case_store), one event after the
+other: a task already in its set is deduplicated, a key of the wrong type fails the
+event, and the listener's messages are those the daemon would publish. Tasks are
+compared as a multiset: every expected task, no other, in any order.
 """
 
 from __future__ import annotations
@@ -18,15 +21,19 @@ from pathlib import Path
 import httpx
 from pydantic import ValidationError
 
-from resc.config.cases import Case, CaseFile
+from resc.config.cases import Case, CaseFile, ExpectedTask, Message, Step
 from resc.config.load import located, validation_problems
 from resc.config.models import Config
 from resc.config.source import Loc, SourceFile, read_source
 from resc.core.errors import ConfigError, RescError
+from resc.core.words import counted
+from resc.engine.store import Outcome
 from resc.fetch.client import Fetcher
 from resc.ops import explain
+from resc.ops.case_store import CaseStore, Committed
 
-Task = tuple[bytes, bytes, bytes | None]
+# A task as compared: task, queue, set, and whether it was deduplicated (not pushed).
+Task = tuple[bytes, bytes, bytes | None, bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +96,17 @@ def _locate(
                     f"{', '.join(queues)}",
                 )
             )
+        elif config.listener_channel is None and any(
+            step.expect_messages is not None for step in case.steps
+        ):
+            problems.append(
+                located(
+                    source,
+                    loc,
+                    "expect_messages: the config has no listener_channel, so no message is "
+                    "published",
+                )
+            )
         else:
             watcher = 0 if case.queue is None else queues.index(case.queue)
             where = f"{source.path}:{source.line_of(loc)}"
@@ -147,31 +165,45 @@ def _lines(sign: str, tasks: Counter[Task]) -> list[str]:
         + explain.result_line(
             explain.text(task), explain.text(queue), None if dedup is None else explain.text(dedup)
         )
-        for (task, queue, dedup), n in sorted(tasks.items(), key=lambda item: item[0][:2])
+        + (" (deduplicated)" if deduplicated else "")
+        for (task, queue, dedup, deduplicated), n in sorted(
+            tasks.items(), key=lambda item: (item[0][0], item[0][1], item[0][3])
+        )
         for _ in range(n)
     ]
 
 
-def _check(case: Case, found: explain.WatcherTrace) -> list[str]:
-    """Why the case fails, or nothing when it passes."""
-    made: Counter[Task] = Counter((r.task, r.queue, r.set) for r in found.results or ())
-    if case.expect_failure is not None:
-        if found.failure is None:
+def _expected_tasks(expect: list[ExpectedTask]) -> Counter[Task]:
+    return Counter(
+        (
+            _as_bytes(e.task),
+            _as_bytes(e.queue),
+            None if e.set is None else _as_bytes(e.set),
+            e.deduplicated,
+        )
+        for e in expect
+    )
+
+
+def _check_tasks(step: Step, done: Committed) -> list[str]:
+    """Why the event's tasks or failure are not the expected ones, or nothing."""
+    made: Counter[Task] = Counter(
+        (r.task, r.queue, r.set, not pushed) for r, pushed in done.results
+    )
+    if step.expect_failure is not None:
+        if done.failure is None:
             n = sum(made.values())
             return [
-                f"expected a failure with {case.expect_failure!r}, but the event makes "
-                f"{n} task{'' if n == 1 else 's'}:",
+                f"expected a failure with {step.expect_failure!r}, but the event makes "
+                f"{counted(n, 'task')}:",
                 *_lines("+", made),
             ]
-        if case.expect_failure not in found.failure:
-            return [f"expected a failure with {case.expect_failure!r}, got: {found.failure}"]
+        if step.expect_failure not in done.failure:
+            return [f"expected a failure with {step.expect_failure!r}, got: {done.failure}"]
         return []
-    expected: Counter[Task] = Counter(
-        (_as_bytes(e.task), _as_bytes(e.queue), None if e.set is None else _as_bytes(e.set))
-        for e in case.expect or ()
-    )
-    if found.failure is not None:
-        return [f"the event fails: {found.failure}", *_lines("-", expected)]
+    expected = _expected_tasks(step.expect or [])
+    if done.failure is not None:
+        return [f"the event fails: {done.failure}", *_lines("-", expected)]
     if made == expected:
         return []
     return [
@@ -181,18 +213,82 @@ def _check(case: Case, found: explain.WatcherTrace) -> list[str]:
     ]
 
 
-def run_case(config: Config, loaded: LoadedCase) -> Report:
-    """Run one case: its event through its watcher's rules, with stubbed fetches."""
-    case = loaded.case
-    event = _as_bytes(case.event)
-    label = case.name if case.name is not None else f"event {explain.shown(event)}"
-    fetcher = _stub_fetcher(case)
+_ABSENT = object()
+
+
+def _message_matches(expected: Message, published: bytes) -> bool:
+    if isinstance(expected, str):
+        return published == _as_bytes(expected)
     try:
-        found = explain.trace(loaded.watcher, config.watchers[loaded.watcher], event, fetcher)
-        details = _check(case, found)
-    except _NotStubbed as exc:
-        stubbed = ", ".join(case.fetch) or "none"
-        details = [f"{exc.request} has no answer in this case's fetch (stubbed: {stubbed})"]
+        data = json.loads(published)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and all(
+        data.get(name, _ABSENT) == value for name, value in expected.items()
+    )
+
+
+def _check_messages(expected: list[Message] | None, published: list[bytes]) -> list[str]:
+    """Why the listener's messages are not the expected ones, or nothing."""
+    if expected is None:
+        return []
+    if len(expected) == len(published) and all(
+        _message_matches(e, p) for e, p in zip(expected, published, strict=True)
+    ):
+        return []
+    return [
+        "listener messages differ (- expected, + published):",
+        *(
+            f"  - {e if isinstance(e, str) else json.dumps(e, ensure_ascii=False)}"
+            for e in expected
+        ),
+        *(f"  + {explain.text(p)}" for p in published),
+    ]
+
+
+def _run_step(
+    loaded: LoadedCase, config: Config, fetcher: Fetcher, store: CaseStore, step: Step
+) -> list[str]:
+    """One event of a case through the rules and the commit: why it fails, or nothing."""
+    event = _as_bytes(step.event)
+    found = explain.trace(loaded.watcher, config.watchers[loaded.watcher], event, fetcher)
+    if found.failure is not None:
+        outcome = Outcome(event, failure=found.failure)
+    else:
+        outcome = Outcome(event, found.results or [])
+    done = store.commit(outcome)
+    return _check_tasks(step, done) + _check_messages(step.expect_messages, done.messages)
+
+
+def run_case(config: Config, loaded: LoadedCase) -> Report:
+    """Run one case: its events in turn through its watcher's rules, with stubbed
+    fetches, each committed to the case's own in-memory Redis."""
+    case = loaded.case
+    steps = case.steps
+    events = [explain.shown(_as_bytes(step.event)) for step in steps]
+    if case.name is not None:
+        label = case.name
+    else:
+        label = f"event {events[0]}" if len(events) == 1 else f"events {', '.join(events)}"
+    fetcher = _stub_fetcher(case)
+    store = CaseStore(config.watchers[loaded.watcher], config)
+    details: list[str] = []
+    try:
+        for i, step in enumerate(steps):
+            unanswered = False
+            try:
+                found = _run_step(loaded, config, fetcher, store, step)
+            except _NotStubbed as exc:
+                # The event's outcome is unknown, so the later events' would be too.
+                stubbed = ", ".join(case.fetch) or "none"
+                found = [f"{exc.request} has no answer in this case's fetch (stubbed: {stubbed})"]
+                unanswered = True
+            if found and case.events is not None:
+                found = [f"events[{i}] {events[i]}:", *(f"  {line}" for line in found)]
+            details += found
+            if unanswered:
+                break
     finally:
         fetcher.close()
+        store.close()
     return Report(not details, f"{'FAIL' if details else 'PASS'} {loaded.where} {label}", details)

@@ -20,6 +20,7 @@ from resc.config.models import INPUT_TASK, Fetch, Rule
 from resc.config.models import Watcher as WatcherConfig
 from resc.config.patterns import Pattern
 from resc.core.errors import EventError, FetchError
+from resc.core.words import counted
 from resc.engine.rules import FetchFunction, Result, apply_rules
 from resc.fetch.request import shown_url
 
@@ -153,22 +154,18 @@ def result_line(task: str, queue: str, dedup: str | None) -> str:
     return line + (f" set={shown(dedup)}" if dedup is not None else "")
 
 
-def _count(n: int, what: str) -> str:
-    return f"{n} {what}" + ("" if n == 1 else "s")
-
-
 def _verdict(found: WatcherTrace) -> str:
     if found.failure is not None:
         return f"fails, to {found.watcher.failed_queue}: {found.failure}"
     if found.results is None:
         known = sum(len(r.results or ()) for r in found.rules)
         return (
-            f"{_count(known, 'task')} known; more may come from the fetches not called "
+            f"{counted(known, 'task')} known; more may come from the fetches not called "
             f"(--fetch calls them)"
         )
     if not found.rules:
         return "no rule matches: no task"
-    return _count(len(found.results), "task")
+    return counted(len(found.results), "task")
 
 
 def _rule_lines(found: RuleTrace, event: bytes) -> list[str]:
@@ -186,7 +183,7 @@ def _rule_lines(found: RuleTrace, event: bytes) -> list[str]:
             lines.append(f"{where}: failed")
         else:
             objects = call.objects or []
-            lines.append(f"{where}: {_count(len(objects), 'object')}")
+            lines.append(f"{where}: {counted(len(objects), 'object')}")
             lines += [
                 "        " + " ".join(f"{k}={shown(v)}" for k, v in sorted(obj.items()))
                 for obj in objects
