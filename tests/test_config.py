@@ -439,8 +439,26 @@ def test_json_syntax_error_gives_its_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "content", "problem"),
     [
-        ("deep.json", "[" * 100_000, ": nested too deeply to be a config"),
-        ("deep.hjson", "[" * 100_000, ": nested too deeply to be a config"),
+        (
+            "deep.json",
+            "[" * 100_000,
+            ":1: nested too deeply: more than 100 levels of objects and arrays",
+        ),
+        (
+            "deep.hjson",
+            "[" * 100_000,
+            ":1: nested too deeply: more than 100 levels of objects and arrays",
+        ),
+        (
+            "deep2.json",
+            '{\n  "redis": {},\n  "watchers": ' + "[" * 100_000,
+            ":3: nested too deeply: more than 100 levels of objects and arrays",
+        ),
+        (
+            "deep2.hjson",
+            "{\n  redis: {}\n  watchers: " + "[" * 100_000,
+            ":3: nested too deeply: more than 100 levels of objects and arrays",
+        ),
         (
             "comment.hjson",
             "{\n  /* never closed",
@@ -500,4 +518,103 @@ def test_a_group_named_input_task_is_refused(tmp_path: Path) -> None:
     assert problems_of(path) == [
         f"{path}:1: watchers[0].rules[0].on: a group may not be named input_task: "
         f"that variable is the whole event"
+    ]
+
+
+# --- the original's spellings of a rule's fields -----------------------------------
+
+
+def test_rule_fields_load_under_the_originals_field_names(tmp_path: Path) -> None:
+    path = write_rule(
+        tmp_path,
+        r"""
+        on_regex: "^job/(?P<id>\\d+)$"
+        fetchers: [ { url: "http://db/jobs/${id}", returns: "db" } ]
+        makers: [ { task: "${db.name}", queue: "q/${id}" } ]
+        """,
+    )
+    rule = load_config(path).watchers[0].rules[0]
+
+    assert rule.on.search(b"job/7") == {"id": b"7"}
+    assert [(str(f.url), f.returns) for f in rule.fetch] == [("http://db/jobs/${id}", "db")]
+    assert [(str(m.task), str(m.queue)) for m in rule.make] == [("${db.name}", "q/${id}")]
+
+
+def test_errors_are_located_under_the_spelling_the_file_uses(tmp_path: Path) -> None:
+    path = write_rule(
+        tmp_path,
+        """
+        on_regex: "a(b"
+        fetchers: [ { url: "http://a/", returns: "a", retries: -1 } ]
+        makers: { queue: "${x}" }
+        """,
+    )
+
+    assert problems_of(path) == [
+        f"{path}:{BODY}: {RULE}.on_regex: invalid regex: missing ): a(b",
+        f"{path}:{BODY + 1}: {RULE}.fetchers[0].retries: "
+        "Input should be greater than or equal to 0",
+    ]
+    path = write_rule(tmp_path, 'on_regex: "x"\nmakers: { queue: "${x}" }')
+    assert problems_of(path) == [
+        f"{path}:{BODY + 1}: {RULE}.makers.queue: ${{x}} is not a variable of this rule; "
+        "it has: input_task"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "other"),
+    [
+        ('on: "x"\non_regex: "y"\nmake: { queue: "q" }', "on_regex", "on"),
+        ('on_regex: "x"\non: "y"\nmake: { queue: "q" }', "on", "on_regex"),
+        ('fetch: []\nfetchers: []\non: "x"\nmake: { queue: "q" }', "fetchers", "fetch"),
+        ('make: { queue: "a" }\nmakers: { queue: "b" }\non: "x"', "makers", "make"),
+        ('makers: { queue: "a" }\ntodo: { queue: "b" }\non: "x"', "todo", "makers"),
+    ],
+)
+def test_two_spellings_of_one_field_in_a_rule_are_refused(
+    tmp_path: Path, body: str, field: str, other: str
+) -> None:
+    path = write_rule(tmp_path, body)
+
+    assert problems_of(path) == [
+        f"{path}:{BODY + 1}: {RULE}.{field}: the same field as {other} (line {BODY}), "
+        "spelled differently: write only one of them"
+    ]
+
+
+# --- keys written twice ------------------------------------------------------------
+
+
+def test_a_key_written_twice_in_an_hjson_object_names_both_lines(tmp_path: Path) -> None:
+    path = write_rule(
+        tmp_path,
+        """
+        on: "x"
+        make: { queue: "first" }
+        name: r
+        make: { queue: "second" }
+        """,
+    )
+
+    assert problems_of(path) == [
+        f"{path}:{BODY + 3}: {RULE}.make: written twice in one object (also on line "
+        f"{BODY + 1}): keep one of them"
+    ]
+
+
+def test_keys_written_twice_in_json_are_all_reported_in_line_order(tmp_path: Path) -> None:
+    text = (
+        '{\n "redis": {"url": "redis://x/"},\n "watchers": [\n'
+        '  {"input_queue": "a",\n   "rules": [],\n   "input_queue": "b",\n   "batch": 1,\n'
+        '   "batch": 2,\n   "batch": 3}\n ],\n "redis": {}\n}\n'
+    )
+    path = write(tmp_path, text, "conf.json")
+    twice = "written twice in one object"
+
+    assert problems_of(path) == [
+        f"{path}:6: watchers[0].input_queue: {twice} (also on line 4): keep one of them",
+        f"{path}:8: watchers[0].batch: {twice} (also on line 7): keep one of them",
+        f"{path}:9: watchers[0].batch: {twice} (also on line 7): keep one of them",
+        f"{path}:11: redis: {twice} (also on line 2): keep one of them",
     ]

@@ -12,9 +12,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from resc.config.models import ENV_PREFIX, INPUT_TASK, Config, Rule
+from resc.config.models import ENV_PREFIX, INPUT_TASK, SPELLED_TWICE, SPELLINGS, Config, Rule
 from resc.config.patterns import Pattern
-from resc.config.source import Loc, SourceFile, read_source
+from resc.config.source import Loc, SourceFile, dotted, read_source
+from resc.config.text import quoted
 from resc.core.errors import ConfigError
 
 _ENV_NAME = re.compile(re.escape(ENV_PREFIX) + r"\w+")
@@ -96,7 +97,7 @@ def _check_queues(config: Config) -> list[Problem]:
                 problems.append(
                     (
                         loc,
-                        f"{name!r} is already {_path(other)}: each watcher "
+                        f"{quoted(name)} is already {dotted(other)}: each watcher "
                         f"needs its own input, taken and failed queues",
                     )
                 )
@@ -118,34 +119,42 @@ def _check(config: Config) -> list[Problem]:
 _PYDANTIC_MESSAGES = {"missing": "required field is missing", "extra_forbidden": "unknown field"}
 
 
-def _path(loc: Loc) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
-
-
 def _file_loc(source: SourceFile, loc: Loc) -> Loc:
-    """The loc as the file spells it: alias names, and no [0] for a single `make` object."""
+    """The loc as the file spells it: a rule's fields as written (`makers`, `todo`...),
+    and no [0] for a single `make` object."""
     out: list[str | int] = []
     for part in loc:
-        if (
-            part == "make"
-            and "make" not in (source.value_at(tuple(out)) or {})
-            and "todo" in (source.value_at(tuple(out)) or {})
-        ):
-            part = "todo"
-        if isinstance(part, int) and isinstance(source.value_at(tuple(out)), dict):
+        parent = source.value_at(tuple(out))
+        if _is_rule_loc(out) and isinstance(parent, dict) and part in SPELLINGS:
+            part = next((s for s in SPELLINGS[part] if s in parent), part)
+        if isinstance(part, int) and isinstance(parent, dict):
             continue
         out.append(part)
     return tuple(out)
+
+
+def _is_rule_loc(loc: list[str | int]) -> bool:
+    return len(loc) == 4 and loc[0] == "watchers" and loc[2] == "rules"
 
 
 def _located(source: SourceFile, loc: Loc, message: str) -> str:
     loc = _file_loc(source, loc)
     line = source.line_of(loc)
     where = f"{source.path}:{line}" if line else str(source.path)
-    return f"{where}: {_path(loc)}: {message}" if loc else f"{where}: {message}"
+    return f"{where}: {dotted(loc)}: {message}" if loc else f"{where}: {message}"
+
+
+def _pydantic_problem(source: SourceFile, error: Any) -> str:
+    loc = tuple(error["loc"])
+    if error["type"] == SPELLED_TWICE:
+        other = error["ctx"]["other"]
+        return _located(
+            source,
+            (*loc, error["ctx"]["field"]),
+            f"the same field as {other} (line {source.line_of((*loc, other))}), spelled "
+            f"differently: write only one of them",
+        )
+    return _located(source, loc, _pydantic_message(error))
 
 
 def _pydantic_message(error: Any) -> str:
@@ -163,12 +172,12 @@ def located(source: SourceFile, loc: Loc, message: str) -> str:
 
 def field_path(source: SourceFile, loc: Loc) -> str:
     """The model path `loc` as the file spells it: `watchers[0].rules[1].todo.queue`."""
-    return _path(_file_loc(source, loc))
+    return dotted(_file_loc(source, loc))
 
 
 def validation_problems(source: SourceFile, exc: ValidationError) -> list[str]:
     """pydantic's errors for data read from `source`, one located message each."""
-    return [_located(source, tuple(e["loc"]), _pydantic_message(e)) for e in exc.errors()]
+    return [_pydantic_problem(source, e) for e in exc.errors()]
 
 
 def config_from_source(source: SourceFile) -> Config:

@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from resc.config.cases import Case
 from resc.config.patterns import Pattern, parse_pattern
@@ -223,15 +224,43 @@ class Make(_Model):
     set: PatternField | None = None
 
 
+# The original's source names a rule's fields on_regex, fetchers and makers, with on,
+# fetch and make as aliases, and its README once spells make as todo: configs use all of
+# them. The first spelling of each is the field's name here.
+SPELLINGS = {
+    "on": ("on", "on_regex"),
+    "fetch": ("fetch", "fetchers"),
+    "make": ("make", "makers", "todo"),
+}
+# The pydantic error type of a rule that spells one field twice; its context names the
+# later spelling (`field`) and the earlier one (`other`), so that the loader can locate it.
+SPELLED_TWICE = "spelled_twice"
+
+
 class Rule(_Model):
     name: str = DEFAULT_RULE_NAME
-    on: RegexField
-    fetch: list[Fetch] = []
+    on: RegexField = Field(validation_alias=AliasChoices(*SPELLINGS["on"]))
+    fetch: list[Fetch] = Field([], validation_alias=AliasChoices(*SPELLINGS["fetch"]))
     make: Annotated[
         list[Make],
         BeforeValidator(_one_or_many, json_schema_input_type=Make | list[Make]),
-        Field(min_length=1, validation_alias=AliasChoices("make", "todo")),
+        Field(min_length=1, validation_alias=AliasChoices(*SPELLINGS["make"])),
     ]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_spelling(cls, data: Any) -> Any:
+        """Two spellings of one field would leave one of them silently unused."""
+        if isinstance(data, Mapping):
+            for spellings in SPELLINGS.values():
+                written = [key for key in data if key in spellings]
+                if len(written) > 1:
+                    raise PydanticCustomError(
+                        SPELLED_TWICE,
+                        "{field} is another spelling of {other}: write only one of them",
+                        {"field": written[1], "other": written[0]},
+                    )
+        return data
 
 
 class Watcher(_Model):
