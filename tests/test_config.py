@@ -618,3 +618,68 @@ def test_keys_written_twice_in_json_are_all_reported_in_line_order(tmp_path: Pat
         f"{path}:9: watchers[0].batch: {twice} (also on line 7): keep one of them",
         f"{path}:11: redis: {twice} (also on line 2): keep one of them",
     ]
+
+
+# --- strict types ------------------------------------------------------------------
+
+STRICT = """
+{
+  redis: { url: "redis://x/" }
+  grace_period: GRACE
+  watchers: [
+    {
+      input_queue: in
+      batch: BATCH
+      rules: [
+        {
+          on: x
+          fetch: [ { url: "http://a/", returns: "a", retries: RETRIES } ]
+          make: { queue: "q" }
+        }
+      ]
+    }
+  ]
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "line", "path", "message"),
+    [
+        ("BATCH", "true", 7, "watchers[0].batch", "must be a whole number, not a boolean"),
+        ("BATCH", '"10"', 7, "watchers[0].batch", "must be a whole number, not a string"),
+        ("BATCH", "10.5", 7, "watchers[0].batch", "must be a whole number, not 10.5"),
+        ("GRACE", "true", 3, "grace_period", "must be a number, not a boolean"),
+        ("GRACE", '"10"', 3, "grace_period", "must be a number, not a string"),
+        (
+            "RETRIES",
+            '"3"',
+            11,
+            "watchers[0].rules[0].fetch[0].retries",
+            "must be a whole number, not a string",
+        ),
+    ],
+)
+def test_numbers_are_not_converted_from_booleans_or_strings(
+    tmp_path: Path, field: str, value: str, line: int, path: str, message: str
+) -> None:
+    text = STRICT.replace(field, value)
+    for name, default in (("GRACE", "5"), ("BATCH", "10"), ("RETRIES", "3")):
+        text = text.replace(name, default)
+    conf = write(tmp_path, text)
+
+    assert problems_of(conf) == [f"{conf}:{line}: {path}: {message}"]
+
+
+def test_a_whole_number_fills_a_field_of_seconds(tmp_path: Path) -> None:
+    text = STRICT.replace("GRACE", "5").replace("BATCH", "10").replace("RETRIES", "0")
+    config = load_config(write(tmp_path, text.replace('returns: "a"', 'returns: "a", timeout: 2')))
+
+    (fetch,) = config.watchers[0].rules[0].fetch
+    assert (config.grace_period, config.watchers[0].batch, fetch.retries, fetch.timeout) == (
+        5.0,
+        10,
+        0,
+        2.0,
+    )
+    assert type(config.grace_period) is float

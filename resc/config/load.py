@@ -12,7 +12,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from resc.config.models import ENV_PREFIX, INPUT_TASK, SPELLED_TWICE, SPELLINGS, Config, Rule
+from resc.config.models import (
+    ENV_PREFIX,
+    INPUT_TASK,
+    SPELLED_TWICE,
+    SPELLINGS,
+    Config,
+    Rule,
+    json_type,
+)
 from resc.config.patterns import Pattern
 from resc.config.source import Loc, SourceFile, dotted, read_source
 from resc.config.text import quoted
@@ -117,6 +125,16 @@ def _check(config: Config) -> list[Problem]:
 # --- loading and error messages -----------------------------------------------------
 
 _PYDANTIC_MESSAGES = {"missing": "required field is missing", "extra_forbidden": "unknown field"}
+# The pydantic errors of a value of the wrong type, and what the value must be.
+_EXPECTED = {
+    "int_type": "a whole number",
+    "float_type": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "list_type": "an array",
+    "dict_type": "an object",
+    "model_type": "an object",
+}
 
 
 def _file_loc(source: SourceFile, loc: Loc) -> Loc:
@@ -160,6 +178,10 @@ def _pydantic_problem(source: SourceFile, error: Any) -> str:
 def _pydantic_message(error: Any) -> str:
     if error["type"] in _PYDANTIC_MESSAGES:
         return _PYDANTIC_MESSAGES[error["type"]]
+    if error["type"] in _EXPECTED:
+        value = error["input"]
+        given = repr(value) if type(value) is float else json_type(value)
+        return f"must be {_EXPECTED[error['type']]}, not {given}"
     message: str = error["msg"]
     return re.sub(r"^(Value|Assertion) error, ", "", message)
 

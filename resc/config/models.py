@@ -39,19 +39,21 @@ EMBEDDED_REDIS = "embedded"
 
 def _to_pattern(value: Any) -> Pattern:
     if not isinstance(value, str):
-        raise ValueError(f"must be a string, not {_json_type(value)}")
+        raise ValueError(f"must be a string, not {json_type(value)}")
     return parse_pattern(value)
 
 
 def _to_regex(value: Any) -> Regex:
     if not isinstance(value, str):
-        raise ValueError(f"must be a string, not {_json_type(value)}")
+        raise ValueError(f"must be a string, not {json_type(value)}")
     return compile_regex(value)
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON name of a value's type, with its article: "a number", "an object"."""
     names = {
         bool: "a boolean",
+        str: "a string",
         int: "a number",
         float: "a number",
         list: "an array",
@@ -80,7 +82,12 @@ RegexField = Annotated[
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    # strict: no conversion between types, so `batch: true`, `retries: "3"` or
+    # `grace_period: true` are errors (as for the JSON schema), not 1, 3 and 1.0. A number
+    # still fills a float field: Hjson and JSON read 10 as an int.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, arbitrary_types_allowed=True, strict=True
+    )
 
 
 class RedisConfig(_Model):
