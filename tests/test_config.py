@@ -683,3 +683,121 @@ def test_a_whole_number_fills_a_field_of_seconds(tmp_path: Path) -> None:
         2.0,
     )
     assert type(config.grace_period) is float
+
+
+# --- what can never work -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("/ok?id=${p}", "'/ok?id=${p}'"),
+        ("ftp://x/${p}", "'ftp://x/${p}'"),
+        ("${p}/x", "'${p}/x'"),  # an event value is percent-encoded: never a scheme
+        ("db:80/${p}", "'db:80/${p}'"),
+    ],
+)
+def test_fetch_url_without_an_http_scheme_is_refused(tmp_path: Path, url: str, shown: str) -> None:
+    path = write_rule(
+        tmp_path,
+        f'on: "(?P<p>x)"\nfetch: [\n  {{ url: "{url}", returns: "a" }}\n]\nmake: {{ queue: "q" }}',
+    )
+
+    assert problems_of(path) == [
+        f"{path}:{BODY + 2}: {RULE}.fetch[0].url: {shown} does not start with http:// or "
+        "https:// (or with ${env.NAME}, an environment variable holding such a base URL)"
+    ]
+
+
+@pytest.mark.parametrize("url", ["HTTPS://db/${p}", "http://db/", "${env.BASE}/items/${p}"])
+def test_fetch_url_with_an_http_scheme_or_an_environment_base_loads(
+    tmp_path: Path, url: str
+) -> None:
+    path = write_rule(
+        tmp_path,
+        f'on: "(?P<p>x)"\nfetch: [ {{ url: "{url}", returns: "a" }} ]\nmake: {{ queue: "q" }}',
+    )
+
+    assert str(load_config(path).watchers[0].rules[0].fetch[0].url) == url
+
+
+@pytest.mark.parametrize("field", ["queue", "task", "set"])
+def test_an_empty_queue_task_or_set_is_refused(tmp_path: Path, field: str) -> None:
+    make = {"queue": '"q"', field: '""'}
+    path = write_rule(
+        tmp_path,
+        'on: "x"\nmake: {\n' + "\n".join(f"  {k}: {v}" for k, v in make.items()) + "\n}",
+    )
+    line = BODY + 2 + list(make).index(field)
+
+    assert problems_of(path) == [f"{path}:{line}: {RULE}.make.{field}: must not be empty"]
+
+
+@pytest.mark.parametrize("field", ["taken_queue", "failed_queue"])
+def test_an_empty_taken_or_failed_queue_is_refused(tmp_path: Path, field: str) -> None:
+    path = write(
+        tmp_path,
+        f'redis: {{ url: "redis://x/" }}\nwatchers: [\n  {{\n    input_queue: in\n'
+        f'    {field}: ""\n    rules: []\n  }}\n]\n',
+    )
+
+    assert problems_of(path) == [f"{path}:5: watchers[0].{field}: must not be empty"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("queue", "q/${p", "${ without its } at character 3: '${p'"),
+        ("set", "s/${p}/${", "${ without its } at character 8: '${'"),
+        ("task", "t/${p", "${ without its } at character 3: '${p'"),
+        (
+            "task",
+            "t/${ p }",
+            "'${ p }' at character 3 is not a reference: a name between ${ and } is made of "
+            "letters, digits, _ and .",
+        ),
+        (
+            "queue",
+            "q/${" + "x" * 50,
+            "${ without its } at character 3: '${" + "x" * 28 + "…'",
+        ),
+    ],
+)
+def test_a_dollar_brace_that_starts_no_reference_is_refused_in_a_make(
+    tmp_path: Path, field: str, value: str, message: str
+) -> None:
+    make = {"queue": '"q"', field: f'"{value}"'}
+    path = write_rule(
+        tmp_path,
+        'on: "(?P<p>x)"\nmake: {\n' + "\n".join(f"  {k}: {v}" for k, v in make.items()) + "\n}",
+    )
+    line = BODY + 2 + list(make).index(field)
+
+    assert problems_of(path) == [f"{path}:{line}: {RULE}.make.{field}: {message}"]
+
+
+def test_a_dollar_brace_without_its_brace_is_refused_in_a_fetch(tmp_path: Path) -> None:
+    path = write_rule(
+        tmp_path,
+        """
+        on: "(?P<p>x)"
+        fetch: [
+          {
+            url: "http://a/${p"
+            returns: "a"
+            method: "POST"
+            headers: { X-Id: "${p" }
+            body: '''{"id": "${p"}'''
+          }
+        ]
+        make: { queue: "q" }
+        """,
+    )
+    at = f"{RULE}.fetch[0]"
+
+    assert problems_of(path) == [
+        f"{path}:{BODY + 3}: {at}.url: ${{ without its }} at character 10: '${{p'",
+        f"{path}:{BODY + 6}: {at}.headers.X-Id: ${{ without its }} at character 1: '${{p'",
+        f"{path}:{BODY + 7}: {at}.body: '${{p\"}}' at character 9 is not a reference: a name "
+        "between ${ and } is made of letters, digits, _ and .",
+    ]

@@ -27,6 +27,7 @@ from resc.config.text import quoted
 from resc.core.errors import ConfigError
 
 _ENV_NAME = re.compile(re.escape(ENV_PREFIX) + r"\w+")
+_HTTP_SCHEMES = ("http://", "https://")
 
 # --- checks that tie fields together ------------------------------------------------
 
@@ -63,6 +64,14 @@ def _check_rule(rule: Rule, loc: Loc) -> list[Problem]:
 
     for i, fetch in enumerate(rule.fetch):
         at: Loc = (*loc, "fetch", i)
+        if not _http_url(fetch.url):
+            problems.append(
+                (
+                    (*at, "url"),
+                    f"{quoted(fetch.url.source)} does not start with http:// or https:// (or "
+                    f"with ${{env.NAME}}, an environment variable holding such a base URL)",
+                )
+            )
         unknown(fetch.url, (*at, "url"), [], env=True)
         for header, value in fetch.headers.items():
             unknown(value, (*at, "headers", header), [], env=True)
@@ -91,6 +100,14 @@ def _check_rule(rule: Rule, loc: Loc) -> list[Problem]:
                         )
                     )
     return problems
+
+
+def _http_url(url: Pattern) -> bool:
+    """Whether `url` can give an http or https URL. A base URL may come from the
+    environment; event values are percent-encoded, so they can never give the scheme."""
+    if url.refs and not url.literals[0] and url.refs[0].startswith(ENV_PREFIX):
+        return True
+    return url.source.lower().startswith(_HTTP_SCHEMES)
 
 
 def _check_queues(config: Config) -> list[Problem]:
@@ -178,6 +195,8 @@ def _pydantic_problem(source: SourceFile, error: Any) -> str:
 def _pydantic_message(error: Any) -> str:
     if error["type"] in _PYDANTIC_MESSAGES:
         return _PYDANTIC_MESSAGES[error["type"]]
+    if error["type"] == "string_too_short" and error["ctx"]["min_length"] == 1:
+        return "must not be empty"
     if error["type"] in _EXPECTED:
         value = error["input"]
         given = repr(value) if type(value) is float else json_type(value)

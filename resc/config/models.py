@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from resc.config.cases import Case
-from resc.config.patterns import Pattern, parse_pattern
+from resc.config.patterns import Pattern, parse_pattern, reference_problem
 from resc.config.regex import Regex, compile_regex
 from resc.core.keys import default_failed_queue, default_taken_queue
 
@@ -40,6 +40,9 @@ EMBEDDED_REDIS = "embedded"
 def _to_pattern(value: Any) -> Pattern:
     if not isinstance(value, str):
         raise ValueError(f"must be a string, not {json_type(value)}")
+    problem = reference_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return parse_pattern(value)
 
 
@@ -230,6 +233,15 @@ class Make(_Model):
     queue: PatternField
     set: PatternField | None = None
 
+    @field_validator("task", "queue", "set")
+    @classmethod
+    def _not_empty(cls, pattern: Pattern | None) -> Pattern | None:
+        # Redis takes an empty list name, set name or element: a typo that would push
+        # every task under one key no worker watches.
+        if pattern is not None and not pattern.source:
+            raise ValueError("must not be empty")
+        return pattern
+
 
 # The original's source names a rule's fields on_regex, fetchers and makers, with on,
 # fetch and make as aliases, and its README once spells make as todo: configs use all of
@@ -272,8 +284,8 @@ class Rule(_Model):
 
 class Watcher(_Model):
     input_queue: str = Field(min_length=1)
-    taken_queue: str = Field("", description='default: input_queue + "/taken"')
-    failed_queue: str = Field("", description='default: input_queue + "/failed"')
+    taken_queue: str = Field("", min_length=1, description='default: input_queue + "/taken"')
+    failed_queue: str = Field("", min_length=1, description='default: input_queue + "/failed"')
     batch: int = Field(100, ge=1, le=10_000, description="most events taken at once")
     concurrency: int = Field(
         1, ge=1, le=1_000, description="events of a batch processed at once (for fetches)"
