@@ -23,7 +23,7 @@ from resc.config.models import (
 )
 from resc.config.patterns import Pattern
 from resc.config.source import Loc, SourceFile, dotted, read_source
-from resc.config.text import quoted
+from resc.config.text import quoted, shown
 from resc.core.errors import ConfigError
 
 _ENV_NAME = re.compile(re.escape(ENV_PREFIX) + r"\w+")
@@ -47,7 +47,7 @@ def _check_rule(rule: Rule, loc: Loc) -> list[Problem]:
     namespaces = [f.returns for f in rule.fetch]
     for i, ns in enumerate(namespaces):
         if ns in namespaces[:i]:
-            problems.append(((*loc, "fetch", i, "returns"), f"namespace {ns!r} used twice"))
+            problems.append(((*loc, "fetch", i, "returns"), f"namespace {quoted(ns)} used twice"))
 
     def unknown(pattern: Pattern, where: Loc, allowed_ns: list[str], env: bool = False) -> None:
         for name in sorted(pattern.names):
@@ -59,7 +59,11 @@ def _check_rule(rule: Rule, loc: Loc) -> list[Problem]:
             known = [INPUT_TASK, *rule.on.group_names] + [f"{n}.*" for n in allowed_ns]
             known += [f"{ENV_PREFIX}NAME"] if env else []
             problems.append(
-                (where, f"${{{name}}} is not a variable of this rule; it has: {', '.join(known)}")
+                (
+                    where,
+                    f"{shown(f'${{{name}}}')} is not a variable of this rule; it has: "
+                    f"{shown(', '.join(known))}",
+                )
             )
 
     for i, fetch in enumerate(rule.fetch):

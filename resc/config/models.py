@@ -28,6 +28,7 @@ from pydantic_core import PydanticCustomError
 from resc.config.cases import Case
 from resc.config.patterns import Pattern, parse_pattern, reference_problem
 from resc.config.regex import Regex, compile_regex
+from resc.config.text import quoted, shown
 from resc.core.keys import default_failed_queue, default_taken_queue
 
 INPUT_TASK = "input_task"
@@ -198,9 +199,9 @@ class Fetch(_FetchSettings):
     def _valid_headers(cls, headers: dict[str, Pattern]) -> dict[str, Pattern]:
         for name, value in headers.items():
             if not _HEADER_NAME.fullmatch(name):
-                raise ValueError(f"{name!r} is not an HTTP header name")
+                raise ValueError(f"{quoted(name)} is not an HTTP header name")
             if any(b"\r" in text or b"\n" in text for text in value.literals):
-                raise ValueError(f"the value of {name} has a line break")
+                raise ValueError(f"the value of {shown(name)} has a line break")
         return headers
 
     @field_validator("body")
@@ -312,7 +313,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     """HOST:PORT (or :PORT for every interface) -> (host, port); ValueError otherwise."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"{text!r} is not HOST:PORT, for example 127.0.0.1:9090")
+        raise ValueError(f"{quoted(text)} is not HOST:PORT, for example 127.0.0.1:9090")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
