@@ -96,11 +96,16 @@ def _complement(ranges: Ranges) -> Ranges:
 
 
 def _intersection(a: Ranges, b: Ranges) -> Ranges:
-    out = []
-    for lo, hi in a:
-        for blo, bhi in b:
-            if blo <= hi and lo <= bhi:
-                out.append((max(lo, blo), min(hi, bhi)))
+    # One pass over both sorted lists: a class may hold many thousands of ranges.
+    out, i, j = [], 0, 0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if lo <= hi:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
     return _normal(out)
 
 
