@@ -368,3 +368,16 @@ def test_a_long_field_name_is_cut_in_its_path(tmp_path):
 def test_a_line_of_100000_brackets_is_a_located_error(tmp_path, line, message):
     path = write(tmp_path, one_watcher("{\n  " + line + '\n  make: { queue: "q" }\n}'))
     assert check(path) == (2, [f"error: {path}:8: {message}", f"{path}: 1 error"])
+
+
+def test_a_hint_on_a_line_of_300000_blanks_is_found_at_once(tmp_path):
+    # Blanks inside the value: a backtracking pattern over them would take minutes.
+    path = write(tmp_path, "{\n  key: x" + " " * 300_000 + "y }\n]\n")
+    code, lines = check(path)
+    start = "x" + " " * 199 + "…"
+    assert (code, lines[1]) == (
+        2,
+        f"hint: {path}:2: unquoted value '{start}' (300,004 characters) runs to the end of "
+        f"the line and keeps the '}}' meant to close the object: quote the value or put the }} "
+        f"on the next line",
+    )

@@ -81,10 +81,10 @@ def hjson_pitfalls(source: SourceFile) -> list[Finding]:
     return sorted(findings, key=lambda f: (f.line, f.text))
 
 
-# An unquoted value on one line: after `key:` at the start of a line or after `{` or
-# `,`, or an array's first item after `[`.
+# An unquoted value on one line (with its trailing blanks): after `key:` at the start
+# of a line or after `{` or `,`, or an array's first item after `[`.
 _INLINE_VALUE = re.compile(
-    r"""(?:(?:^|[{,])\s*(?:"[^"]*"|[^\s"',:{}\[\]]+)\s*:|\[)\s*([^\s"'{}\[\]#/].*?)\s*$"""
+    r"""(?:(?:^|[{,])\s*(?:"[^"]*"|[^\s"',:{}\[\]]+)\s*:|\[)\s*([^\s"'{}\[\]#/].*)$"""
 )
 
 
@@ -100,7 +100,8 @@ def syntax_hints(path: Path) -> list[Finding]:
         if line.lstrip().startswith(("#", "//")):
             continue
         match = _INLINE_VALUE.search(line)
-        message = _swallowed_bracket(match.group(1)) if match else None
+        # Trailing blanks are cut here: a lazy `.*?\s*$` takes quadratic time on them.
+        message = _swallowed_bracket(match.group(1).rstrip()) if match else None
         if message is not None:
             findings.append(Finding(number, f"{path}:{number}: {message}"))
     return findings
