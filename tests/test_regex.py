@@ -251,6 +251,9 @@ def test_swap_greedy_flag_makes_repetitions_lazy() -> None:
         ("(?i-)a", "a flag group needs flags, with at most one - before some: (?i-)"),
         ("(?)a", "a flag group needs flags: (?)"),
         ("\\x4", "invalid escape: \\x4"),
+        ("a\\C", "not an escape of the original's syntax: \\C"),
+        ("\\Q.\\E", "not an escape of the original's syntax: \\Q"),
+        ("\\012", "not an escape of the original's syntax: \\0"),
         ("\\u{110000}", "invalid escape: \\u{110000}"),
     ],
 )

@@ -372,6 +372,9 @@ class _Translator:
             code = self.code_point()
             assert code is not None
             return f"\\x{{{code:X}}}"
+        if letter in "CQE" or letter.isdigit():
+            # RE2's any byte (\C), quoting (\Q..\E) and octal (\0): errors in the original.
+            raise _error("not an escape of the original's syntax", src[start : start + 2])
         if letter == "x":
             self.code_point()  # checked here, where the message quotes the source
         else:
