@@ -146,16 +146,9 @@ def _check(config: Config) -> list[Problem]:
 # --- loading and error messages -----------------------------------------------------
 
 _PYDANTIC_MESSAGES = {"missing": "required field is missing", "extra_forbidden": "unknown field"}
-# The pydantic errors of a value of the wrong type, and what the value must be.
-_EXPECTED = {
-    "int_type": "a whole number",
-    "float_type": "a number",
-    "string_type": "a string",
-    "bool_type": "true or false",
-    "list_type": "an array",
-    "dict_type": "an object",
-    "model_type": "an object",
-}
+# The pydantic errors of a number of the wrong type (strict: a boolean or a string is no
+# number), and what the value must be.
+_EXPECTED = {"int_type": "a whole number", "float_type": "a number"}
 
 
 def _file_loc(source: SourceFile, loc: Loc) -> Loc:
