@@ -5,6 +5,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_resc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -306,4 +308,76 @@ def test_hjson_syntax_error_comes_with_a_hint_at_the_swallowed_bracket(tmp_path)
             f"next line",
             f"{path}: 1 error",
         ],
+    )
+
+
+def test_long_values_and_lines_are_cut_in_errors_and_warnings(tmp_path):
+    long = "a" * 2_000_000
+    path = write(
+        tmp_path,
+        one_watcher(f"""
+            {{
+              name: {long} # the comment
+              on: "^x"
+              fetch: [ {{ url: "{long}", returns: "r" }} ]
+              make: {{ queue: "q" }}
+            }}
+        """),
+    )
+    start = "a" * 200 + "…"
+    assert check(path) == (
+        2,
+        [
+            f"error: {path}:10: watchers[0].rules[0].fetch[0].url: '{start}' (2,000,000 "
+            f"characters) does not start with http:// or https:// (or with ${{env.NAME}}, an "
+            f"environment variable holding such a base URL)",
+            f"warning: {path}:8: watchers[0].rules[0].name: unquoted value '{start}' "
+            f"(2,000,014 characters) runs to the end of the line, so the comment '# the "
+            f"comment' is part of it: quote the value or put the comment on a line of its own",
+            f"{path}: 1 error, 1 warning",
+        ],
+    )
+
+
+def test_a_long_field_name_is_cut_in_its_path(tmp_path):
+    key = "k" * 100_000
+    path = tmp_path / "conf.json"
+    path.write_text(
+        '{"redis": {"url": "redis://x/"}, "watchers": [{"input_queue": "in", "rules": [], '
+        f'"{key}": 1}}]}}'
+    )
+    assert check(path) == (
+        2,
+        [
+            f"error: {path}:1: watchers[0].{'k' * 188}… (100,012 characters): unknown field",
+            f"{path}: 1 error",
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("make: " + "[" * 100_000, "nested too deeply: more than 100 levels of objects and arrays"),
+        (
+            'on: "' + "[" * 100_000 + '"',
+            "watchers[0].rules[0].on: invalid regex: classes nested too deeply: " + "[" * 20,
+        ),
+    ],
+)
+def test_a_line_of_100000_brackets_is_a_located_error(tmp_path, line, message):
+    path = write(tmp_path, one_watcher("{\n  " + line + '\n  make: { queue: "q" }\n}'))
+    assert check(path) == (2, [f"error: {path}:8: {message}", f"{path}: 1 error"])
+
+
+def test_a_hint_on_a_line_of_300000_blanks_is_found_at_once(tmp_path):
+    # Blanks inside the value: a backtracking pattern over them would take minutes.
+    path = write(tmp_path, "{\n  key: x" + " " * 300_000 + "y }\n]\n")
+    code, lines = check(path)
+    start = "x" + " " * 199 + "…"
+    assert (code, lines[1]) == (
+        2,
+        f"hint: {path}:2: unquoted value '{start}' (300,004 characters) runs to the end of "
+        f"the line and keeps the '}}' meant to close the object: quote the value or put the }} "
+        f"on the next line",
     )

@@ -9,7 +9,7 @@ import sys
 from tests.conftest import run_resc
 
 
-def test_schema_describes_the_config_and_accepts_todo_for_make():
+def test_schema_describes_the_config_and_accepts_every_spelling_of_a_rules_fields():
     done = run_resc("schema")
     assert (done.returncode, done.stderr) == (0, "")
     schema = json.loads(done.stdout)
@@ -20,11 +20,20 @@ def test_schema_describes_the_config_and_accepts_todo_for_make():
     )
     assert {"redis", "listener_channel", "watchers", "tests"} <= set(schema["properties"])
     rule = schema["$defs"]["Rule"]
-    assert rule["properties"]["todo"] == rule["properties"]["make"]
-    assert (rule["required"], rule["oneOf"]) == (
-        ["on"],
-        [{"required": ["make"]}, {"required": ["todo"]}],
-    )
+    properties = rule["properties"]
+    assert list(properties) == [
+        "name", "on", "fetch", "make", "on_regex", "fetchers", "makers", "todo"
+    ]  # fmt: skip
+    assert properties["on_regex"] == properties["on"]
+    assert properties["fetchers"] == properties["fetch"]
+    assert properties["makers"] == properties["todo"] == properties["make"]
+    # Each field once, under one of its spellings: `on` and `make` required.
+    assert "required" not in rule
+    assert rule["allOf"] == [
+        {"oneOf": [{"required": ["on"]}, {"required": ["on_regex"]}]},
+        {"not": {"anyOf": [{"required": ["fetch", "fetchers"]}]}},
+        {"oneOf": [{"required": ["make"]}, {"required": ["makers"]}, {"required": ["todo"]}]},
+    ]
     assert rule["additionalProperties"] is False
 
 

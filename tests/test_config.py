@@ -439,8 +439,26 @@ def test_json_syntax_error_gives_its_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "content", "problem"),
     [
-        ("deep.json", "[" * 100_000, ": nested too deeply to be a config"),
-        ("deep.hjson", "[" * 100_000, ": nested too deeply to be a config"),
+        (
+            "deep.json",
+            "[" * 100_000,
+            ":1: nested too deeply: more than 100 levels of objects and arrays",
+        ),
+        (
+            "deep.hjson",
+            "[" * 100_000,
+            ":1: nested too deeply: more than 100 levels of objects and arrays",
+        ),
+        (
+            "deep2.json",
+            '{\n  "redis": {},\n  "watchers": ' + "[" * 100_000,
+            ":3: nested too deeply: more than 100 levels of objects and arrays",
+        ),
+        (
+            "deep2.hjson",
+            "{\n  redis: {}\n  watchers: " + "[" * 100_000,
+            ":3: nested too deeply: more than 100 levels of objects and arrays",
+        ),
         (
             "comment.hjson",
             "{\n  /* never closed",
@@ -517,4 +535,286 @@ def test_a_make_name_must_be_a_string(tmp_path: Path) -> None:
 
     assert problems_of(path) == [
         f"{path}:{BODY + 2}: {RULE}.make.name: Input should be a valid string"
+    ]
+
+
+# --- the original's spellings of a rule's fields -----------------------------------
+
+
+def test_rule_fields_load_under_the_originals_field_names(tmp_path: Path) -> None:
+    path = write_rule(
+        tmp_path,
+        r"""
+        on_regex: "^job/(?P<id>\\d+)$"
+        fetchers: [ { url: "http://db/jobs/${id}", returns: "db" } ]
+        makers: [ { task: "${db.name}", queue: "q/${id}" } ]
+        """,
+    )
+    rule = load_config(path).watchers[0].rules[0]
+
+    assert rule.on.search(b"job/7") == {"id": b"7"}
+    assert [(str(f.url), f.returns) for f in rule.fetch] == [("http://db/jobs/${id}", "db")]
+    assert [(str(m.task), str(m.queue)) for m in rule.make] == [("${db.name}", "q/${id}")]
+
+
+def test_errors_are_located_under_the_spelling_the_file_uses(tmp_path: Path) -> None:
+    path = write_rule(
+        tmp_path,
+        """
+        on_regex: "a(b"
+        fetchers: [ { url: "http://a/", returns: "a", retries: -1 } ]
+        makers: { queue: "${x}" }
+        """,
+    )
+
+    assert problems_of(path) == [
+        f"{path}:{BODY}: {RULE}.on_regex: invalid regex: missing ): a(b",
+        f"{path}:{BODY + 1}: {RULE}.fetchers[0].retries: "
+        "Input should be greater than or equal to 0",
+    ]
+    path = write_rule(tmp_path, 'on_regex: "x"\nmakers: { queue: "${x}" }')
+    assert problems_of(path) == [
+        f"{path}:{BODY + 1}: {RULE}.makers.queue: ${{x}} is not a variable of this rule; "
+        "it has: input_task"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "other"),
+    [
+        ('on: "x"\non_regex: "y"\nmake: { queue: "q" }', "on_regex", "on"),
+        ('on_regex: "x"\non: "y"\nmake: { queue: "q" }', "on", "on_regex"),
+        ('fetch: []\nfetchers: []\non: "x"\nmake: { queue: "q" }', "fetchers", "fetch"),
+        ('make: { queue: "a" }\nmakers: { queue: "b" }\non: "x"', "makers", "make"),
+        ('makers: { queue: "a" }\ntodo: { queue: "b" }\non: "x"', "todo", "makers"),
+    ],
+)
+def test_two_spellings_of_one_field_in_a_rule_are_refused(
+    tmp_path: Path, body: str, field: str, other: str
+) -> None:
+    path = write_rule(tmp_path, body)
+
+    assert problems_of(path) == [
+        f"{path}:{BODY + 1}: {RULE}.{field}: the same field as {other} (line {BODY}), "
+        "spelled differently: write only one of them"
+    ]
+
+
+# --- keys written twice ------------------------------------------------------------
+
+
+def test_a_key_written_twice_in_an_hjson_object_names_both_lines(tmp_path: Path) -> None:
+    path = write_rule(
+        tmp_path,
+        """
+        on: "x"
+        make: { queue: "first" }
+        name: r
+        make: { queue: "second" }
+        """,
+    )
+
+    assert problems_of(path) == [
+        f"{path}:{BODY + 3}: {RULE}.make: written twice in one object (also on line "
+        f"{BODY + 1}): keep one of them"
+    ]
+
+
+def test_keys_written_twice_in_json_are_all_reported_in_line_order(tmp_path: Path) -> None:
+    text = (
+        '{\n "redis": {"url": "redis://x/"},\n "watchers": [\n'
+        '  {"input_queue": "a",\n   "rules": [],\n   "input_queue": "b",\n   "batch": 1,\n'
+        '   "batch": 2,\n   "batch": 3}\n ],\n "redis": {}\n}\n'
+    )
+    path = write(tmp_path, text, "conf.json")
+    twice = "written twice in one object"
+
+    assert problems_of(path) == [
+        f"{path}:6: watchers[0].input_queue: {twice} (also on line 4): keep one of them",
+        f"{path}:8: watchers[0].batch: {twice} (also on line 7): keep one of them",
+        f"{path}:9: watchers[0].batch: {twice} (also on line 7): keep one of them",
+        f"{path}:11: redis: {twice} (also on line 2): keep one of them",
+    ]
+
+
+# --- strict types ------------------------------------------------------------------
+
+STRICT = """
+{
+  redis: { url: "redis://x/" }
+  grace_period: GRACE
+  watchers: [
+    {
+      input_queue: in
+      batch: BATCH
+      rules: [
+        {
+          on: x
+          fetch: [ { url: "http://a/", returns: "a", retries: RETRIES } ]
+          make: { queue: "q" }
+        }
+      ]
+    }
+  ]
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "line", "path", "message"),
+    [
+        ("BATCH", "true", 7, "watchers[0].batch", "must be a whole number, not a boolean"),
+        ("BATCH", '"10"', 7, "watchers[0].batch", "must be a whole number, not a string"),
+        ("BATCH", "10.5", 7, "watchers[0].batch", "must be a whole number, not 10.5"),
+        ("GRACE", "true", 3, "grace_period", "must be a number, not a boolean"),
+        ("GRACE", '"10"', 3, "grace_period", "must be a number, not a string"),
+        (
+            "RETRIES",
+            '"3"',
+            11,
+            "watchers[0].rules[0].fetch[0].retries",
+            "must be a whole number, not a string",
+        ),
+    ],
+)
+def test_numbers_are_not_converted_from_booleans_or_strings(
+    tmp_path: Path, field: str, value: str, line: int, path: str, message: str
+) -> None:
+    text = STRICT.replace(field, value)
+    for name, default in (("GRACE", "5"), ("BATCH", "10"), ("RETRIES", "3")):
+        text = text.replace(name, default)
+    conf = write(tmp_path, text)
+
+    assert problems_of(conf) == [f"{conf}:{line}: {path}: {message}"]
+
+
+def test_a_whole_number_fills_a_field_of_seconds(tmp_path: Path) -> None:
+    text = STRICT.replace("GRACE", "5").replace("BATCH", "10").replace("RETRIES", "0")
+    config = load_config(write(tmp_path, text.replace('returns: "a"', 'returns: "a", timeout: 2')))
+
+    (fetch,) = config.watchers[0].rules[0].fetch
+    assert (config.grace_period, config.watchers[0].batch, fetch.retries, fetch.timeout) == (
+        5.0,
+        10,
+        0,
+        2.0,
+    )
+    assert type(config.grace_period) is float
+
+
+# --- what can never work -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("/ok?id=${p}", "'/ok?id=${p}'"),
+        ("ftp://x/${p}", "'ftp://x/${p}'"),
+        ("${p}/x", "'${p}/x'"),  # an event value is percent-encoded: never a scheme
+        ("db:80/${p}", "'db:80/${p}'"),
+    ],
+)
+def test_fetch_url_without_an_http_scheme_is_refused(tmp_path: Path, url: str, shown: str) -> None:
+    path = write_rule(
+        tmp_path,
+        f'on: "(?P<p>x)"\nfetch: [\n  {{ url: "{url}", returns: "a" }}\n]\nmake: {{ queue: "q" }}',
+    )
+
+    assert problems_of(path) == [
+        f"{path}:{BODY + 2}: {RULE}.fetch[0].url: {shown} does not start with http:// or "
+        "https:// (or with ${env.NAME}, an environment variable holding such a base URL)"
+    ]
+
+
+@pytest.mark.parametrize("url", ["HTTPS://db/${p}", "http://db/", "${env.BASE}/items/${p}"])
+def test_fetch_url_with_an_http_scheme_or_an_environment_base_loads(
+    tmp_path: Path, url: str
+) -> None:
+    path = write_rule(
+        tmp_path,
+        f'on: "(?P<p>x)"\nfetch: [ {{ url: "{url}", returns: "a" }} ]\nmake: {{ queue: "q" }}',
+    )
+
+    assert str(load_config(path).watchers[0].rules[0].fetch[0].url) == url
+
+
+@pytest.mark.parametrize("field", ["queue", "task", "set"])
+def test_an_empty_queue_task_or_set_is_refused(tmp_path: Path, field: str) -> None:
+    make = {"queue": '"q"', field: '""'}
+    path = write_rule(
+        tmp_path,
+        'on: "x"\nmake: {\n' + "\n".join(f"  {k}: {v}" for k, v in make.items()) + "\n}",
+    )
+    line = BODY + 2 + list(make).index(field)
+
+    assert problems_of(path) == [f"{path}:{line}: {RULE}.make.{field}: must not be empty"]
+
+
+@pytest.mark.parametrize("field", ["taken_queue", "failed_queue"])
+def test_an_empty_taken_or_failed_queue_is_refused(tmp_path: Path, field: str) -> None:
+    path = write(
+        tmp_path,
+        f'redis: {{ url: "redis://x/" }}\nwatchers: [\n  {{\n    input_queue: in\n'
+        f'    {field}: ""\n    rules: []\n  }}\n]\n',
+    )
+
+    assert problems_of(path) == [f"{path}:5: watchers[0].{field}: must not be empty"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("queue", "q/${p", "${ without its } at character 3: '${p'"),
+        ("set", "s/${p}/${", "${ without its } at character 8: '${'"),
+        ("task", "t/${p", "${ without its } at character 3: '${p'"),
+        (
+            "task",
+            "t/${ p }",
+            "'${ p }' at character 3 is not a reference: a name between ${ and } is made of "
+            "letters, digits, _ and .",
+        ),
+        (
+            "queue",
+            "q/${" + "x" * 50,
+            "${ without its } at character 3: '${" + "x" * 28 + "…'",
+        ),
+    ],
+)
+def test_a_dollar_brace_that_starts_no_reference_is_refused_in_a_make(
+    tmp_path: Path, field: str, value: str, message: str
+) -> None:
+    make = {"queue": '"q"', field: f'"{value}"'}
+    path = write_rule(
+        tmp_path,
+        'on: "(?P<p>x)"\nmake: {\n' + "\n".join(f"  {k}: {v}" for k, v in make.items()) + "\n}",
+    )
+    line = BODY + 2 + list(make).index(field)
+
+    assert problems_of(path) == [f"{path}:{line}: {RULE}.make.{field}: {message}"]
+
+
+def test_a_dollar_brace_without_its_brace_is_refused_in_a_fetch(tmp_path: Path) -> None:
+    path = write_rule(
+        tmp_path,
+        """
+        on: "(?P<p>x)"
+        fetch: [
+          {
+            url: "http://a/${p"
+            returns: "a"
+            method: "POST"
+            headers: { X-Id: "${p" }
+            body: '''{"id": "${p"}'''
+          }
+        ]
+        make: { queue: "q" }
+        """,
+    )
+    at = f"{RULE}.fetch[0]"
+
+    assert problems_of(path) == [
+        f"{path}:{BODY + 3}: {at}.url: ${{ without its }} at character 10: '${{p'",
+        f"{path}:{BODY + 6}: {at}.headers.X-Id: ${{ without its }} at character 1: '${{p'",
+        f"{path}:{BODY + 7}: {at}.body: '${{p\"}}' at character 9 is not a reference: a name "
+        "between ${ and } is made of letters, digits, _ and .",
     ]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from resc.config.patterns import parse_pattern
+from resc.config.patterns import parse_pattern, reference_problem
 from resc.core.errors import MissingVariable
+
+NAME_RULE = "a name between ${ and } is made of letters, digits, _ and ."
 
 
 @pytest.mark.parametrize(
@@ -48,3 +50,19 @@ def test_expand_raises_missing_variable_with_its_name() -> None:
 
     assert info.value.name == "b"
     assert str(info.value) == "variable ${b} has no value for this event"
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ("trt/${a}/${b.c} cost $5 $${a}", None),
+        ("a/${b", "${ without its } at character 3: '${b'"),
+        ("${a} ${", "${ without its } at character 6: '${'"),
+        ("${}", "'${}' at character 1 is not a reference: " + NAME_RULE),
+        ("x${a-b}", "'${a-b}' at character 2 is not a reference: " + NAME_RULE),
+    ],
+)
+def test_reference_problem_names_the_first_dollar_brace_that_starts_no_reference(
+    source: str, problem: str | None
+) -> None:
+    assert reference_problem(source) == problem

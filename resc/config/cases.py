@@ -1,8 +1,9 @@
 """The shape of a config unit test case, run by `resc test`: in a test file, or under
 `tests:` in the config itself (where the daemon ignores it).
 
-resc.config.models imports these models for its `tests:` field; they import nothing of resc, so
-that resc.ops.case_runner, which runs cases through the rules, makes no import cycle.
+resc.config.models imports these models for its `tests:` field; they import nothing of resc
+but resc.config.text, so that resc.ops.case_runner, which runs cases through the rules, makes
+no import cycle.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from resc.config.text import quoted
 
 
 def _one_or_many(value: Any) -> Any:
@@ -111,7 +114,7 @@ class Case(_Model):
     def _absolute_urls(cls, fetch: dict[str, Any]) -> dict[str, Any]:
         for url in fetch:
             if not url.startswith(("http://", "https://")):
-                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+                raise ValueError(f"{quoted(url)} is not an http:// or https:// URL")
         return fetch
 
     @model_validator(mode="after")

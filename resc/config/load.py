@@ -12,12 +12,22 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from resc.config.models import ENV_PREFIX, INPUT_TASK, Config, Rule
+from resc.config.models import (
+    ENV_PREFIX,
+    INPUT_TASK,
+    SPELLED_TWICE,
+    SPELLINGS,
+    Config,
+    Rule,
+    json_type,
+)
 from resc.config.patterns import Pattern
-from resc.config.source import Loc, SourceFile, read_source
+from resc.config.source import Loc, SourceFile, dotted, read_source
+from resc.config.text import quoted, shown
 from resc.core.errors import ConfigError
 
 _ENV_NAME = re.compile(re.escape(ENV_PREFIX) + r"\w+")
+_HTTP_SCHEMES = ("http://", "https://")
 
 # --- checks that tie fields together ------------------------------------------------
 
@@ -37,7 +47,7 @@ def _check_rule(rule: Rule, loc: Loc) -> list[Problem]:
     namespaces = [f.returns for f in rule.fetch]
     for i, ns in enumerate(namespaces):
         if ns in namespaces[:i]:
-            problems.append(((*loc, "fetch", i, "returns"), f"namespace {ns!r} used twice"))
+            problems.append(((*loc, "fetch", i, "returns"), f"namespace {quoted(ns)} used twice"))
 
     def unknown(pattern: Pattern, where: Loc, allowed_ns: list[str], env: bool = False) -> None:
         for name in sorted(pattern.names):
@@ -49,11 +59,23 @@ def _check_rule(rule: Rule, loc: Loc) -> list[Problem]:
             known = [INPUT_TASK, *rule.on.group_names] + [f"{n}.*" for n in allowed_ns]
             known += [f"{ENV_PREFIX}NAME"] if env else []
             problems.append(
-                (where, f"${{{name}}} is not a variable of this rule; it has: {', '.join(known)}")
+                (
+                    where,
+                    f"{shown(f'${{{name}}}')} is not a variable of this rule; it has: "
+                    f"{shown(', '.join(known))}",
+                )
             )
 
     for i, fetch in enumerate(rule.fetch):
         at: Loc = (*loc, "fetch", i)
+        if not _http_url(fetch.url):
+            problems.append(
+                (
+                    (*at, "url"),
+                    f"{quoted(fetch.url.source)} does not start with http:// or https:// (or "
+                    f"with ${{env.NAME}}, an environment variable holding such a base URL)",
+                )
+            )
         unknown(fetch.url, (*at, "url"), [], env=True)
         for header, value in fetch.headers.items():
             unknown(value, (*at, "headers", header), [], env=True)
@@ -84,6 +106,14 @@ def _check_rule(rule: Rule, loc: Loc) -> list[Problem]:
     return problems
 
 
+def _http_url(url: Pattern) -> bool:
+    """Whether `url` can give an http or https URL. A base URL may come from the
+    environment; event values are percent-encoded, so they can never give the scheme."""
+    if url.refs and not url.literals[0] and url.refs[0].startswith(ENV_PREFIX):
+        return True
+    return url.source.lower().startswith(_HTTP_SCHEMES)
+
+
 def _check_queues(config: Config) -> list[Problem]:
     problems: list[Problem] = []
     owner: dict[str, Loc] = {}
@@ -96,7 +126,7 @@ def _check_queues(config: Config) -> list[Problem]:
                 problems.append(
                     (
                         loc,
-                        f"{name!r} is already {_path(other)}: each watcher "
+                        f"{quoted(name)} is already {dotted(other)}: each watcher "
                         f"needs its own input, taken and failed queues",
                     )
                 )
@@ -116,41 +146,58 @@ def _check(config: Config) -> list[Problem]:
 # --- loading and error messages -----------------------------------------------------
 
 _PYDANTIC_MESSAGES = {"missing": "required field is missing", "extra_forbidden": "unknown field"}
-
-
-def _path(loc: Loc) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
+# The pydantic errors of a number of the wrong type (strict: a boolean or a string is no
+# number), and what the value must be.
+_EXPECTED = {"int_type": "a whole number", "float_type": "a number"}
 
 
 def _file_loc(source: SourceFile, loc: Loc) -> Loc:
-    """The loc as the file spells it: alias names, and no [0] for a single `make` object."""
+    """The loc as the file spells it: a rule's fields as written (`makers`, `todo`...),
+    and no [0] for a single `make` object."""
     out: list[str | int] = []
     for part in loc:
-        if (
-            part == "make"
-            and "make" not in (source.value_at(tuple(out)) or {})
-            and "todo" in (source.value_at(tuple(out)) or {})
-        ):
-            part = "todo"
-        if isinstance(part, int) and isinstance(source.value_at(tuple(out)), dict):
+        parent = source.value_at(tuple(out))
+        if _is_rule_loc(out) and isinstance(parent, dict) and part in SPELLINGS:
+            part = next((s for s in SPELLINGS[part] if s in parent), part)
+        if isinstance(part, int) and isinstance(parent, dict):
             continue
         out.append(part)
     return tuple(out)
+
+
+def _is_rule_loc(loc: list[str | int]) -> bool:
+    return len(loc) == 4 and loc[0] == "watchers" and loc[2] == "rules"
 
 
 def _located(source: SourceFile, loc: Loc, message: str) -> str:
     loc = _file_loc(source, loc)
     line = source.line_of(loc)
     where = f"{source.path}:{line}" if line else str(source.path)
-    return f"{where}: {_path(loc)}: {message}" if loc else f"{where}: {message}"
+    return f"{where}: {dotted(loc)}: {message}" if loc else f"{where}: {message}"
+
+
+def _pydantic_problem(source: SourceFile, error: Any) -> str:
+    loc = tuple(error["loc"])
+    if error["type"] == SPELLED_TWICE:
+        other = error["ctx"]["other"]
+        return _located(
+            source,
+            (*loc, error["ctx"]["field"]),
+            f"the same field as {other} (line {source.line_of((*loc, other))}), spelled "
+            f"differently: write only one of them",
+        )
+    return _located(source, loc, _pydantic_message(error))
 
 
 def _pydantic_message(error: Any) -> str:
     if error["type"] in _PYDANTIC_MESSAGES:
         return _PYDANTIC_MESSAGES[error["type"]]
+    if error["type"] == "string_too_short" and error["ctx"]["min_length"] == 1:
+        return "must not be empty"
+    if error["type"] in _EXPECTED:
+        value = error["input"]
+        given = repr(value) if type(value) is float else json_type(value)
+        return f"must be {_EXPECTED[error['type']]}, not {given}"
     message: str = error["msg"]
     return re.sub(r"^(Value|Assertion) error, ", "", message)
 
@@ -163,12 +210,12 @@ def located(source: SourceFile, loc: Loc, message: str) -> str:
 
 def field_path(source: SourceFile, loc: Loc) -> str:
     """The model path `loc` as the file spells it: `watchers[0].rules[1].todo.queue`."""
-    return _path(_file_loc(source, loc))
+    return dotted(_file_loc(source, loc))
 
 
 def validation_problems(source: SourceFile, exc: ValidationError) -> list[str]:
     """pydantic's errors for data read from `source`, one located message each."""
-    return [_located(source, tuple(e["loc"]), _pydantic_message(e)) for e in exc.errors()]
+    return [_pydantic_problem(source, e) for e in exc.errors()]
 
 
 def config_from_source(source: SourceFile) -> Config:

@@ -23,10 +23,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from resc.config.cases import Case
-from resc.config.patterns import Pattern, parse_pattern
+from resc.config.patterns import Pattern, parse_pattern, reference_problem
 from resc.config.regex import Regex, compile_regex
+from resc.config.text import quoted, shown
 from resc.core.keys import default_failed_queue, default_taken_queue
 
 INPUT_TASK = "input_task"
@@ -38,19 +40,24 @@ EMBEDDED_REDIS = "embedded"
 
 def _to_pattern(value: Any) -> Pattern:
     if not isinstance(value, str):
-        raise ValueError(f"must be a string, not {_json_type(value)}")
+        raise ValueError(f"must be a string, not {json_type(value)}")
+    problem = reference_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return parse_pattern(value)
 
 
 def _to_regex(value: Any) -> Regex:
     if not isinstance(value, str):
-        raise ValueError(f"must be a string, not {_json_type(value)}")
+        raise ValueError(f"must be a string, not {json_type(value)}")
     return compile_regex(value)
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON name of a value's type, with its article: "a number", "an object"."""
     names = {
         bool: "a boolean",
+        str: "a string",
         int: "a number",
         float: "a number",
         list: "an array",
@@ -79,7 +86,12 @@ RegexField = Annotated[
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    # strict: no conversion between types, so `batch: true`, `retries: "3"` or
+    # `grace_period: true` are errors (as for the JSON schema), not 1, 3 and 1.0. A number
+    # still fills a float field: Hjson and JSON read 10 as an int.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, arbitrary_types_allowed=True, strict=True
+    )
 
 
 class RedisConfig(_Model):
@@ -187,9 +199,9 @@ class Fetch(_FetchSettings):
     def _valid_headers(cls, headers: dict[str, Pattern]) -> dict[str, Pattern]:
         for name, value in headers.items():
             if not _HEADER_NAME.fullmatch(name):
-                raise ValueError(f"{name!r} is not an HTTP header name")
+                raise ValueError(f"{quoted(name)} is not an HTTP header name")
             if any(b"\r" in text or b"\n" in text for text in value.literals):
-                raise ValueError(f"the value of {name} has a line break")
+                raise ValueError(f"the value of {shown(name)} has a line break")
         return headers
 
     @field_validator("body")
@@ -225,22 +237,59 @@ class Make(_Model):
     queue: PatternField
     set: PatternField | None = None
 
+    @field_validator("task", "queue", "set")
+    @classmethod
+    def _not_empty(cls, pattern: Pattern | None) -> Pattern | None:
+        # Redis takes an empty list name, set name or element: a typo that would push
+        # every task under one key no worker watches.
+        if pattern is not None and not pattern.source:
+            raise ValueError("must not be empty")
+        return pattern
+
+
+# The original's source names a rule's fields on_regex, fetchers and makers, with on,
+# fetch and make as aliases, and its README once spells make as todo: configs use all of
+# them. The first spelling of each is the field's name here.
+SPELLINGS = {
+    "on": ("on", "on_regex"),
+    "fetch": ("fetch", "fetchers"),
+    "make": ("make", "makers", "todo"),
+}
+# The pydantic error type of a rule that spells one field twice; its context names the
+# later spelling (`field`) and the earlier one (`other`), so that the loader can locate it.
+SPELLED_TWICE = "spelled_twice"
+
 
 class Rule(_Model):
     name: str = DEFAULT_RULE_NAME
-    on: RegexField
-    fetch: list[Fetch] = []
+    on: RegexField = Field(validation_alias=AliasChoices(*SPELLINGS["on"]))
+    fetch: list[Fetch] = Field([], validation_alias=AliasChoices(*SPELLINGS["fetch"]))
     make: Annotated[
         list[Make],
         BeforeValidator(_one_or_many, json_schema_input_type=Make | list[Make]),
-        Field(min_length=1, validation_alias=AliasChoices("make", "todo")),
+        Field(min_length=1, validation_alias=AliasChoices(*SPELLINGS["make"])),
     ]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_spelling(cls, data: Any) -> Any:
+        """Two spellings of one field would leave one of them silently unused."""
+        if isinstance(data, Mapping):
+            for spellings in SPELLINGS.values():
+                written = [key for key in data if key in spellings]
+                if len(written) > 1:
+                    raise PydanticCustomError(
+                        SPELLED_TWICE,
+                        "{field} is another spelling of {other}: write only one of them",
+                        {"field": written[1], "other": written[0]},
+                    )
+        return data
 
 
 class Watcher(_Model):
     input_queue: str = Field(min_length=1)
-    taken_queue: str = Field("", description='default: input_queue + "/taken"')
-    failed_queue: str = Field("", description='default: input_queue + "/failed"')
+    taken_queue: str = Field("", min_length=1, description='default: input_queue + "/taken"')
+    failed_queue: str = Field("", min_length=1, description='default: input_queue + "/failed"')
     batch: int = Field(100, ge=1, le=10_000, description="most events taken at once")
     concurrency: int = Field(
         1, ge=1, le=1_000, description="events of a batch processed at once (for fetches)"
@@ -267,7 +316,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     """HOST:PORT (or :PORT for every interface) -> (host, port); ValueError otherwise."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"{text!r} is not HOST:PORT, for example 127.0.0.1:9090")
+        raise ValueError(f"{quoted(text)} is not HOST:PORT, for example 127.0.0.1:9090")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 

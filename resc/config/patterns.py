@@ -1,8 +1,10 @@
 """Patterns: strings with `${name}` references, expanded with an event's variables.
 
 Names are made of word characters and dots (`process_id`, `input_task`, `db.id`).
-Anything else, a lone `$` or an unclosed `${`, is literal text, as in the original.
-Variables are bytes, so events and tasks never pass through a decode/encode round trip.
+A lone `$` is literal text. The original also kept a `${` that starts no reference (no
+`}`, or no name before it) as text; the config refuses it (`reference_problem`), since it
+is a typo far more often than a wanted `${`. Variables are bytes, so events and tasks
+never pass through a decode/encode round trip.
 """
 
 from __future__ import annotations
@@ -16,6 +18,35 @@ from typing import Any
 from resc.core.errors import MissingVariable
 
 _REFERENCE = re.compile(r"\$\{([\w.]+)\}")
+_OPENING = re.compile(r"\$\{")
+# How much of the text after a bad `${` a message shows.
+_SHOWN_AFTER = 30
+
+
+def reference_problem(source: str) -> str | None:
+    """What is wrong with the first `${` of `source` that starts no `${name}`, or None."""
+    for opening in _OPENING.finditer(source):
+        at = opening.start()
+        if _REFERENCE.match(source, at):
+            continue
+        close = source.find("}", at)
+        if close < 0:
+            shown = source[at : at + _SHOWN_AFTER] + (
+                "…" if len(source) > at + _SHOWN_AFTER else ""
+            )
+            return f"${{ without its }} at character {at + 1}: {shown!r}"
+        written = source[at : close + 1]
+        if len(written) > _SHOWN_AFTER:
+            written = written[:_SHOWN_AFTER] + "…"
+        return (
+            f"{written!r} at character {at + 1} is not a reference: a name between ${{ and }} "
+            f"is made of letters, digits, _ and ."
+        )
+    return None
+
+
+def _start(text: str) -> str:
+    return text if len(text) <= _SHOWN_AFTER else text[:_SHOWN_AFTER] + "…"
 
 
 @dataclass(frozen=True, eq=False, slots=True)

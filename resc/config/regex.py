@@ -1,9 +1,9 @@
 """Rule regexes: the original's syntax (Rust's regex crate) on google-re2.
 
-Both engines run in linear time and share most of their syntax. Where they differ in
-meaning, the pattern is translated before compiling: RE2's `\\w`, `\\d` and `\\s` are
-ASCII-only, the original's are Unicode-aware, so they become Unicode classes here.
-`\\b` stays ASCII-only (RE2 cannot express a Unicode word boundary).
+Both engines run in linear time and share most of their syntax; resc.config.regex_syntax
+rewrites what differs in meaning (Unicode-aware `\\w`, `\\d`, `\\s`, nested classes
+and their set operations, verbose mode...) before compiling. `\\b` stays ASCII-only (RE2
+cannot express a Unicode word boundary).
 """
 
 from __future__ import annotations
@@ -14,77 +14,11 @@ from typing import Any
 
 import re2
 
-# Rust's \w is [\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}]; RE2 knows no
-# \p{Alphabetic}, whose members outside \p{M} are \p{L} and \p{Nl}.
-_WORD = r"\p{L}\p{Nl}\p{M}\p{Nd}\p{Pc}\x{200C}\x{200D}"
-_DIGIT = r"\p{Nd}"
-# Rust's \s is \p{White_Space}.
-_SPACE = (
-    r"\t\n\x0B\f\r \x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}"
-)
-
-_OUTSIDE_CLASS = {
-    "w": f"[{_WORD}]",
-    "W": f"[^{_WORD}]",
-    "d": _DIGIT,
-    "D": r"\P{Nd}",
-    "s": f"[{_SPACE}]",
-    "S": f"[^{_SPACE}]",
-}
-_INSIDE_CLASS = {"w": _WORD, "d": _DIGIT, "D": r"\P{Nd}", "s": _SPACE}
+from resc.config.regex_syntax import Translation, translation
+from resc.config.text import shown
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # errors are reported through the exception, not stderr
-
-
-def translate(pattern: str) -> str:
-    """Rewrite the original's regex syntax into RE2 syntax with the same meaning."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    in_class = False
-    while i < n:
-        ch = pattern[i]
-        if ch == "\\" and i + 1 < n:
-            nxt = pattern[i + 1]
-            if nxt in "pPx" and i + 2 < n and pattern[i + 2] == "{":
-                end = pattern.find("}", i + 2)
-                end = n - 1 if end < 0 else end
-                out.append(pattern[i : end + 1])
-                i = end + 1
-                continue
-            if in_class and nxt in "WS":
-                raise ValueError(
-                    f"\\{nxt} inside a character class is not supported: "
-                    f"write the negated class [^...] instead"
-                )
-            table = _INSIDE_CLASS if in_class else _OUTSIDE_CLASS
-            out.append(table.get(nxt, pattern[i : i + 2]))
-            i += 2
-            continue
-        if in_class:
-            if ch == "[" and pattern.startswith("[:", i):
-                end = pattern.find(":]", i + 2)
-                if end >= 0:
-                    out.append(pattern[i : end + 2])
-                    i = end + 2
-                    continue
-            if ch == "]":
-                in_class = False
-        elif ch == "[":
-            in_class = True
-            out.append(ch)
-            i += 1
-            # A ']' right after '[' or '[^' is a literal, not the end of the class.
-            if pattern.startswith("^", i):
-                out.append("^")
-                i += 1
-            if pattern.startswith("]", i):
-                out.append("]")
-                i += 1
-            continue
-        out.append(ch)
-        i += 1
-    return "".join(out)
 
 
 # google-re2's Python wrapper builds a generator and a match object for every search,
@@ -122,12 +56,17 @@ class Regex:
 
 
 def compile_regex(source: str) -> Regex:
-    """Compile a rule's `on` regex; ValueError with RE2's reason when it is invalid."""
-    translated = translate(source).encode("utf-8")
+    """Compile a rule's `on` regex; ValueError with the reason when it is invalid, quoting
+    the regex as written (never its translation)."""
+    try:
+        rewritten = translation(source)
+    except ValueError as exc:
+        raise ValueError(f"invalid regex: {exc}") from None
+    translated = rewritten.text.encode("utf-8")
     try:
         compiled = re2.compile(translated, _OPTIONS)
     except re2.error as exc:
-        raise ValueError(f"invalid regex: {_reason(exc)}") from None
+        raise ValueError(f"invalid regex: {_reason(exc, rewritten)}") from None
     named = tuple(
         sorted((index, name.decode("utf-8")) for name, index in compiled.groupindex.items())
     )
@@ -141,9 +80,15 @@ def compile_regex(source: str) -> Regex:
     )
 
 
-def _reason(exc: re2.error) -> str:
+def _reason(exc: re2.error, rewritten: Translation) -> str:
+    """RE2's reason, `what: part of the pattern`, with that part as the user wrote it."""
     reason = exc.args[0] if exc.args else "invalid regex"
-    return reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+    text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+    what, sep, part = text.partition(": ")
+    at = rewritten.text.find(part) if sep else -1
+    if at < 0 or not part:
+        return f"{what}: {shown(rewritten.source)}"
+    return f"{what}: {shown(rewritten.written(at, at + len(part)))}"
 
 
 class RegexSet:

@@ -16,25 +16,58 @@ import hjson
 from hjson.decoder import JSONArray, JSONObject, getNext
 from hjson.scanner import linecol
 
+from resc.config.text import shown
 from resc.core.errors import ConfigError
 
 Loc = tuple[str | int, ...]
 FORMATS = (".hjson", ".json")
+# Deepest nesting of objects and arrays read. hjson parses by recursion, and a config
+# needs a handful of levels; past this, a file is refused at the line where it gets too
+# deep, before Python's recursion limit would end the parse with no line at all.
+MAX_DEPTH = 100
+
+
+def dotted(loc: Loc) -> str:
+    """A loc as a field path: `watchers[0].rules[1].make.queue`."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return shown(out)
 
 
 class _Node:
-    """A parsed object or array, with the start offset of each of its values."""
+    """A parsed object or array, with the start offset of each of its values, and for an
+    object the keys written more than once: (key, offset of the first value, offset of
+    the repeated one)."""
 
-    __slots__ = ("offsets", "value")
+    __slots__ = ("offsets", "repeated", "value")
 
-    def __init__(self, value: Any, offsets: dict[str | int, int]) -> None:
+    def __init__(
+        self,
+        value: Any,
+        offsets: dict[str | int, int],
+        repeated: tuple[tuple[str, int, int], ...] = (),
+    ) -> None:
         self.value = value
         self.offsets = offsets
+        self.repeated = repeated
+
+
+class _TooDeep(Exception):
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
 
 
 class _LocatingDecoder(hjson.HjsonDecoder):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
+        depth = 0
+
+        def enter(state: Any) -> None:
+            nonlocal depth
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _TooDeep(state[1])
 
         def parse_object(
             state: Any,
@@ -46,6 +79,7 @@ class _LocatingDecoder(hjson.HjsonDecoder):  # type: ignore[misc]
             memo: Any = None,
             without_braces: bool = False,
         ) -> Any:
+            nonlocal depth
             starts: list[int] = []
 
             def scan_value(s: str, idx: int) -> Any:
@@ -53,21 +87,37 @@ class _LocatingDecoder(hjson.HjsonDecoder):  # type: ignore[misc]
                 return scan_once(s, idx)
 
             def make(pairs: list[tuple[str, Any]]) -> _Node:
-                offsets: dict[str | int, int] = {
-                    key: start for (key, _), start in zip(pairs, starts, strict=True)
-                }
-                return _Node(dict(pairs), offsets)
+                offsets: dict[str | int, int] = {}
+                repeated: list[tuple[str, int, int]] = []
+                for (key, _), start in zip(pairs, starts, strict=True):
+                    if key in offsets:
+                        repeated.append((key, offsets[key], start))
+                    else:
+                        offsets[key] = start
+                # The value kept for a repeated key does not matter: the file is refused.
+                return _Node(dict(pairs), offsets, tuple(repeated))
 
-            return JSONObject(state, encoding, strict, scan_value, None, make, memo, without_braces)
+            enter(state)
+            try:
+                return JSONObject(
+                    state, encoding, strict, scan_value, None, make, memo, without_braces
+                )
+            finally:
+                depth -= 1
 
         def parse_array(state: Any, scan_once: Any) -> Any:
+            nonlocal depth
             starts: list[int] = []
 
             def scan_value(s: str, idx: int) -> Any:
                 starts.append(idx)
                 return scan_once(s, idx)
 
-            values, end = JSONArray(state, scan_value)
+            enter(state)
+            try:
+                values, end = JSONArray(state, scan_value)
+            finally:
+                depth -= 1
             return _Node(values, dict(enumerate(starts))), end
 
         self.parse_object = parse_object
@@ -75,16 +125,39 @@ class _LocatingDecoder(hjson.HjsonDecoder):  # type: ignore[misc]
         self.scan_once, self.scan_object_once = hjson.decoder.make_scanner(self)
 
 
-def _unwrap(node: Any, text: str, loc: Loc, lines: dict[Loc, int], quoteless: set[Loc]) -> Any:
-    if not isinstance(node, _Node):
-        return node
-    for key, offset in node.offsets.items():
-        lines[(*loc, key)] = linecol(text, offset)[0]
-        if isinstance(node.value[key], str) and text[offset] not in "\"'":
-            quoteless.add((*loc, key))
-    if isinstance(node.value, dict):
-        return {k: _unwrap(v, text, (*loc, k), lines, quoteless) for k, v in node.value.items()}
-    return [_unwrap(v, text, (*loc, i), lines, quoteless) for i, v in enumerate(node.value)]
+class _Unwrapped:
+    """What unwrapping the parsed nodes finds: the line of every value, the unquoted
+    strings, and the keys written twice in one object (as located messages)."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.text = text
+        self.lines: dict[Loc, int] = {}
+        self.quoteless: set[Loc] = set()
+        self.repeated: list[tuple[int, str]] = []
+
+    def line(self, offset: int) -> int:
+        return int(linecol(self.text, offset)[0])
+
+    def unwrap(self, node: Any, loc: Loc) -> Any:
+        if not isinstance(node, _Node):
+            return node
+        for key, offset in node.offsets.items():
+            self.lines[(*loc, key)] = self.line(offset)
+            if isinstance(node.value[key], str) and self.text[offset] not in "\"'":
+                self.quoteless.add((*loc, key))
+        for key, first, again in node.repeated:
+            line = self.line(again)
+            self.repeated.append(
+                (
+                    line,
+                    f"{self.path}:{line}: {dotted((*loc, key))}: written twice in one object "
+                    f"(also on line {self.line(first)}): keep one of them",
+                )
+            )
+        if isinstance(node.value, dict):
+            return {k: self.unwrap(v, (*loc, k)) for k, v in node.value.items()}
+        return [self.unwrap(v, (*loc, i)) for i, v in enumerate(node.value)]
 
 
 class SourceFile:
@@ -163,14 +236,19 @@ def read_source(path: Path) -> SourceFile:
         except json.JSONDecodeError as exc:
             raise ConfigError([f"{path}:{exc.lineno}: invalid JSON: {exc.msg}"]) from None
         except RecursionError:
-            raise ConfigError([f"{path}: nested too deeply to be a config"]) from None
+            pass  # the parse below says at which line
     try:
         root = _LocatingDecoder().decode(text)
     except hjson.HjsonDecodeError as exc:
         line, message = _hjson_problem(exc)
         raise ConfigError([f"{path}:{line}: invalid Hjson: {message}"]) from None
-    except RecursionError:
-        raise ConfigError([f"{path}: nested too deeply to be a config"]) from None
+    except _TooDeep as exc:
+        raise ConfigError(
+            [
+                f"{path}:{linecol(text, exc.offset)[0]}: nested too deeply: more than "
+                f"{MAX_DEPTH} levels of objects and arrays"
+            ]
+        ) from None
     except IndexError:  # how hjson 3.1.0 fails at the end of an unclosed /* or '''
         last_line = text.count("\n") + 1
         raise ConfigError(
@@ -179,7 +257,9 @@ def read_source(path: Path) -> SourceFile:
     # The root's own line, for the fields missing from it: where hjson found it, after
     # a BOM, blanks and comments.
     root_start = getNext(text, 1 if text.startswith("\ufeff") else 0)[1]
-    lines: dict[Loc, int] = {(): linecol(text, root_start)[0]}
-    quoteless: set[Loc] = set()
-    data = _unwrap(root, text, (), lines, quoteless)
-    return SourceFile(path, data, lines, frozenset(quoteless))
+    found = _Unwrapped(path, text)
+    found.lines[()] = found.line(root_start)
+    data = found.unwrap(root, ())
+    if found.repeated:
+        raise ConfigError([message for _, message in sorted(found.repeated)])
+    return SourceFile(path, data, found.lines, frozenset(found.quoteless))

@@ -28,6 +28,7 @@ from pathlib import Path
 from resc.config.load import field_path, located
 from resc.config.models import Config, Make, Rule
 from resc.config.source import Loc, SourceFile
+from resc.config.text import quoted, shown
 from resc.core.keys import failed_reasons
 
 
@@ -47,13 +48,14 @@ def _pitfall(value: str) -> str | None:
     comment = _COMMENT.search(value)
     if comment:
         return (
-            f"unquoted value {value!r} runs to the end of the line, so the comment "
-            f"{value[comment.start() + 1 :]!r} is part of it: quote the value or put the "
+            f"unquoted value {quoted(value)} runs to the end of the line, so the comment "
+            f"{quoted(value[comment.start() + 1 :])} is part of it: quote the value or put the "
             f"comment on a line of its own"
         )
     if value.endswith(","):
         return (
-            f"unquoted value {value!r} keeps its trailing comma: quote the value or drop the comma"
+            f"unquoted value {quoted(value)} keeps its trailing comma: quote the value or "
+            f"drop the comma"
         )
     return _swallowed_bracket(value)
 
@@ -62,7 +64,7 @@ def _swallowed_bracket(value: str) -> str | None:
     last = value[-1:]
     if last in _CLOSING and value.count(last) > value.count(_CLOSING[last]):
         return (
-            f"unquoted value {value!r} runs to the end of the line and keeps the {last!r} "
+            f"unquoted value {quoted(value)} runs to the end of the line and keeps the {last!r} "
             f"meant to close the {'object' if last == '}' else 'array'}: quote the value "
             f"or put the {last} on the next line"
         )
@@ -79,10 +81,10 @@ def hjson_pitfalls(source: SourceFile) -> list[Finding]:
     return sorted(findings, key=lambda f: (f.line, f.text))
 
 
-# An unquoted value on one line: after `key:` at the start of a line or after `{` or
-# `,`, or an array's first item after `[`.
+# An unquoted value on one line (with its trailing blanks): after `key:` at the start
+# of a line or after `{` or `,`, or an array's first item after `[`.
 _INLINE_VALUE = re.compile(
-    r"""(?:(?:^|[{,])\s*(?:"[^"]*"|[^\s"',:{}\[\]]+)\s*:|\[)\s*([^\s"'{}\[\]#/].*?)\s*$"""
+    r"""(?:(?:^|[{,])\s*(?:"[^"]*"|[^\s"',:{}\[\]]+)\s*:|\[)\s*([^\s"'{}\[\]#/].*)$"""
 )
 
 
@@ -98,7 +100,8 @@ def syntax_hints(path: Path) -> list[Finding]:
         if line.lstrip().startswith(("#", "//")):
             continue
         match = _INLINE_VALUE.search(line)
-        message = _swallowed_bracket(match.group(1)) if match else None
+        # Trailing blanks are cut here: a lazy `.*?\s*$` takes quadratic time on them.
+        message = _swallowed_bracket(match.group(1).rstrip()) if match else None
         if message is not None:
             findings.append(Finding(number, f"{path}:{number}: {message}"))
     return findings
@@ -157,8 +160,8 @@ class _Linter:
                     )
                 else:
                     message = (
-                        f"same regex as rules[{same[0]}] ({watcher.rules[same[0]].name}): every "
-                        f"matching rule applies, so these two always fire together"
+                        f"same regex as rules[{same[0]}] ({shown(watcher.rules[same[0]].name)}): "
+                        f"every matching rule applies, so these two always fire together"
                     )
                 self.warn(("watchers", w, "rules", j, "on"), message)
 
@@ -174,16 +177,16 @@ class _Linter:
             if name in queues:
                 self.warn(
                     (*loc, "set"),
-                    f"{name!r} is also a queue ({self.path(queues[name])}.queue): a key cannot "
-                    f"be both a list and a sorted set; events that use both fail",
+                    f"{quoted(name)} is also a queue ({self.path(queues[name])}.queue): a key "
+                    f"cannot be both a list and a sorted set; events that use both fail",
                 )
             queue, where = first_queue.setdefault(name, (make.queue.source, loc))
             if queue != make.queue.source:
                 self.warn(
                     (*loc, "set"),
-                    f"set {name!r} is also used with queue {queue!r} ({self.path(where)}): a "
-                    f"task waiting in one of the queues is not pushed to the other; give each "
-                    f"queue its own set",
+                    f"set {quoted(name)} is also used with queue {quoted(queue)} "
+                    f"({self.path(where)}): a task waiting in one of the queues is not pushed to "
+                    f"the other; give each queue its own set",
                 )
 
     def own_keys(self) -> None:
@@ -199,7 +202,7 @@ class _Linter:
                     taken,
                     "taken queue",
                     f"a task there is taken for an event being processed, and moved to "
-                    f"{input_queue!r} when that watcher starts",
+                    f"{quoted(input_queue)} when that watcher starts",
                 ),
                 (failed, "failed queue", "a task there is taken for an event that failed"),
                 (
@@ -219,7 +222,7 @@ class _Linter:
                     message = f"is this watcher's own {role}: events that push there fail"
                 else:
                     message = f"is the {role} of watchers[{w}]: {effect}"
-                self.warn((*loc, field), f"{pattern.source!r} {message}")
+                self.warn((*loc, field), f"{quoted(pattern.source)} {message}")
 
     def loops(self) -> None:
         inputs = {watcher.input_queue: t for t, watcher in enumerate(self.config.watchers)}
@@ -240,7 +243,8 @@ class _Linter:
                 continue
             reported.update(s for s in steps if _on_same_loop(step, s, follows))
             route = " -> ".join(
-                f"{self.path(s.loc)} -> {self.config.watchers[s.target].input_queue}" for s in cycle
+                f"{self.path(s.loc)} -> {shown(self.config.watchers[s.target].input_queue)}"
+                for s in cycle
             )
             if any(self._rule(s).make[s.make].task.refs for s in cycle):
                 why = (
