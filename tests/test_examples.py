@@ -7,10 +7,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import hjson
 import pytest
@@ -161,9 +163,11 @@ def example(request: pytest.FixtureRequest) -> Example:
 
 
 class Running:
-    """An example worker in a child process."""
+    """An example worker in a child process, its output read by threads: stderr at once,
+    stdout at once too unless `read_stdout=False` (then its pipe fills, and the worker
+    waits in the middle of a task, until read_stdout())."""
 
-    def __init__(self, example: Example, url: str) -> None:
+    def __init__(self, example: Example, url: str, read_stdout: bool = True) -> None:
         self.example = example
         self.process = subprocess.Popen(
             [*example.command, url, "plantA"],
@@ -172,31 +176,55 @@ class Running:
             text=True,
             cwd=example.cwd,
         )
+        self._out: list[str] = []
+        self._err: list[str] = []
+        self._readers: list[threading.Thread] = []
+        self._read(self.process.stderr, self._err)
+        if read_stdout:
+            self.read_stdout()
+
+    def _read(self, stream: IO[str] | None, into: list[str]) -> None:
+        reader = threading.Thread(target=lambda: into.extend(stream or ()), daemon=True)
+        reader.start()
+        self._readers.append(reader)
+
+    def read_stdout(self) -> None:
+        self._read(self.process.stdout, self._out)
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def stderr(self) -> str:
+        """What it has written to stderr so far."""
+        return "".join(self._err)
 
     def stop(self) -> tuple[list[str], str, int]:
         """Its stdout lines (sorted), stderr and exit status, after its stop signal."""
         if self.alive():
             self.process.send_signal(self.example.stop_signal)
-        out, err = self.process.communicate(timeout=15)
-        return sorted(out.splitlines()), err, self.process.returncode
+        self.process.wait(timeout=15)
+        for reader in self._readers:
+            reader.join(timeout=5)
+        return (
+            sorted(line.rstrip("\n") for line in self._out),
+            "".join(self._err),
+            self.process.returncode,
+        )
 
 
 @pytest.fixture
-def start_worker(example: Example) -> Iterator[Callable[[str], Running]]:
+def start_worker(example: Example) -> Iterator[Callable[..., Running]]:
     started: list[Running] = []
 
-    def start(url: str) -> Running:
-        started.append(Running(example, url))
+    def start(url: str, read_stdout: bool = True) -> Running:
+        started.append(Running(example, url, read_stdout))
         return started[-1]
 
     yield start
     for worker in started:
         if worker.alive():
             worker.process.kill()
-            worker.process.communicate()
+            worker.process.wait()
 
 
 def notices(r: redis.Redis) -> list[str]:
@@ -227,6 +255,39 @@ def test_worker_idles_and_waits_out_a_restart(start_worker, restartable_redis):
     tasks = [f"trt/plantA/{n}" for n in ("1", "2", "in-hand", "3", "4")]
     assert notices(r) == sorted(tasks)
     assert out == working(*tasks)
+    assert drained(r, QUEUE, TAKEN)
+
+
+# Node.js never waits on a full pipe (it keeps what it cannot write yet): for it, the
+# task in the taken list of test_worker_idles_and_waits_out_a_restart stands for the
+# task in hand.
+@pytest.mark.parametrize("example", ["raw", "shell"], indirect=True)
+def test_worker_redoes_the_task_in_hand_when_its_notice_fails(start_worker, restartable_redis):
+    r = restartable_redis.client()
+    # Long tasks, and nobody reading the worker's output: its pipe fills and the worker
+    # waits in step 3 (printing), its task taken and not yet notified.
+    tasks = [f"trt/plantA/{n:03d}-{'x' * 1000}" for n in range(150)]
+    worker = start_worker(restartable_redis.url, read_stdout=False)
+    r.lpush(QUEUE, *tasks)
+
+    def stuck_in_a_task() -> bool:
+        # The kernel names what a sleeping process waits for: a write into a full pipe.
+        waiting_for = Path(f"/proc/{worker.process.pid}/wchan").read_text()
+        return "pipe_write" in waiting_for and r.llen(TAKEN) == 1
+
+    wait_until(stuck_in_a_task, timeout_s=30)
+    (in_hand,) = (t.decode() for t in r.lrange(TAKEN, 0, -1))
+    restartable_redis.kill()
+    worker.read_stdout()
+    wait_until(worker.stderr, timeout_s=20)  # its notice failed: Redis is down
+    restartable_redis.start()  # the same port, the same data
+    wait_until(lambda: r.llen(DONE) == len(tasks), timeout_s=30)
+    out, err, status = worker.stop()
+    assert status == 0, err
+    # It cannot know whether the notice was sent: the taken list says it was not, so
+    # the task is done again, and notified once.
+    assert notices(r) == sorted(tasks)
+    assert out == working(*tasks, in_hand)
     assert drained(r, QUEUE, TAKEN)
 
 
