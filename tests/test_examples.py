@@ -397,3 +397,18 @@ def test_raw_worker_refuses_a_url_it_cannot_read():
     )
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr.startswith("raw_worker: Redis URL must specify one of the following")
+
+
+def test_worker_on_a_server_with_a_password(start_worker, tmp_path):
+    server = RedisServer(tmp_path, password="s3cret-pw")
+    server.start()
+    try:
+        r = server.client()
+        worker = start_worker(server.url)
+        r.lpush(QUEUE, "trt/plantA/1")
+        wait_until(lambda: r.llen(DONE) == 1)
+        # Nothing on stderr: redis-cli warns of a password on its command line unless told
+        # not to, at every command.
+        assert worker.stop() == (working("trt/plantA/1"), "", 0)
+    finally:
+        server.kill()

@@ -83,7 +83,11 @@ async function main(url, processId) {
       // flight when the connection broke may have run (a take, a notice), and sending it
       // again would take a second task or notify twice. This loop connects again itself
       // and trusts the taken list instead.
-      socket: { reconnectStrategy: false, connectTimeout: 5000, socketTimeout: (TAKE_BLOCK_S + 5) * 1000 },
+      socket: {
+        reconnectStrategy: false,
+        connectTimeout: 5000,
+        socketTimeout: (TAKE_BLOCK_S + 5) * 1000,  // longer than a take blocks
+      },
       disableOfflineQueue: true,
     });
     client.on('error', () => {});  // the failing command reports it

@@ -91,7 +91,7 @@ def main(url: str, process_id: str) -> None:
         try:
             put_back(r, queue, taken)
             if lost:
-                print("raw_worker: Redis is back", file=sys.stderr, flush=True)
+                print("raw_worker: Redis is back", file=sys.stderr)
             delay_s, lost = FIRST_DELAY_S, False
             work(r, queue, taken, todo_set)
         except redis.RedisError as error:

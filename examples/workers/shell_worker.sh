@@ -13,14 +13,15 @@ if [ $# -ne 2 ]; then
   echo "usage: shell_worker.sh REDIS_URL PROCESS_ID" >&2
   exit 2
 fi
-url=$1
+# redis-cli 7 sends an empty user name for redis://:password@host: name the default one.
+url=${1/:\/\/:/://default:}
 process_id=$2
 queue="trt/$process_id/todo-queue"
 taken="trt/$process_id/taken"
 todo_set="trt/$process_id/todo-set"
 
 # -e: a refused command exits non-zero instead of printing its error as a reply.
-cli() { redis-cli -e -u "$url" --raw "$@"; }
+cli() { redis-cli -e --no-auth-warning -u "$url" --raw "$@"; }
 
 stopping=
 trap 'stopping=1' INT TERM
