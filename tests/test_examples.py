@@ -1,5 +1,8 @@
 """Every example worker of examples/workers, run as a user runs it, against resc on the
-example config: events in, tasks done, done events back in global/events."""
+example config: events in, tasks done, done events back in global/events. Then the raw,
+shell and Node.js workers through what they must wait out (idle, Redis restarts with and
+without their data, a failover) and what they must not (a key of the wrong type), every
+task counted."""
 
 from __future__ import annotations
 
@@ -207,7 +210,7 @@ class Running:
             reader.join(timeout=5)
         return (
             sorted(line.rstrip("\n") for line in self._out),
-            "".join(self._err),
+            self.stderr(),
             self.process.returncode,
         )
 
@@ -411,4 +414,32 @@ def test_worker_on_a_server_with_a_password(start_worker, tmp_path):
         # not to, at every command.
         assert worker.stop() == (working("trt/plantA/1"), "", 0)
     finally:
+        server.kill()
+
+
+def test_worker_waits_out_a_frozen_server(start_worker, example: Example, tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    assert server.process is not None
+    try:
+        r = server.client()
+        worker = start_worker(server.url)
+        r.lpush(QUEUE, "trt/plantA/1")
+        wait_until(lambda: r.llen(DONE) == 1)
+        # Longer than the raw and Node.js workers' read timeout (6 s): they give up on the
+        # frozen connection and try new ones; redis-cli just waits.
+        server.process.send_signal(signal.SIGSTOP)
+        time.sleep(7.5)
+        server.process.send_signal(signal.SIGCONT)
+        assert worker.alive(), worker.stop()
+        r.lpush(QUEUE, "trt/plantA/2", "trt/plantA/3")
+        wait_until(lambda: r.llen(DONE) == 3, timeout_s=20)
+        out, err, status = worker.stop()
+        assert status == 0, err
+        assert notices(r) == ["trt/plantA/1", "trt/plantA/2", "trt/plantA/3"]
+        assert out == working("trt/plantA/1", "trt/plantA/2", "trt/plantA/3")
+        assert drained(r, QUEUE, TAKEN)
+        assert ("Redis lost" in err) == (example.command[0] != "bash"), err
+    finally:
+        server.process.send_signal(signal.SIGCONT)
         server.kill()
