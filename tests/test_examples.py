@@ -391,6 +391,20 @@ def test_worker_without_its_arguments_prints_its_usage(example: Example):
     assert done.stderr.startswith("usage: ") and f"{name} REDIS_URL PROCESS_ID" in done.stderr
 
 
+def test_library_worker_without_its_arguments_prints_its_usage():
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "library_worker.py"), "redis://127.0.0.1/"],
+        capture_output=True,
+        text=True,
+        timeout=15,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2,
+        "",
+        "usage: library_worker.py REDIS_URL PROCESS_ID\n",
+    )
+
+
 def test_raw_worker_refuses_a_url_it_cannot_read():
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / "raw_worker.py"), "http://127.0.0.1/", "plantA"],
