@@ -101,7 +101,7 @@ async function main(url, processId) {
       return;
     } catch (err) {
       if (!isLost(err)) throw err;
-      if (!lost) console.error(`node_worker: Redis lost (${err.message}), connecting again`);
+      if (!lost) console.error(`node_worker: Redis unavailable, retrying (${err.message})`);
       lost = true;
       // Jitter: workers that lost the same server do not all come back at one instant.
       await sleep(delayMs * (0.5 + Math.random() / 2));

@@ -98,7 +98,7 @@ def main(url: str, process_id: str) -> None:
             if not is_lost(error):
                 sys.exit(f"raw_worker: Redis refused a command: {error}")
             if not lost:
-                print(f"raw_worker: Redis lost ({error}), connecting again", file=sys.stderr)
+                print(f"raw_worker: Redis unavailable, retrying ({error})", file=sys.stderr)
             lost = True
             # Jitter: workers that lost the same server do not all come back at one instant.
             time.sleep(delay_s * random.uniform(0.5, 1))
