@@ -65,6 +65,19 @@ def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client.close()
 
 
+@pytest.fixture
+def restartable_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private Redis server for one test, which the test may stop() or kill() and
+    start() again on the same port: it keeps its data across restarts (AOF, written to
+    disk at every write)."""
+    folder = tmp_path / "restartable-redis"
+    folder.mkdir()
+    server = RedisServer(folder, "--appendonly", "yes", "--appendfsync", "always")
+    server.start()
+    yield server
+    server.kill()
+
+
 def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:

@@ -34,4 +34,7 @@ def main(url: str, process_id: str) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        print("usage: library_worker.py REDIS_URL PROCESS_ID", file=sys.stderr)
+        sys.exit(2)
     main(sys.argv[1], sys.argv[2])
