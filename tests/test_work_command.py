@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import resc_process, run_resc, wait_until
+from tests.test_worker import failed_reasons
 
 QUEUE = "trt/plantA/todo-queue"
 MATCH = r"^trt/(?P<process_id>\w+)/(?P<product_id>\w+)$"
@@ -61,8 +62,8 @@ def test_a_failing_command_is_retried_then_failed_with_its_status_and_last_error
     status, log = stop(worker)
     assert status == 0, log
     assert attempts.read_text() == "x\nx\n"
-    assert r.hgetall(f"{QUEUE}/failed/reasons") == {
-        b"trt/plantA/1": b"the command exited with status 3: no such product"
+    assert failed_reasons(r, f"{QUEUE}/failed") == {
+        b"trt/plantA/1": [("the command exited with status 3: no such product", 2)]
     }
     assert r.llen("global/events") == 0
 
@@ -84,8 +85,8 @@ def test_a_command_past_its_timeout_is_killed_with_what_it_started(r, redis_serv
     wait_until(lambda: r.llen(f"{QUEUE}/failed") == 1)
     status, log = stop(worker)
     assert status == 0, log
-    assert r.hgetall(f"{QUEUE}/failed/reasons") == {
-        b"trt/plantA/1": b"the command ran past its timeout of 0.5 s and was killed"
+    assert failed_reasons(r, f"{QUEUE}/failed") == {
+        b"trt/plantA/1": [("the command ran past its timeout of 0.5 s and was killed", 1)]
     }
     assert not is_running(int(pid_file.read_text()))
 
@@ -100,8 +101,8 @@ def test_a_task_that_does_not_match_fails_without_running_the_command(
     status, log = stop(worker)
     assert status == 0, log
     assert not marker.exists()
-    assert r.hgetall(f"{QUEUE}/failed/reasons") == {
-        b"not/a/task/of/this/shape": f"the task does not match --match {MATCH}".encode()
+    assert failed_reasons(r, f"{QUEUE}/failed") == {
+        b"not/a/task/of/this/shape": [(f"the task does not match --match {MATCH}", 1)]
     }
 
 

@@ -7,6 +7,13 @@ lua/ (store), and the handler behind `resc work` that runs a command per task (c
 May import resc.connection, resc.config and resc.core; never resc.engine, its peer: a
 worker needs no daemon code."""
 
-from resc.worker.worker import AttemptFailed, Handler, TaskFailed, Worker, WorkerError
+from resc.worker.worker import (
+    AttemptFailed,
+    Handler,
+    TaskContext,
+    TaskFailed,
+    Worker,
+    WorkerError,
+)
 
-__all__ = ["AttemptFailed", "Handler", "TaskFailed", "Worker", "WorkerError"]
+__all__ = ["AttemptFailed", "Handler", "TaskContext", "TaskFailed", "Worker", "WorkerError"]
