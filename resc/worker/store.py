@@ -49,6 +49,127 @@ class WorkerKeys:
         return failed_reasons(self.failed)
 
 
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One script call: which script, its KEYS and ARGV, and what it does (for errors)."""
+
+    script: str
+    keys: list[str]
+    args: list[bytes | str | int]
+    action: str
+
+
+class Calls:
+    """The script calls of one worker, shared by the threaded and the asyncio store."""
+
+    def __init__(self, keys: WorkerKeys) -> None:
+        self.keys = keys
+
+    def done(self, task: bytes, zrem: bool) -> Call:
+        """Notify and remove from the taken list atomically; 0 when the task was no
+        longer there (nothing done)."""
+        k = self.keys
+        keys = [k.taken]
+        if k.done_queue is not None:
+            keys.append(k.done_queue)
+        zrem = zrem and k.set is not None
+        if zrem:
+            keys.append(k.set)  # type: ignore[arg-type]
+        args: list[bytes | str | int] = [
+            task,
+            "1" if k.done_queue is not None else "0",
+            "1" if zrem else "0",
+        ]
+        action = f"notifying {k.done_queue}" if k.done_queue else "finishing a task"
+        return Call("done", keys, args, action)
+
+    def fail(self, task: bytes, reason: str, attempts: int, zrem: bool) -> Call:
+        """Move the task to the failed list with its record (and out of the set when
+        `zrem`: the entry was kept while the task ran); 0 when it was no longer in the
+        taken list."""
+        k = self.keys
+        keys = [k.taken, k.failed, k.failed_reasons]
+        zrem = zrem and k.set is not None
+        if zrem:
+            keys.append(k.set)  # type: ignore[arg-type]
+        args: list[bytes | str | int] = [
+            task,
+            reason,
+            "1" if zrem else "0",
+            f"{time.time():.6f}",
+            attempts,
+        ]
+        return Call("fail", keys, args, f"moving a task to {k.failed}")
+
+    def release(self, task: bytes) -> Call:
+        """Give the task back to the queue, to be taken next (unless the queue holds it
+        already and the set says so); 0 when it was no longer in the taken list."""
+        keys, args = self._with_set([self.keys.taken, self.keys.queue], [task])
+        return Call("release", keys, args, f"giving a task back to {self.keys.queue}")
+
+    def join(self, worker_id: str, heartbeat_ttl_ms: int, holder: str) -> Call:
+        """Claim the worker id and put back what a previous run under it left taken;
+        -1 when the id's heartbeat is alive."""
+        k = self.keys
+        assert k.heartbeat is not None
+        keys, args = self._with_set(
+            [k.queue, k.taken, k.heartbeat, k.workers], [worker_id, heartbeat_ttl_ms, holder]
+        )
+        return Call("join", keys, args, f"registering worker {worker_id}")
+
+    def reap(self, worker_id: str, leaving: bool = False) -> Call:
+        """Put the tasks of a worker whose heartbeat has expired (or of this worker,
+        `leaving`) back into the queue; -1 when that worker is alive."""
+        q = self.keys.queue
+        keys = [
+            q,
+            worker_taken_list(q, worker_id),
+            worker_heartbeat(q, worker_id),
+            self.keys.workers,
+        ]
+        keys, args = self._with_set(keys, [worker_id, "1" if leaving else "0"])
+        return Call("reap", keys, args, f"re-queuing the tasks of worker {worker_id}")
+
+    def _with_set(
+        self, keys: list[str], args: list[bytes | str | int]
+    ) -> tuple[list[str], list[bytes | str | int]]:
+        """The keys and arguments of a script that puts tasks back into the queue, with
+        the set: its entries are added back (with the current time as score, as resc
+        does), so that resc does not queue a task that is already there."""
+        if self.keys.set is None:
+            return keys, [*args, "0", "0"]
+        return [*keys, self.keys.set], [*args, "1", f"{time.time():.6f}"]
+
+    def taken_prefix(self) -> str:
+        return worker_taken_list(self.keys.queue, "")
+
+    def taken_pattern(self) -> str:
+        """SCAN's MATCH for the queue's taken lists, the queue name taken literally."""
+        return _GLOB_SPECIAL.sub(r"\\\g<0>", self.taken_prefix()) + "*"
+
+    def worker_ids_of(self, found: list[bytes | str]) -> list[str]:
+        prefix = self.taken_prefix()
+        ids = []
+        for key in found:
+            try:
+                text = key if isinstance(key, str) else key.decode("utf-8")
+            except UnicodeDecodeError:
+                continue  # not a worker's: ids are text
+            ids.append(text.removeprefix(prefix))
+        return ids
+
+
+def server_version(info: dict[str, object]) -> tuple[int, ...]:
+    return tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
+
+
+def script_sources(version: tuple[int, ...]) -> dict[str, str]:
+    # Redis 7 refuses a script flagged by a shebang when it is out of memory, before it
+    # runs, instead of failing at its first write.
+    shebang = "#!lua\n" if version >= (7, 0) else ""
+    return {name: shebang + source for name, source in _LUA.items()}
+
+
 class WorkerStore:
     """The Redis connections of one worker (a pool: its threads share it): its own, from
     `url`, or a given client's (see `check_client`)."""
@@ -61,6 +182,7 @@ class WorkerStore:
         client: redis.Redis | None = None,
     ) -> None:
         self.keys = keys
+        self.calls = Calls(keys)
         self._owned = client is None
         if client is None:
             assert url is not None
@@ -87,14 +209,11 @@ class WorkerStore:
     def connect(self) -> None:
         """Check the server and register the scripts."""
         with converted_errors(f"connecting to {self.display_url}"):
-            info = self._redis.info("server")
-            version = tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
+            version = server_version(self._redis.info("server"))
             self._has_lmove = version >= (6, 2)
-            # Redis 7 refuses a script flagged by a shebang when it is out of memory,
-            # before it runs, instead of failing at its first write.
-            shebang = "#!lua\n" if version >= (7, 0) else ""
             self._scripts = {
-                name: self._redis.register_script(shebang + source) for name, source in _LUA.items()
+                name: self._redis.register_script(source)
+                for name, source in script_sources(version).items()
             }
 
     def take(self) -> bytes | None:
@@ -118,75 +237,34 @@ class WorkerStore:
         with converted_errors(f"removing a task from {self.keys.set}"):
             self._redis.zrem(self.keys.set, task)
 
+    def _run(self, call: Call) -> int:
+        with converted_errors(call.action):
+            return int(self._scripts[call.script](keys=call.keys, args=call.args))
+
     def done(self, task: bytes, zrem: bool) -> bool:
-        """Notify and remove from the taken list atomically; False when the task was no
-        longer there (nothing done)."""
-        k = self.keys
-        keys = [k.taken]
-        if k.done_queue is not None:
-            keys.append(k.done_queue)
-        zrem = zrem and k.set is not None
-        if zrem:
-            keys.append(k.set)  # type: ignore[arg-type]
-        args: list[bytes | str] = [
-            task,
-            "1" if k.done_queue is not None else "0",
-            "1" if zrem else "0",
-        ]
-        with converted_errors(f"notifying {k.done_queue}" if k.done_queue else "finishing a task"):
-            return bool(self._scripts["done"](keys=keys, args=args))
+        """See Calls.done."""
+        return bool(self._run(self.calls.done(task, zrem)))
 
     def fail(self, task: bytes, reason: str, attempts: int, zrem: bool) -> bool:
-        """Move the task to the failed list with its record (and out of the set when
-        `zrem`: the entry was kept while the task ran); False when it was no longer in
-        the taken list."""
-        k = self.keys
-        keys = [k.taken, k.failed, k.failed_reasons]
-        zrem = zrem and k.set is not None
-        if zrem:
-            keys.append(k.set)  # type: ignore[arg-type]
-        args: list[bytes | str | int] = [
-            task,
-            reason,
-            "1" if zrem else "0",
-            f"{time.time():.6f}",
-            attempts,
-        ]
-        with converted_errors(f"moving a task to {k.failed}"):
-            return bool(self._scripts["fail"](keys=keys, args=args))
+        """See Calls.fail."""
+        return bool(self._run(self.calls.fail(task, reason, attempts, zrem)))
 
     def release(self, task: bytes) -> bool:
-        """Give the task back to the queue, to be taken next (unless the queue holds it
-        already and the set says so); False when it was no longer in the taken list."""
-        keys, args = self._with_set([self.keys.taken, self.keys.queue], [task])
-        with converted_errors(f"giving a task back to {self.keys.queue}"):
-            return bool(self._scripts["release"](keys=keys, args=args))
+        """See Calls.release."""
+        return bool(self._run(self.calls.release(task)))
 
-    def _with_set(
-        self, keys: list[str], args: list[bytes | str | int]
-    ) -> tuple[list[str], list[bytes | str | int]]:
-        """The keys and arguments of a script that puts tasks back into the queue, with
-        the set: its entries are added back (with the current time as score, as resc
-        does), so that resc does not queue a task that is already there."""
-        if self.keys.set is None:
-            return keys, [*args, "0", "0"]
-        return [*keys, self.keys.set], [*args, "1", f"{time.time():.6f}"]
+    def join(self, worker_id: str, heartbeat_ttl_ms: int, holder: str) -> int:
+        """See Calls.join."""
+        return self._run(self.calls.join(worker_id, heartbeat_ttl_ms, holder))
+
+    def reap(self, worker_id: str, leaving: bool = False) -> int:
+        """See Calls.reap."""
+        return self._run(self.calls.reap(worker_id, leaving))
 
     def taken_tasks(self) -> list[bytes]:
         with converted_errors(f"reading {self.keys.taken}"):
             tasks: list[bytes] = self._redis.lrange(self.keys.taken, 0, -1)  # type: ignore[assignment]
             return tasks
-
-    def join(self, worker_id: str, heartbeat_ttl_ms: int, holder: str) -> int:
-        """Claim the worker id and put back what a previous run under it left taken;
-        -1 when the id's heartbeat is alive."""
-        k = self.keys
-        assert k.heartbeat is not None
-        keys, args = self._with_set(
-            [k.queue, k.taken, k.heartbeat, k.workers], [worker_id, heartbeat_ttl_ms, holder]
-        )
-        with converted_errors(f"registering worker {worker_id}"):
-            return int(self._scripts["join"](keys=keys, args=args))
 
     def beat(self, worker_id: str, heartbeat_ttl_ms: int, holder: str) -> tuple[bool, bool]:
         """Refresh the heartbeat and the registration: whether the heartbeat was still
@@ -202,36 +280,14 @@ class WorkerStore:
             alive, registered, _, _ = pipe.execute()
             return bool(alive), bool(registered)
 
-    def reap(self, worker_id: str, leaving: bool = False) -> int:
-        """Put the tasks of a worker whose heartbeat has expired (or of this worker,
-        `leaving`) back into the queue; -1 when that worker is alive."""
-        q = self.keys.queue
-        keys = [
-            q,
-            worker_taken_list(q, worker_id),
-            worker_heartbeat(q, worker_id),
-            self.keys.workers,
-        ]
-        keys, args = self._with_set(keys, [worker_id, "1" if leaving else "0"])
-        with converted_errors(f"re-queuing the tasks of worker {worker_id}"):
-            return int(self._scripts["reap"](keys=keys, args=args))
-
     def scan_taken(self, cursor: int, count: int) -> tuple[int, list[str]]:
         """One SCAN step over the keys `<queue>/taken/*`: the next cursor (0: done) and
         the worker ids of the taken lists found, registered or not."""
-        prefix = worker_taken_list(self.keys.queue, "")
         with converted_errors(f"looking for taken lists of {self.keys.queue}"):
             next_cursor, found = self._redis.scan(
-                cursor, match=_GLOB_SPECIAL.sub(r"\\\g<0>", prefix) + "*", count=count
+                cursor, match=self.calls.taken_pattern(), count=count
             )
-        ids = []
-        for key in found:
-            try:
-                text = key if isinstance(key, str) else key.decode("utf-8")
-                ids.append(text.removeprefix(prefix))
-            except UnicodeDecodeError:
-                continue  # not a worker's: ids are text
-        return int(next_cursor), ids
+        return int(next_cursor), self.calls.worker_ids_of(found)
 
     def worker_ids(self) -> list[str]:
         with converted_errors(f"reading {self.keys.workers}"):
