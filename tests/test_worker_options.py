@@ -152,7 +152,7 @@ def test_a_given_client_is_used_and_left_open(r, redis_server):
     with working(worker):
         wait_until(lambda: r.llen(DONE) == 1)
         names = {c["name"] for c in r.client_list()}
-        assert "mine" in names and not any(n.startswith("resc-worker") for n in names)
+        assert "mine" in names and f"resc-worker-{worker.worker_id}" not in names
     assert handled == ["t"]
     assert client.ping() is True  # still the caller's to use and close
     client.close()

@@ -11,6 +11,7 @@ import re
 import time
 from dataclasses import dataclass
 from importlib.resources import files
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -196,7 +197,7 @@ class WorkerStore:
                 client_name=client_name.replace(" ", "_"),
             )
         else:
-            self.display_url = _describe(client)
+            self.display_url = describe(client.get_connection_kwargs())
         self._redis = client
         self._has_lmove = True
         self._scripts: dict[str, Script] = {}
@@ -295,10 +296,10 @@ class WorkerStore:
             return sorted(m.decode("utf-8", "replace") for m in members)  # type: ignore[union-attr]
 
 
-def check_client(client: redis.Redis) -> None:
-    """ValueError unless a given client suits a worker: no retries (a re-sent take or
-    notice duplicates it), a socket timeout above the blocking take's, bytes replies."""
-    kwargs = client.get_connection_kwargs()
+def check_client(kwargs: dict[str, Any]) -> None:
+    """ValueError unless a given client (its connection settings) suits a worker: no
+    retries (a re-sent take or notice duplicates it), a socket timeout above the blocking
+    take's, bytes replies."""
     problems = []
     retry = kwargs.get("retry")
     if retry is not None and retry.get_retries() != 0:
@@ -318,8 +319,8 @@ def check_client(client: redis.Redis) -> None:
         raise ValueError("the given Redis client does not suit a worker: " + "; ".join(problems))
 
 
-def _describe(client: redis.Redis) -> str:
-    kwargs = client.get_connection_kwargs()
+def describe(kwargs: dict[str, Any]) -> str:
+    """Where a given client connects, for messages."""
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
     return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"

@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar
 from resc.connection.edge import reconnect_delay_s
 from resc.core.errors import RedisUnavailable, RescError
 from resc.worker import store as worker_store
-from resc.worker.store import WorkerStore
+from resc.worker.store import WorkerKeys, WorkerStore
 
 # `handler(task)`, or `handler(task, context)` for a handler that takes a TaskContext.
 Handler = Callable[..., object]
@@ -401,3 +401,41 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, AttemptFailed | HandlerTimedOut):
         return str(exc)
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def log_heartbeat_lost(
+    log: Any, since_refresh_s: float, ttl_s: float, registered: bool, keys: WorkerKeys
+) -> None:
+    """Say why a refresh found the heartbeat gone: expired while Redis was out of reach,
+    or lost by Redis with the registry (a restart without persistence, a failover)."""
+    if since_refresh_s >= ttl_s:
+        log.warning(
+            "heartbeat expired while Redis was out of reach: a reaper may have put the "
+            "tasks in hand back into the queue; they are not notified when done here",
+            unreachable_s=round(since_refresh_s, 1),
+            heartbeat_ttl_s=ttl_s,
+        )
+    elif not registered:
+        log.warning(
+            "Redis lost this worker's heartbeat and registration before they could "
+            "expire (a restart without persistence, or a failover): registered again; "
+            "tasks in hand that Redis lost with them are not notified when done here",
+            since_refresh_s=round(since_refresh_s, 1),
+        )
+    else:
+        log.warning(
+            "this worker's heartbeat was deleted before it could expire: refreshed",
+            heartbeat=keys.heartbeat,
+        )
+
+
+def log_reaped(log: Any, worker_id: str, moved: int) -> None:
+    """Log what reap() did to another worker (-1: alive, nothing to say)."""
+    if moved > 0:
+        log.warning(
+            "heartbeat of a worker expired: its tasks are back in the queue",
+            dead_worker=worker_id,
+            count=moved,
+        )
+    elif moved == 0:
+        log.info("heartbeat of a worker expired: unregistered", dead_worker=worker_id)

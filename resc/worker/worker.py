@@ -30,10 +30,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import threading
 import time
-import uuid
 from types import FrameType
 from typing import Literal, TypeVar
 
@@ -41,9 +39,9 @@ import redis
 
 from resc.core import logs
 from resc.core.errors import EXIT_FORCED, RedisUnavailable, RescError, StoreError
-from resc.core.keys import default_failed_queue, queue_workers, worker_heartbeat, worker_taken_list
 from resc.core.logs import get_logger
-from resc.worker.store import WorkerKeys, WorkerStore, check_client
+from resc.worker.settings import worker_settings
+from resc.worker.store import WorkerStore, check_client
 from resc.worker.tasks import (
     AttemptFailed,
     Handler,
@@ -51,8 +49,9 @@ from resc.worker.tasks import (
     TaskContext,
     TaskFailed,
     TaskLoop,
-    TaskOptions,
     WorkerError,
+    log_heartbeat_lost,
+    log_reaped,
     until_answered,
     wants_context,
 )
@@ -104,52 +103,30 @@ class Worker:
         taken_queue: str | None = None,
         timeout_s: float | None = None,
     ) -> None:
-        problems = []
-        if sum(x is not None for x in (redis_url, client, pool)) != 1:
-            problems.append("give one of redis_url, client= and pool=")
-        if not queue:
-            problems.append("queue must not be empty")
-        if zrem not in ("before", "after"):
-            problems.append(f"zrem must be 'before' or 'after', not {zrem!r}")
-        if concurrency < 1:
-            problems.append(f"concurrency must be at least 1, not {concurrency}")
-        if retries < 0 or retry_delay_s < 0:
-            problems.append("retries and retry_delay_s must not be negative")
-        if heartbeat_ttl_s < 0.01:
-            problems.append(f"heartbeat_ttl_s must be at least 0.01, not {heartbeat_ttl_s}")
-        if queue and taken_queue == queue:
-            problems.append("taken_queue must differ from queue")
-        if timeout_s is not None and timeout_s <= 0:
-            problems.append(f"timeout_s must be more than 0, not {timeout_s:g}")
-        if problems:
-            raise ValueError("; ".join(problems))
+        settings = worker_settings(
+            connections=sum(x is not None for x in (redis_url, client, pool)),
+            queue=queue,
+            set=set,
+            done_queue=done_queue,
+            zrem=zrem,
+            concurrency=concurrency,
+            retries=retries,
+            retry_delay_s=retry_delay_s,
+            failed_queue=failed_queue,
+            worker_id=worker_id,
+            heartbeat_ttl_s=heartbeat_ttl_s,
+            taken_queue=taken_queue,
+            timeout_s=timeout_s,
+        )
         if pool is not None:
             client = redis.Redis(connection_pool=pool)
         if client is not None:
-            check_client(client)
+            check_client(client.get_connection_kwargs())
         if handler is not None:
             wants_context(handler)  # a TypeError now rather than at the first task
-        self.worker_id = worker_id or (
-            f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        )
-        self.keys = WorkerKeys(
-            queue=queue,
-            taken=taken_queue or worker_taken_list(queue, self.worker_id),
-            heartbeat=None if taken_queue else worker_heartbeat(queue, self.worker_id),
-            workers=queue_workers(queue),
-            set=set,
-            done_queue=done_queue,
-            failed=failed_queue or default_failed_queue(queue),
-        )
-        self.options = TaskOptions(
-            zrem=zrem,
-            retries=retries,
-            retry_delay_s=retry_delay_s,
-            compatible=bool(taken_queue),
-            worker_id=self.worker_id,
-            timeout_s=timeout_s,
-            max_abandoned=concurrency,
-        )
+        self.worker_id = settings.worker_id
+        self.keys = settings.keys
+        self.options = settings.options
         self.concurrency = concurrency
         self.heartbeat_ttl_s = heartbeat_ttl_s
         self.store = WorkerStore(
@@ -158,7 +135,7 @@ class Worker:
         self.registration = Registration(None if taken_queue else heartbeat_ttl_s)
         self._tasks: TaskLoop | None = None
         self._handler = handler
-        self._holder = f"{socket.gethostname()} pid {os.getpid()}"
+        self._holder = settings.holder
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
         self._fatal: RescError | None = None
@@ -384,7 +361,9 @@ class Worker:
             if failing:
                 self.log.info("Redis is back")
             if not alive:
-                self._heartbeat_lost(since_refresh_s, registered)
+                log_heartbeat_lost(
+                    self.log, since_refresh_s, self.heartbeat_ttl_s, registered, self.keys
+                )
             failing = False
 
     def _wait_watching(self, takers: list[threading.Thread], wait_s: float) -> bool:
@@ -398,27 +377,6 @@ class Worker:
             if time.monotonic() >= deadline:
                 return False
         return True
-
-    def _heartbeat_lost(self, since_refresh_s: float, registered: bool) -> None:
-        if since_refresh_s >= self.heartbeat_ttl_s:
-            self.log.warning(
-                "heartbeat expired while Redis was out of reach: a reaper may have put the "
-                "tasks in hand back into the queue; they are not notified when done here",
-                unreachable_s=round(since_refresh_s, 1),
-                heartbeat_ttl_s=self.heartbeat_ttl_s,
-            )
-        elif not registered:
-            self.log.warning(
-                "Redis lost this worker's heartbeat and registration before they could "
-                "expire (a restart without persistence, or a failover): registered again; "
-                "tasks in hand that Redis lost with them are not notified when done here",
-                since_refresh_s=round(since_refresh_s, 1),
-            )
-        else:
-            self.log.warning(
-                "this worker's heartbeat was deleted before it could expire: refreshed",
-                heartbeat=self.keys.heartbeat,
-            )
 
     def _reap(self) -> None:
         seen = {self.worker_id}
@@ -437,15 +395,7 @@ class Worker:
                 break
 
     def _reap_one(self, worker_id: str) -> None:
-        moved = self.store.reap(worker_id)
-        if moved > 0:
-            self.log.warning(
-                "heartbeat of a worker expired: its tasks are back in the queue",
-                dead_worker=worker_id,
-                count=moved,
-            )
-        elif moved == 0:
-            self.log.info("heartbeat of a worker expired: unregistered", dead_worker=worker_id)
+        log_reaped(self.log, worker_id, self.store.reap(worker_id))
 
     def _leave(self) -> None:
         try:
