@@ -279,7 +279,7 @@ class TaskLoop:
             if isinstance(failure, TaskFailed):
                 self._fail(task, str(failure) or "the handler raised TaskFailed", attempt)
                 return
-            reason = _reason(failure)
+            reason = failure_reason(failure)
             if attempt > self.options.retries:
                 traceback = not isinstance(failure, AttemptFailed | HandlerTimedOut)
                 self._fail(task, reason, attempt, with_traceback=traceback)
@@ -397,7 +397,7 @@ class TaskLoop:
         )
 
 
-def _reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, AttemptFailed | HandlerTimedOut):
         return str(exc)
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
