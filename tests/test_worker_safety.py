@@ -5,6 +5,7 @@ loses the data, requeues that keep the dedup set, keys of the wrong type."""
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 
@@ -14,7 +15,7 @@ from resc.core.errors import RedisUnavailable, StoreError
 from resc.worker import TaskFailed, WorkerError
 from resc.worker.tasks import TaskLoop
 from tests.conftest import RedisServer, wait_until
-from tests.test_worker import DONE, QUEUE, SET, failed_reasons, new_worker, working
+from tests.test_worker import DONE, QUEUE, SET, child_worker, failed_reasons, new_worker, working
 from tests.test_worker import quick_takes as quick_takes  # the autouse fixture
 
 
@@ -265,3 +266,22 @@ def test_a_set_of_the_wrong_type_keeps_the_task_in_the_taken_list(r, redis_serve
         worker.store.close()
     assert r.lrange(f"{QUEUE}/taken/w", 0, -1) == [b"t"]
     assert r.exists(QUEUE) == 0
+
+
+def test_a_second_signal_to_run_gives_the_task_back_and_exits_130(r, redis_server):
+    child = child_worker(redis_server, "block", worker_id="w", ttl_s=5)
+    r.lpush(QUEUE, "t")
+    try:
+        wait_until(lambda: r.lrange("started", 0, -1) == [b"t"])
+        child.send_signal(signal.SIGTERM)
+        child.send_signal(signal.SIGTERM)  # a moment later: the same stop
+        time.sleep(0.6)
+        assert child.poll() is None  # still finishing the task in hand
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=10)
+    finally:
+        child.kill()
+    assert child.returncode == 130, err
+    assert err.count("second signal: giving the tasks in hand back and exiting") == 1
+    assert r.lrange(QUEUE, 0, -1) == [b"t"]
+    assert r.keys(f"{QUEUE}/*") == []
