@@ -285,3 +285,22 @@ def test_a_second_signal_to_run_gives_the_task_back_and_exits_130(r, redis_serve
     assert err.count("second signal: giving the tasks in hand back and exiting") == 1
     assert r.lrange(QUEUE, 0, -1) == [b"t"]
     assert r.keys(f"{QUEUE}/*") == []
+
+
+def test_each_failed_copy_of_a_task_keeps_its_own_record(r, redis_server):
+    # A reason written as a plain string, as before records, is kept as the oldest one.
+    r.lpush(f"{QUEUE}/failed", "t")
+    r.hset(f"{QUEUE}/failed/reasons", "t", "an old reason")
+
+    def reject(task: str) -> None:
+        raise TaskFailed(f"no {r.llen(f'{QUEUE}/failed')}")
+
+    worker = new_worker(redis_server, reject)
+    r.lpush(QUEUE, "t")
+    with working(worker):
+        wait_until(lambda: r.llen(f"{QUEUE}/failed") == 2)
+        r.lpush(QUEUE, "t")
+        wait_until(lambda: r.llen(f"{QUEUE}/failed") == 3)
+    assert failed_reasons(r, f"{QUEUE}/failed") == {
+        b"t": [("an old reason", None), ("no 1", 1), ("no 2", 1)]
+    }

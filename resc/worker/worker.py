@@ -15,12 +15,15 @@ For each task: BLMOVE from the queue into the worker's own taken list
 (`<queue>/taken/<worker id>`); ZREM from the set (before the handler, or after it);
 the handler; then, in one atomic step, LPUSH of the task into the done queue (the
 notice: the finished task is itself an event for resc) and LREM from the taken list.
-A handler that raises is retried with a doubling delay, then the task goes to the
-failed list (`<queue>/failed`) and its reason to the hash `<queue>/failed/reasons`.
+A handler that raises (anything) is retried with a doubling delay, then the task goes to
+the failed list (`<queue>/failed`) and its record to the hash `<queue>/failed/reasons`.
+Putting a task back into the queue keeps the dedup set consistent (store.Calls).
 
-Each worker refreshes a heartbeat key with a TTL. Every worker also reaps, at start and
-periodically: the tasks of workers whose heartbeat has expired (killed, cut off) go back
-into the queue, so a dead worker's task is done by another, once, with no manual step.
+Each worker refreshes a heartbeat key with a TTL, and takes only while it is surely
+alive. Every worker also reaps, at start and periodically: the tasks of workers whose
+heartbeat has expired (killed, cut off), registered or found by a SCAN, go back into the
+queue, so a dead worker's task is done by another, once, with no manual step. A taking
+thread that dies stops the worker, its tasks given back.
 Compatible mode (`taken_queue=`) uses a fixed taken list shared with other workers,
 exactly the original protocol: no heartbeat and no reaper then.
 """
@@ -78,9 +81,15 @@ class Worker:
     the handler (the task may be queued again while it runs) or `"after"` it (it may not).
     `done_queue`: where finished tasks are pushed as events (None: no notice).
     `retries` more attempts after a handler raised, the first `retry_delay_s` later and
-    each next one twice as late. `heartbeat_ttl_s`: how long after its last heartbeat a
-    silent worker counts as dead. `worker_id`: unique among the queue's workers (default:
-    host, process id and a random part). `taken_queue`: compatible mode.
+    each next one twice as late. `timeout_s`: an attempt running longer fails (its
+    thread is left running; more such threads than `concurrency` stop the worker).
+    `heartbeat_ttl_s`: how long after its last heartbeat a silent worker counts as dead.
+    `worker_id`: unique among the queue's workers (default: host, process id and a random
+    part). `taken_queue`: compatible mode. Instead of `redis_url`, `client=` or `pool=`:
+    a redis-py client or pool with no retries, a socket timeout above TAKE_BLOCK_S and
+    bytes replies (ValueError otherwise), used but not closed.
+
+    The handler is `handler(task)`, or `handler(task, context)` to get a TaskContext.
     """
 
     def __init__(
