@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from resc.worker import AsyncWorker, TaskContext, TaskFailed, WorkerError
+from resc.worker.aio_tasks import AsyncTaskLoop
 from tests.conftest import RedisServer
 from tests.test_worker import DONE, QUEUE, SET, failed_reasons
 from tests.test_worker import quick_takes as quick_takes  # the autouse fixture
@@ -260,14 +261,14 @@ def test_a_handler_that_is_not_async_is_refused(redis_server):
 def test_a_taking_task_that_ends_stops_the_worker_and_gives_its_task_back(
     r, redis_server, monkeypatch: pytest.MonkeyPatch
 ):
-    async def take_then_end(self: AsyncWorker) -> None:
+    async def take_then_end(self: AsyncTaskLoop) -> None:
         while await self._take() is None:
             pass
 
     async def handle(task: str) -> None:
         pass
 
-    monkeypatch.setattr(AsyncWorker, "_take_loop", take_then_end)
+    monkeypatch.setattr(AsyncTaskLoop, "run", take_then_end)
     worker = new_worker(redis_server, handle, heartbeat_ttl_s=30, worker_id="w")
     r.lpush(QUEUE, "t")
     with pytest.raises(WorkerError, match=r"a taking task ended: worker w #0"):

@@ -4,8 +4,8 @@
     from resc.worker import AsyncWorker  # the same, in asyncio
 
 The library (worker), its taking threads (tasks), its Redis side with the Lua scripts in
-lua/ (store), the asyncio flavour (aio, aio_store), the settings both check (settings),
-and the handler behind `resc work` that runs a command per task (command).
+lua/ (store), the asyncio flavour (aio, aio_tasks, aio_store), the settings both check
+(settings), and the handler behind `resc work` that runs a command per task (command).
 May import resc.connection, resc.config and resc.core; never resc.engine, its peer: a
 worker needs no daemon code."""
 

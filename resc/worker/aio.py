@@ -24,27 +24,19 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 import redis.asyncio as aioredis
 
-from resc.connection.edge import reconnect_delay_s
 from resc.core.errors import RedisUnavailable, RescError, StoreError
 from resc.core.logs import get_logger
-from resc.worker import store as worker_store
 from resc.worker.aio_store import AsyncWorkerStore, connection_kwargs
+from resc.worker.aio_tasks import AsyncHandler, AsyncTaskLoop, until_answered
 from resc.worker.settings import worker_settings
 from resc.worker.store import check_client
 from resc.worker.tasks import (
-    MAX_RETRY_DELAY_S,
-    AttemptFailed,
-    HandlerTimedOut,
     Registration,
-    TaskContext,
-    TaskFailed,
     WorkerError,
-    failure_reason,
     log_heartbeat_lost,
     log_reaped,
     wants_context,
@@ -55,8 +47,6 @@ __all__ = ["AsyncHandler", "AsyncWorker"]
 
 log = get_logger("resc.worker")
 
-# `async def handler(task)`, or `async def handler(task, context)`.
-AsyncHandler = Callable[..., Awaitable[object]]
 H = TypeVar("H", bound=AsyncHandler)
 T = TypeVar("T")
 
@@ -128,8 +118,7 @@ class AsyncWorker:
         self._forced = False
         self._keeper: asyncio.Task[None] | None = None
         self._takers: list[asyncio.Task[None]] = []
-        self._take_lock = asyncio.Lock()
-        self._in_hand: Counter[bytes] = Counter()
+        self._tasks: AsyncTaskLoop | None = None
         self._scan_cursor = 0
 
     @property
@@ -202,15 +191,26 @@ class AsyncWorker:
         joined = False
         cancelled = False
         try:
-            if await self._until_answered("connecting", self.store.connect) is None:
+            if await until_answered(self._stop, self.log, "connecting", self.store.connect) is None:
                 return
             if not self.compatible:
                 joined = await self._join()
                 if not joined:
                     return
             self.log.info("worker started", concurrency=self.concurrency, taken=self.keys.taken)
+            assert self._handler is not None
+            self._tasks = AsyncTaskLoop(
+                self.store,
+                self._handler,
+                self._with_context,
+                self.options,
+                self._stop,
+                self._give_up,
+                self.log,
+                self.registration,
+            )
             self._takers = [
-                asyncio.create_task(self._take_loop(), name=f"worker {self.worker_id} #{n}")
+                asyncio.create_task(self._tasks.run(), name=f"worker {self.worker_id} #{n}")
                 for n in range(self.concurrency)
             ]
             await self._beat_and_reap()
@@ -244,32 +244,6 @@ class AsyncWorker:
             self.log.error("worker stopping on an error", error=str(exc))
         self._stop.set()
 
-    async def _until_answered(
-        self, action: str, call: Callable[[], Awaitable[T]], failures: int = 0
-    ) -> tuple[T, bool] | None:
-        """As tasks.until_answered: None when stopped while Redis is unavailable."""
-        while True:
-            try:
-                result = await call()
-            except RedisUnavailable as exc:
-                if failures == 0:
-                    self.log.warning("Redis unavailable, retrying", action=action, error=str(exc))
-                delay_s = reconnect_delay_s(failures)
-                failures += 1
-                if await self._stopped_within(delay_s):
-                    return None
-                continue
-            if failures:
-                self.log.info("Redis is back", action=action)
-            return result, failures > 0
-
-    async def _stopped_within(self, delay_s: float) -> bool:
-        try:
-            await asyncio.wait_for(self._stop.wait(), delay_s)
-        except TimeoutError:
-            return False
-        return True
-
     async def _join(self) -> bool:
         ttl_ms = self._ttl_ms()
         sent_at = time.monotonic()
@@ -279,7 +253,7 @@ class AsyncWorker:
             sent_at = time.monotonic()
             return await self.store.join(self.worker_id, ttl_ms, self._holder)
 
-        answer = await self._until_answered("registering", join)
+        answer = await until_answered(self._stop, self.log, "registering", join)
         if answer is None:
             return False
         if answer[0] < 0:
@@ -376,7 +350,8 @@ class AsyncWorker:
         """After the handlers were cancelled: their tasks back into the queue."""
         try:
             if self.compatible:
-                for task in list(self._in_hand.elements()):
+                in_hand = self._tasks.in_hand if self._tasks is not None else Counter()
+                for task in list(in_hand.elements()):
                     await self.store.release(task)
             else:
                 await self.store.reap(self.worker_id, leaving=True)
@@ -389,180 +364,6 @@ class AsyncWorker:
             )
             return
         self.log.info("tasks in hand given back to the queue")
-
-    # --- the taking tasks --------------------------------------------------------------
-
-    async def _take_loop(self) -> None:
-        try:
-            while not self._stop.is_set():
-                task = await self._take()
-                if task is not None:
-                    try:
-                        await self._do(task)
-                    finally:
-                        self._in_hand[task] -= 1
-                        if self._in_hand[task] <= 0:
-                            del self._in_hand[task]
-        except RescError as exc:
-            self._give_up(exc)
-
-    async def _take(self) -> bytes | None:
-        async with self._take_lock:
-            if self._stop.is_set():
-                return None
-            if not self.registration.alive():
-                # As Worker: a task taken while a reaper may have forgotten this worker
-                # could be stranded. Wait for the next heartbeat.
-                await self._stopped_within(min(0.1, worker_store.TAKE_BLOCK_S))
-                return None
-            try:
-                task = await self.store.take()
-            except RedisUnavailable as exc:
-                self.log.warning("Redis unavailable, retrying", error=str(exc))
-                await self._until_answered("re-reading the taken list", self._recover_lost_take, 1)
-                return None
-            if task is not None:
-                self._in_hand[task] += 1
-            return task
-
-    async def _recover_lost_take(self) -> None:
-        """As TaskLoop: give back the tasks of the taken list that no task holds."""
-        if self.compatible:
-            self.log.warning(
-                "a take may have happened with its reply lost: in compatible mode that task "
-                "stays in the shared taken list until it is recovered by hand",
-                taken=self.keys.taken,
-            )
-            return
-        orphans = Counter(await self.store.taken_tasks()) - self._in_hand
-        for task, count in orphans.items():
-            for _ in range(count):
-                if await self.store.release(task):
-                    self.log.warning("task taken while the connection dropped put back", task=task)
-
-    async def _do(self, task: bytes) -> None:
-        taken_at_s = time.time()
-        try:
-            text = task.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            await self._fail(task, f"task is not UTF-8 text: {exc}", attempts=0)
-            return
-        self.log.info("task taken", task=text)
-        if self.keys.set is not None and self.options.zrem == "before":
-            removed = await self._until_answered(
-                "removing the task from its set", lambda: self.store.zrem(task)
-            )
-            if removed is None:
-                self._stopped_in_outage(text)
-                return
-        attempt = 1
-        while True:
-            context = TaskContext(text, attempt, self.worker_id, self.keys.queue, taken_at_s)
-            failure = await self._attempt(context)
-            if failure is None:
-                break
-            if isinstance(failure, TaskFailed):
-                await self._fail(task, str(failure) or "the handler raised TaskFailed", attempt)
-                return
-            reason = failure_reason(failure)
-            if attempt > self.options.retries:
-                traceback = not isinstance(failure, AttemptFailed | HandlerTimedOut)
-                await self._fail(task, reason, attempt, with_traceback=traceback)
-                return
-            delay_s = min(self.options.retry_delay_s * 2 ** (attempt - 1), MAX_RETRY_DELAY_S)
-            self.log.warning(
-                "task failed, retrying",
-                task=text,
-                attempt=attempt,
-                retry_in_s=delay_s,
-                error=reason,
-            )
-            attempt += 1
-            if await self._stopped_within(delay_s):
-                await self._give_back(task, text)
-                return
-        await self._done(task, text)
-
-    async def _give_back(self, task: bytes, text: str) -> None:
-        given = await self._until_answered("giving the task back", lambda: self.store.release(task))
-        if given is None:
-            self._stopped_in_outage(text)
-        else:
-            self.log.info("stopping: task given back to the queue before its retry", task=text)
-
-    async def _attempt(self, context: TaskContext) -> BaseException | None:
-        """Await the handler once: what it raised, or None. A cancellation of this worker
-        passes through; the handler's own CancelledError is a failure like any other."""
-        assert self._handler is not None
-        args = (context.task, context) if self._with_context else (context.task,)
-        timeout_s = self.options.timeout_s
-        try:
-            if timeout_s is None:
-                await self._handler(*args)
-            else:
-                try:
-                    await asyncio.wait_for(self._handler(*args), timeout_s)
-                except TimeoutError:
-                    return HandlerTimedOut(
-                        f"the handler ran past its timeout of {timeout_s:g} s and was cancelled"
-                    )
-        except asyncio.CancelledError as exc:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
-            return exc
-        except BaseException as exc:  # SystemExit too: it fails this attempt only
-            return exc
-        return None
-
-    async def _done(self, task: bytes, text: str) -> None:
-        outcome = await self._until_answered(
-            "notifying", lambda: self.store.done(task, self.options.zrem == "after")
-        )
-        if outcome is None:
-            self._stopped_in_outage(text)
-            return
-        done, after_outage = outcome
-        if done:
-            if self.keys.done_queue is None:
-                self.log.info("task done", task=text)
-            else:
-                self.log.info("task done", task=text, done_queue=self.keys.done_queue)
-        elif not after_outage:
-            self.log.warning(
-                "task done, but no longer in the taken list: it was put back into the queue "
-                "(heartbeat expired?) and is done again elsewhere, so it is not notified here",
-                task=text,
-                taken=self.keys.taken,
-            )
-
-    async def _fail(
-        self, task: bytes, reason: str, attempts: int, with_traceback: bool = False
-    ) -> None:
-        text = task.decode("utf-8", "backslashreplace")
-        zrem = self.options.zrem == "after"  # as TaskLoop._fail
-        outcome = await self._until_answered(
-            "moving the task to the failed list",
-            lambda: self.store.fail(task, reason, attempts, zrem),
-        )
-        if outcome is None:
-            self._stopped_in_outage(text)
-        elif outcome[0]:
-            self.log.warning(
-                "task moved to the failed list",
-                task=text,
-                reason=reason,
-                failed=self.keys.failed,
-                exc_info=with_traceback,
-            )
-
-    def _stopped_in_outage(self, text: str) -> None:
-        self.log.warning(
-            "stopped while Redis was unavailable: the task stays in the taken list, to be "
-            "put back into the queue by a reaper",
-            task=text,
-            taken=self.keys.taken,
-        )
 
 
 def _check_handler(handler: Any) -> None:
