@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from resc.core.errors import RedisUnavailable
 from resc.worker import AsyncWorker, TaskContext, TaskFailed, WorkerError
 from resc.worker.aio_tasks import AsyncTaskLoop
 from tests.conftest import RedisServer
@@ -275,3 +276,76 @@ def test_a_taking_task_that_ends_stops_the_worker_and_gives_its_task_back(
         asyncio.run(asyncio.wait_for(worker.run(signals=False), 10))
     assert r.lrange(QUEUE, 0, -1) == [b"t"]
     assert r.keys(f"{QUEUE}/*") == []
+
+
+def test_a_take_whose_reply_was_lost_is_put_back_and_done_once(r, redis_server):
+    handled: list[str] = []
+
+    async def handle(task: str) -> None:
+        handled.append(task)
+
+    worker = new_worker(redis_server, handle)
+    real_take = worker.store.take
+    lost: list[bytes] = []
+
+    async def take_losing_the_first_reply() -> bytes | None:
+        task = await real_take()
+        if task is not None and not lost:
+            lost.append(task)
+            raise RedisUnavailable("taking: connection lost")
+        return task
+
+    worker.store.take = take_losing_the_first_reply  # type: ignore[method-assign]
+    r.lpush(QUEUE, "t")
+    work_until(worker, lambda: r.llen(DONE) == 1)
+    assert lost == [b"t"]
+    assert handled == ["t"]
+    assert r.lrange(DONE, 0, -1) == [b"t"]
+    assert r.keys(f"{QUEUE}/*") == []
+
+
+def test_a_cut_off_worker_takes_nothing_until_it_is_registered_again(r, redis_server):
+    handled: list[str] = []
+    heartbeat = f"{QUEUE}/heartbeat/w"
+
+    async def handle(task: str) -> None:
+        handled.append(task)
+
+    worker = new_worker(redis_server, handle, heartbeat_ttl_s=0.6, worker_id="w")
+    cut_off = False
+    real_beat, real_take = worker.store.beat, worker.store.take
+    unregistered_takes: list[bool] = []
+
+    async def beat(*args: Any) -> tuple[bool, bool]:
+        if cut_off:
+            raise RedisUnavailable("refreshing the heartbeat: connection refused")
+        return await real_beat(*args)
+
+    async def take() -> bytes | None:
+        if not r.exists(heartbeat) or not r.sismember(f"{QUEUE}/workers", "w"):
+            unregistered_takes.append(True)
+        return await real_take()
+
+    worker.store.beat = beat  # type: ignore[method-assign]
+    worker.store.take = take  # type: ignore[method-assign]
+
+    async def main() -> None:
+        nonlocal cut_off
+        running = asyncio.create_task(worker.run(signals=False))
+        try:
+            await until(lambda: r.exists(heartbeat))
+            cut_off = True
+            await until(lambda: not r.exists(heartbeat))
+            r.srem(f"{QUEUE}/workers", "w")  # what a reaper does then
+            r.lpush(QUEUE, "t")
+            await asyncio.sleep(0.5)
+            assert r.lrange(QUEUE, 0, -1) == [b"t"]
+            cut_off = False
+            await until(lambda: r.llen(DONE) == 1)
+        finally:
+            worker.stop()
+            await asyncio.wait_for(running, 10)
+
+    asyncio.run(main())
+    assert unregistered_takes == []
+    assert handled == ["t"]
