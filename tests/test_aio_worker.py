@@ -349,3 +349,30 @@ def test_a_cut_off_worker_takes_nothing_until_it_is_registered_again(r, redis_se
     asyncio.run(main())
     assert unregistered_takes == []
     assert handled == ["t"]
+
+
+def test_an_async_worker_never_reaps_itself(r, redis_server):
+    release = asyncio.Event()
+
+    async def hold(task: str) -> None:
+        await release.wait()
+
+    worker = new_worker(redis_server, hold, heartbeat_ttl_s=30)
+    taken = f"{QUEUE}/taken/{worker.worker_id}"
+    r.lpush(QUEUE, "t")
+
+    async def main() -> None:
+        running = asyncio.create_task(worker.run(signals=False))
+        try:
+            await until(lambda: r.llen(taken) == 1)
+            r.delete(f"{QUEUE}/heartbeat/{worker.worker_id}")
+            await worker._reap()
+            assert r.lrange(taken, 0, -1) == [b"t"]
+        finally:
+            release.set()
+            await until(lambda: r.llen(DONE) == 1)
+            worker.stop()
+            await asyncio.wait_for(running, 10)
+
+    asyncio.run(main())
+    assert r.lrange(DONE, 0, -1) == [b"t"]

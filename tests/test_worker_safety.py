@@ -304,3 +304,20 @@ def test_each_failed_copy_of_a_task_keeps_its_own_record(r, redis_server):
     assert failed_reasons(r, f"{QUEUE}/failed") == {
         b"t": [("an old reason", None), ("no 1", 1), ("no 2", 1)]
     }
+
+
+def test_a_worker_never_reaps_itself_even_when_its_heartbeat_is_gone(r, redis_server):
+    release = threading.Event()
+    worker = new_worker(redis_server, lambda task: release.wait(), heartbeat_ttl_s=30)
+    taken = f"{QUEUE}/taken/{worker.worker_id}"
+    r.lpush(QUEUE, "t")
+    with working(worker):
+        try:
+            wait_until(lambda: r.llen(taken) == 1)
+            r.delete(f"{QUEUE}/heartbeat/{worker.worker_id}")  # registered, not beating
+            worker._reap()  # a round of its reaper, now
+            assert r.lrange(taken, 0, -1) == [b"t"]
+            assert r.llen(QUEUE) == 0
+        finally:
+            release.set()
+    assert r.lrange(DONE, 0, -1) == [b"t"]

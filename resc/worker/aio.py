@@ -321,8 +321,9 @@ class AsyncWorker:
     async def _reap(self) -> None:
         seen = {self.worker_id}
         for worker_id in await self.store.worker_ids():
-            seen.add(worker_id)
-            log_reaped(self.log, worker_id, await self.store.reap(worker_id))
+            if worker_id not in seen:  # never itself: its heartbeat may have come back
+                seen.add(worker_id)
+                log_reaped(self.log, worker_id, await self.store.reap(worker_id))
         for _ in range(SCAN_STEPS_PER_REAP):
             self._scan_cursor, found = await self.store.scan_taken(self._scan_cursor, SCAN_COUNT)
             for worker_id in found:

@@ -390,8 +390,9 @@ class Worker:
     def _reap(self) -> None:
         seen = {self.worker_id}
         for worker_id in self.store.worker_ids():
-            seen.add(worker_id)
-            self._reap_one(worker_id)
+            if worker_id not in seen:  # never itself: its heartbeat may have come back
+                seen.add(worker_id)
+                self._reap_one(worker_id)
         # Taken lists of workers that are not registered (reaped while alive, then cut
         # off for good; or Redis lost the registry): a few SCAN steps per reap.
         for _ in range(SCAN_STEPS_PER_REAP):
