@@ -124,6 +124,19 @@ def test_a_handler_taking_any_number_of_arguments_gets_the_task_alone(r, redis_s
     assert seen == [("t",)]
 
 
+def test_a_context_parameter_with_a_default_gets_the_context(r, redis_server):
+    seen: list[object] = []
+
+    def handle(task: str, context: TaskContext | None = None) -> None:
+        seen.append(context.attempt if context else None)
+
+    worker = new_worker(redis_server, handle)
+    r.lpush(QUEUE, "t")
+    with working(worker):
+        wait_until(lambda: r.llen(DONE) == 1)
+    assert seen == [1]
+
+
 def test_a_handler_of_the_wrong_shape_is_refused_when_registered(redis_server):
     worker = Worker(redis_server.url, queue=QUEUE)
     with pytest.raises(TypeError, match=r"must take the task, or the task and a context"):

@@ -81,13 +81,13 @@ def wants_context(handler: Handler) -> bool:
         signature = inspect.signature(handler)
     except (TypeError, ValueError):  # a builtin with no signature: call it with the task
         return False
-    for arity in (1, 2):
-        try:
-            signature.bind(*range(arity))
-        except TypeError:
-            continue
-        # One that takes any number (*args) gets the task alone.
-        return arity == 2 and not _binds(signature, 1)
+    takes_any_number = any(
+        p.kind is inspect.Parameter.VAR_POSITIONAL for p in signature.parameters.values()
+    )
+    if _binds(signature, 2) and not takes_any_number:  # (task, context), maybe with defaults
+        return True
+    if _binds(signature, 1):  # (task), or (*args): the task alone
+        return False
     raise TypeError(
         f"the handler {getattr(handler, '__name__', handler)!r} must take the task, or the "
         f"task and a context: (task) or (task, context), not {signature}"
