@@ -8,8 +8,10 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
+import redis
 
 from resc.core.errors import RedisUnavailable, StoreError
 from resc.worker import TaskFailed, WorkerError
@@ -321,3 +323,51 @@ def test_a_worker_never_reaps_itself_even_when_its_heartbeat_is_gone(r, redis_se
         finally:
             release.set()
     assert r.lrange(DONE, 0, -1) == [b"t"]
+
+
+@pytest.fixture(scope="module")
+def server_without_lpos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A Redis with no LPOS, as before 6.0.6."""
+    server = RedisServer(tmp_path_factory.mktemp("no-lpos"), "--rename-command", "LPOS", "")
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.mark.parametrize(
+    ("entry", "queued", "expected_queue"),
+    [
+        (True, [b"other", b"trt/1", b"more"], [b"other", b"trt/1", b"more"]),
+        (True, [b"other"], [b"other", b"trt/1"]),  # pushed where it is taken first
+    ],
+    ids=["copy-queued", "entry-kept"],
+)
+@pytest.mark.parametrize("path", ["release", "reap", "join"])
+def test_requeues_keep_the_set_consistent_on_a_redis_without_lpos(
+    server_without_lpos: RedisServer,
+    path: str,
+    entry: bool,
+    queued: list[bytes],
+    expected_queue: list[bytes],
+):
+    r = server_without_lpos.client()
+    r.flushall()
+    with pytest.raises(redis.ResponseError, match="unknown command"):
+        r.lpos(QUEUE, "x")
+    r.lpush(f"{QUEUE}/taken/dead", "trt/1")
+    r.zadd(SET, {"trt/1": 1})
+    r.rpush(QUEUE, *queued)
+    worker = new_worker(server_without_lpos, lambda task: None, set=SET, worker_id="dead")
+    worker.store.connect()
+    try:
+        calls = {
+            "release": lambda: worker.store.release(b"trt/1"),
+            "reap": lambda: worker.store.reap("dead"),
+            "join": lambda: worker.store.join("dead", 1000, "here"),
+        }
+        assert calls[path]() == 1
+    finally:
+        worker.store.close()
+    assert r.lrange(QUEUE, 0, -1) == expected_queue
+    assert r.llen(f"{QUEUE}/taken/dead") == 0
+    r.close()

@@ -20,6 +20,24 @@
 -- With a set, each task's entry is added back and the task pushed unless the queue
 -- holds it already, as release.lua does.
 
+-- Whether the queue holds the task. LPOS came with Redis 6.0.6: before it, look
+-- through the queue.
+local function queued(queue, task)
+  local found = redis.pcall('LPOS', queue, task)
+  if type(found) ~= 'table' or not found.err then
+    return found ~= false
+  end
+  local n = redis.call('LLEN', queue)
+  for first = 0, n - 1, 1000 do
+    for _, item in ipairs(redis.call('LRANGE', queue, first, first + 999)) do
+      if item == task then
+        return true
+      end
+    end
+  end
+  return false
+end
+
 local queue, taken, heartbeat, workers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local set = ARGV[4] == '1' and KEYS[5] or nil
 
@@ -41,7 +59,7 @@ local n = #tasks
 if set then
   for _, task in ipairs(tasks) do
     local added = redis.call('ZADD', set, 'NX', ARGV[5], task)
-    if added == 1 or not redis.call('LPOS', queue, task) then
+    if added == 1 or not queued(queue, task) then
       redis.call('RPUSH', queue, task)
     end
   end

@@ -16,6 +16,24 @@
 -- (ZADD NX), and the task is pushed unless the queue holds it already (a copy queued
 -- again while this one ran, zrem before): a second copy would be done twice.
 
+-- Whether the queue holds the task. LPOS came with Redis 6.0.6: before it, look
+-- through the queue.
+local function queued(queue, task)
+  local found = redis.pcall('LPOS', queue, task)
+  if type(found) ~= 'table' or not found.err then
+    return found ~= false
+  end
+  local n = redis.call('LLEN', queue)
+  for first = 0, n - 1, 1000 do
+    for _, item in ipairs(redis.call('LRANGE', queue, first, first + 999)) do
+      if item == task then
+        return true
+      end
+    end
+  end
+  return false
+end
+
 local taken, queue, task = KEYS[1], KEYS[2], ARGV[1]
 local set = ARGV[2] == '1' and KEYS[3] or nil
 
@@ -34,7 +52,7 @@ if redis.call('LREM', taken, 1, task) == 0 then
 end
 if set then
   local added = redis.call('ZADD', set, 'NX', ARGV[3], task)
-  if added == 0 and redis.call('LPOS', queue, task) then
+  if added == 0 and queued(queue, task) then
     return 1
   end
 end
