@@ -6,11 +6,14 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import resc_process, run_resc, wait_until
+from tests.test_worker import failed_reasons
 
 QUEUE = "trt/plantA/todo-queue"
 MATCH = r"^trt/(?P<process_id>\w+)/(?P<product_id>\w+)$"
@@ -61,8 +64,8 @@ def test_a_failing_command_is_retried_then_failed_with_its_status_and_last_error
     status, log = stop(worker)
     assert status == 0, log
     assert attempts.read_text() == "x\nx\n"
-    assert r.hgetall(f"{QUEUE}/failed/reasons") == {
-        b"trt/plantA/1": b"the command exited with status 3: no such product"
+    assert failed_reasons(r, f"{QUEUE}/failed") == {
+        b"trt/plantA/1": [("the command exited with status 3: no such product", 2)]
     }
     assert r.llen("global/events") == 0
 
@@ -84,8 +87,8 @@ def test_a_command_past_its_timeout_is_killed_with_what_it_started(r, redis_serv
     wait_until(lambda: r.llen(f"{QUEUE}/failed") == 1)
     status, log = stop(worker)
     assert status == 0, log
-    assert r.hgetall(f"{QUEUE}/failed/reasons") == {
-        b"trt/plantA/1": b"the command ran past its timeout of 0.5 s and was killed"
+    assert failed_reasons(r, f"{QUEUE}/failed") == {
+        b"trt/plantA/1": [("the command ran past its timeout of 0.5 s and was killed", 1)]
     }
     assert not is_running(int(pid_file.read_text()))
 
@@ -100,8 +103,8 @@ def test_a_task_that_does_not_match_fails_without_running_the_command(
     status, log = stop(worker)
     assert status == 0, log
     assert not marker.exists()
-    assert r.hgetall(f"{QUEUE}/failed/reasons") == {
-        b"not/a/task/of/this/shape": f"the task does not match --match {MATCH}".encode()
+    assert failed_reasons(r, f"{QUEUE}/failed") == {
+        b"not/a/task/of/this/shape": [(f"the task does not match --match {MATCH}", 1)]
     }
 
 
@@ -133,26 +136,102 @@ def test_sigterm_lets_the_running_command_finish_and_notifies_it(r, redis_server
     assert r.lrange("global/events", 0, -1) == [b"t"]
 
 
-def test_a_second_signal_exits_at_once_killing_the_running_command(r, redis_server, tmp_path: Path):
+def wait_for_line(process: subprocess.Popen[str], text: str) -> list[str]:
+    """The log lines up to the first that holds `text` (read from stderr as they come)."""
+    assert process.stderr is not None
+    lines: list[str] = []
+    for line in process.stderr:
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError(f"{text!r} never logged: {''.join(lines)}")
+
+
+def killing_left_commands(pid_file: Path) -> contextlib.AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def cleanup() -> Iterator[None]:
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+                left = int(pid_file.read_text())
+                if is_running(left):  # in its own process group, named by its pid
+                    os.killpg(left, signal.SIGKILL)
+
+    return cleanup()
+
+
+@pytest.mark.parametrize("first", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_second_signal_gives_the_task_back_kills_the_command_and_exits_130(
+    r, redis_server, tmp_path: Path, first: signal.Signals
+):
+    pid_file = tmp_path / "pid"
+    worker = work(
+        redis_server,
+        "--worker-id",
+        "w",
+        "--set",
+        "trt/plantA/todo-set",
+        "--",
+        "sh",
+        "-c",
+        f"echo $$ > {pid_file}; exec sleep 60",
+    )
+    r.zadd("trt/plantA/todo-set", {"t": 1})
+    r.lpush(QUEUE, "t")
+    with killing_left_commands(pid_file):
+        try:
+            wait_until(lambda: pid_file.exists() and pid_file.read_text().strip())
+            command_pid = int(pid_file.read_text())
+            worker.send_signal(first)
+            log = wait_for_line(worker, "stopping after the tasks in hand")
+            assert f"signal={first.name}" in log[-1]
+            time.sleep(0.6)  # past the time within which a second signal is the same stop
+            worker.send_signal(signal.SIGTERM)
+            _, err = worker.communicate(timeout=5)
+            command_killed = not is_running(command_pid)
+        finally:
+            worker.kill()
+    assert worker.returncode == 130, err
+    assert command_killed
+    assert "second signal: giving the tasks in hand back and exiting" in err
+    assert "retrying" not in err
+    assert r.lrange(QUEUE, 0, -1) == [b"t"]
+    assert r.zscore("trt/plantA/todo-set", "t") is not None
+    assert r.keys(f"{QUEUE}/*") == []
+    assert r.llen("global/events") == 0
+
+
+def test_two_signals_a_moment_apart_are_one_stop(r, redis_server, tmp_path: Path):
+    started, finished = tmp_path / "started", tmp_path / "finished"
+    script = f"touch {started}; sleep 0.8; touch {finished}"
+    worker = work(redis_server, "--", "sh", "-c", script)
+    r.lpush(QUEUE, "t")
+    try:
+        wait_until(started.exists)
+        worker.send_signal(signal.SIGTERM)  # as a process group's kill, or `timeout`, does
+        worker.send_signal(signal.SIGINT)
+        _, err = worker.communicate(timeout=10)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, err
+    assert finished.exists()
+    assert r.lrange("global/events", 0, -1) == [b"t"]
+    assert err.count("stopping after the tasks in hand") == 1
+
+
+def test_the_command_dies_with_a_worker_killed_by_sigkill(r, redis_server, tmp_path: Path):
     pid_file = tmp_path / "pid"
     worker = work(redis_server, "--", "sh", "-c", f"echo $$ > {pid_file}; exec sleep 60")
     r.lpush(QUEUE, "t")
-    try:
-        wait_until(lambda: pid_file.exists() and pid_file.read_text().strip())
-        command_pid = int(pid_file.read_text())
-        worker.send_signal(signal.SIGTERM)
-        worker.send_signal(signal.SIGINT)  # another signal: two SIGTERMs may merge in one
-        _, err = worker.communicate(timeout=5)
-        command_killed = not is_running(command_pid)
-    finally:
-        worker.kill()
-        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
-            left = int(pid_file.read_text())
-            if is_running(left):  # in its own process group, named by its pid
-                os.killpg(left, signal.SIGKILL)
-    assert worker.returncode == 130, err
-    assert command_killed
-    assert r.llen("global/events") == 0
+    with killing_left_commands(pid_file):
+        try:
+            wait_until(lambda: pid_file.exists() and pid_file.read_text().strip())
+            command_pid = int(pid_file.read_text())
+        finally:
+            worker.kill()
+            worker.communicate()
+        wait_until(lambda: not is_running(command_pid), timeout_s=5)
 
 
 def test_no_done_pushes_no_notice(r, redis_server, tmp_path: Path):
@@ -167,6 +246,8 @@ def test_no_done_pushes_no_notice(r, redis_server, tmp_path: Path):
     assert status == 0, log
     assert r.exists("global/events") == 0
     assert r.llen(QUEUE) == 0 and r.llen(f"{QUEUE}/failed") == 0
+    assert "task done" in log
+    assert "done_queue" not in log
 
 
 def test_zrem_after_keeps_the_task_in_the_set_while_the_command_runs(

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from resc.core import failures
 from resc.core.errors import RedisUnavailable
 from resc.worker import AttemptFailed, TaskFailed, Worker, WorkerError
 from resc.worker import store as worker_store
@@ -23,6 +24,14 @@ from tests.conftest import RedisServer, wait_until
 QUEUE = "trt/plantA/todo-queue"
 SET = "trt/plantA/todo-set"
 DONE = "global/events"
+
+
+def failed_reasons(r: Any, failed_list: str) -> dict[bytes, list[tuple[str, int | None]]]:
+    """The reason and attempts of each failed copy, per task (resc.core.failures)."""
+    return {
+        task: [(record.reason, record.attempts) for record in failures.decode(value)]
+        for task, value in r.hgetall(f"{failed_list}/reasons").items()
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -145,7 +154,7 @@ def test_a_raising_handler_is_retried_with_doubling_delays_then_failed_with_its_
     # Lower bounds are exact; upper bounds leave room for a loaded machine.
     assert 0.1 <= gaps[0] < 0.19 and 0.2 <= gaps[1] < 0.39
     assert r.lrange(f"{QUEUE}/failed", 0, -1) == [b"t"]
-    assert r.hgetall(f"{QUEUE}/failed/reasons") == {b"t": b"ValueError: cannot compute t"}
+    assert failed_reasons(r, f"{QUEUE}/failed") == {b"t": [("ValueError: cannot compute t", 3)]}
     assert r.llen(DONE) == 0
     assert r.zcard(SET) == 0  # a later event can make the task again
 
@@ -174,7 +183,7 @@ def test_attempt_failed_records_its_message_as_the_whole_reason(r, redis_server)
     r.lpush(QUEUE, "t")
     with working(worker):
         wait_until(lambda: r.llen(f"{QUEUE}/failed") == 1)
-    assert r.hgetall(f"{QUEUE}/failed/reasons") == {b"t": b"why"}
+    assert failed_reasons(r, f"{QUEUE}/failed") == {b"t": [("why", 1)]}
 
 
 def test_a_handler_that_fails_once_then_succeeds_notifies_once(r, redis_server):
@@ -206,7 +215,7 @@ def test_task_failed_goes_to_the_failed_list_at_once(r, redis_server):
     with working(worker):
         wait_until(lambda: r.llen("bad") == 1)
     assert calls == ["t"]
-    assert r.hgetall("bad/reasons") == {b"t": b"not a known product"}
+    assert failed_reasons(r, "bad") == {b"t": [("not a known product", 1)]}
 
 
 def test_a_task_that_is_not_utf8_goes_to_the_failed_list_byte_for_byte(r, redis_server):
@@ -217,8 +226,8 @@ def test_a_task_that_is_not_utf8_goes_to_the_failed_list_byte_for_byte(r, redis_
         wait_until(lambda: r.llen(f"{QUEUE}/failed") == 1)
     assert calls == []
     assert r.lrange(f"{QUEUE}/failed", 0, -1) == [b"\xff\xfe"]
-    reason = r.hget(f"{QUEUE}/failed/reasons", b"\xff\xfe")
-    assert reason is not None and reason.startswith(b"task is not UTF-8 text")
+    [(reason, attempts)] = failed_reasons(r, f"{QUEUE}/failed")[b"\xff\xfe"]
+    assert reason.startswith("task is not UTF-8 text") and attempts == 0
 
 
 def test_sigkill_mid_task_then_the_reaper_requeues_the_task_exactly_once(r, redis_server):
@@ -320,7 +329,7 @@ def test_sigterm_stops_the_worker_after_its_current_task(r, redis_server):
     assert r.lrange("handled", 0, -1) == [b"first"]
     assert r.lrange(DONE, 0, -1) == [b"first"]
     assert r.lrange(QUEUE, 0, -1) == [b"second"]
-    assert r.exists(f"{QUEUE}/heartbeat/w", f"{QUEUE}/workers", f"{QUEUE}/taken/w") == 0
+    assert r.keys(f"{QUEUE}/*") == []
 
 
 @pytest.mark.parametrize("taken_queue", [None, "trt/plantA/taken"], ids=["own", "compatible"])

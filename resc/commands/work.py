@@ -6,7 +6,6 @@ import argparse
 import os
 import signal
 import sys
-import threading
 from types import FrameType
 
 from resc.core.errors import EXIT_FATAL, EXIT_FORCED, EXIT_OK, EXIT_USAGE
@@ -144,13 +143,12 @@ def main(args: argparse.Namespace) -> int:
         logs.configure({**os.environ, "RESC_LOG": "info"})
 
     def on_signal(signum: int, _: FrameType | None) -> None:
-        if stopping.is_set():
+        if worker.signalled(signum) == "forced":
+            # Given back first: the killed commands' failures then count for nothing.
+            worker.abort()
             handler.kill_all()
             os._exit(EXIT_FORCED)
-        stopping.set()
-        worker.stop()
 
-    stopping = threading.Event()
     # SIGHUP too: the commands run in their own sessions, so a closed terminal would
     # leave them running without their worker.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

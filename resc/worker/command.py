@@ -9,13 +9,16 @@ failure that the worker retries. The command's output goes to the log, line by l
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import IO
 
 from resc.config.regex import Regex
@@ -31,6 +34,38 @@ PLACEHOLDER = re.compile(r"(?<!\$)\{(\w+)\}")
 OUTPUT_DRAIN_S = 2.0
 # The last line of the command's stderr goes into a failure's reason, cut to this length.
 MAX_REASON_LINE = 300
+
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+
+
+def _load_prctl() -> Callable[[int, int], int] | None:
+    """prctl(2), looked up once, before any fork: Linux only."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    except OSError:
+        return None
+    prctl: Callable[[int, int], int] = libc.prctl
+    return prctl
+
+
+_PRCTL = _load_prctl()
+
+
+def _die_with_the_worker(worker_pid: int) -> Callable[[], None] | None:
+    """For Popen's preexec_fn: the command gets SIGKILL when the worker dies, even by
+    kill -9 (which no handler sees). On Linux only; elsewhere None."""
+    prctl = _PRCTL
+    if prctl is None:
+        return None
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != worker_pid:  # the worker died before prctl took effect
+            os._exit(1)
+
+    return preexec
 
 
 class CommandFailed(AttemptFailed):
@@ -97,6 +132,9 @@ class CommandHandler:
                     # Its own process group: a Ctrl-C meant for the worker lets the command
                     # finish, and a timeout kills whatever the command started too.
                     start_new_session=True,
+                    # The death signal goes when the thread that started the command
+                    # ends: this one, which waits for the command.
+                    preexec_fn=_die_with_the_worker(os.getpid()),
                 )
             except OSError as exc:
                 raise CommandFailed(f"cannot run {args[0]}: {exc.strerror or exc}") from None

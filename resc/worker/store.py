@@ -7,8 +7,11 @@ worker re-reads its taken list after a lost connection instead (see worker.py).
 
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import dataclass
 from importlib.resources import files
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -22,6 +25,8 @@ _SCRIPTS = ("done", "fail", "release", "reap", "join")
 _LUA = {
     name: (files("resc.worker") / "lua" / f"{name}.lua").read_text("utf-8") for name in _SCRIPTS
 }
+
+_GLOB_SPECIAL = re.compile(r"[*?\[\]\\]")
 
 # A blocking take waits this long, so that a stop request is seen promptly.
 TAKE_BLOCK_S = 1.0
@@ -45,37 +50,171 @@ class WorkerKeys:
         return failed_reasons(self.failed)
 
 
-class WorkerStore:
-    """The Redis connections of one worker (a pool: its threads share it)."""
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One script call: which script, its KEYS and ARGV, and what it does (for errors)."""
 
-    def __init__(self, url: str, keys: WorkerKeys, client_name: str) -> None:
+    script: str
+    keys: list[str]
+    args: list[bytes | str | int]
+    action: str
+
+
+class Calls:
+    """The script calls of one worker, shared by the threaded and the asyncio store."""
+
+    def __init__(self, keys: WorkerKeys) -> None:
         self.keys = keys
-        self.display_url = redact_url(url)
-        self._redis = redis.Redis.from_url(
-            url,
-            socket_timeout=TAKE_BLOCK_S + 10,
-            socket_connect_timeout=5,
-            retry=Retry(NoBackoff(), 0),
-            # Redis refuses client names with spaces.
-            client_name=client_name.replace(" ", "_"),
+
+    def done(self, task: bytes, zrem: bool) -> Call:
+        """Notify and remove from the taken list atomically; 0 when the task was no
+        longer there (nothing done)."""
+        k = self.keys
+        keys = [k.taken]
+        if k.done_queue is not None:
+            keys.append(k.done_queue)
+        zrem = zrem and k.set is not None
+        if zrem:
+            keys.append(k.set)  # type: ignore[arg-type]
+        args: list[bytes | str | int] = [
+            task,
+            "1" if k.done_queue is not None else "0",
+            "1" if zrem else "0",
+        ]
+        action = f"notifying {k.done_queue}" if k.done_queue else "finishing a task"
+        return Call("done", keys, args, action)
+
+    def fail(self, task: bytes, reason: str, attempts: int, zrem: bool) -> Call:
+        """Move the task to the failed list with its record (and out of the set when
+        `zrem`: the entry was kept while the task ran); 0 when it was no longer in the
+        taken list."""
+        k = self.keys
+        keys = [k.taken, k.failed, k.failed_reasons]
+        zrem = zrem and k.set is not None
+        if zrem:
+            keys.append(k.set)  # type: ignore[arg-type]
+        args: list[bytes | str | int] = [
+            task,
+            reason,
+            "1" if zrem else "0",
+            f"{time.time():.6f}",
+            attempts,
+        ]
+        return Call("fail", keys, args, f"moving a task to {k.failed}")
+
+    def release(self, task: bytes) -> Call:
+        """Give the task back to the queue, to be taken next (unless the queue holds it
+        already and the set says so); 0 when it was no longer in the taken list."""
+        keys, args = self._with_set([self.keys.taken, self.keys.queue], [task])
+        return Call("release", keys, args, f"giving a task back to {self.keys.queue}")
+
+    def join(self, worker_id: str, heartbeat_ttl_ms: int, holder: str) -> Call:
+        """Claim the worker id and put back what a previous run under it left taken;
+        -1 when the id's heartbeat is alive."""
+        k = self.keys
+        assert k.heartbeat is not None
+        keys, args = self._with_set(
+            [k.queue, k.taken, k.heartbeat, k.workers], [worker_id, heartbeat_ttl_ms, holder]
         )
+        return Call("join", keys, args, f"registering worker {worker_id}")
+
+    def reap(self, worker_id: str, leaving: bool = False) -> Call:
+        """Put the tasks of a worker whose heartbeat has expired (or of this worker,
+        `leaving`) back into the queue; -1 when that worker is alive."""
+        q = self.keys.queue
+        keys = [
+            q,
+            worker_taken_list(q, worker_id),
+            worker_heartbeat(q, worker_id),
+            self.keys.workers,
+        ]
+        keys, args = self._with_set(keys, [worker_id, "1" if leaving else "0"])
+        return Call("reap", keys, args, f"re-queuing the tasks of worker {worker_id}")
+
+    def _with_set(
+        self, keys: list[str], args: list[bytes | str | int]
+    ) -> tuple[list[str], list[bytes | str | int]]:
+        """The keys and arguments of a script that puts tasks back into the queue, with
+        the set: its entries are added back (with the current time as score, as resc
+        does), so that resc does not queue a task that is already there."""
+        if self.keys.set is None:
+            return keys, [*args, "0", "0"]
+        return [*keys, self.keys.set], [*args, "1", f"{time.time():.6f}"]
+
+    def taken_prefix(self) -> str:
+        return worker_taken_list(self.keys.queue, "")
+
+    def taken_pattern(self) -> str:
+        """SCAN's MATCH for the queue's taken lists, the queue name taken literally."""
+        return _GLOB_SPECIAL.sub(r"\\\g<0>", self.taken_prefix()) + "*"
+
+    def worker_ids_of(self, found: list[bytes | str]) -> list[str]:
+        prefix = self.taken_prefix()
+        ids = []
+        for key in found:
+            try:
+                text = key if isinstance(key, str) else key.decode("utf-8")
+            except UnicodeDecodeError:
+                continue  # not a worker's: ids are text
+            ids.append(text.removeprefix(prefix))
+        return ids
+
+
+def server_version(info: dict[str, object]) -> tuple[int, ...]:
+    return tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
+
+
+def script_sources(version: tuple[int, ...]) -> dict[str, str]:
+    # Redis 7 refuses a script flagged by a shebang when it is out of memory, before it
+    # runs, instead of failing at its first write.
+    shebang = "#!lua\n" if version >= (7, 0) else ""
+    return {name: shebang + source for name, source in _LUA.items()}
+
+
+class WorkerStore:
+    """The Redis connections of one worker (a pool: its threads share it): its own, from
+    `url`, or a given client's (see `check_client`)."""
+
+    def __init__(
+        self,
+        keys: WorkerKeys,
+        client_name: str,
+        url: str | None = None,
+        client: redis.Redis | None = None,
+    ) -> None:
+        self.keys = keys
+        self.calls = Calls(keys)
+        self._owned = client is None
+        if client is None:
+            assert url is not None
+            self.display_url = redact_url(url)
+            client = redis.Redis.from_url(
+                url,
+                socket_timeout=TAKE_BLOCK_S + 10,
+                socket_connect_timeout=5,
+                retry=Retry(NoBackoff(), 0),
+                # Redis refuses client names with spaces.
+                client_name=client_name.replace(" ", "_"),
+            )
+        else:
+            self.display_url = describe(client.get_connection_kwargs())
+        self._redis = client
         self._has_lmove = True
         self._scripts: dict[str, Script] = {}
 
     def close(self) -> None:
-        self._redis.close()
+        """Close the connections, unless they are a given client's: its owner does."""
+        if self._owned:
+            self._redis.close()
 
     def connect(self) -> None:
         """Check the server and register the scripts."""
         with converted_errors(f"connecting to {self.display_url}"):
-            info = self._redis.info("server")
-            version = tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
+            version = server_version(self._redis.info("server"))
             self._has_lmove = version >= (6, 2)
-            # Redis 7 refuses a script flagged by a shebang when it is out of memory,
-            # before it runs, instead of failing at its first write.
-            shebang = "#!lua\n" if version >= (7, 0) else ""
             self._scripts = {
-                name: self._redis.register_script(shebang + source) for name, source in _LUA.items()
+                name: self._redis.register_script(source)
+                for name, source in script_sources(version).items()
             }
 
     def take(self) -> bytes | None:
@@ -99,88 +238,89 @@ class WorkerStore:
         with converted_errors(f"removing a task from {self.keys.set}"):
             self._redis.zrem(self.keys.set, task)
 
-    def done(self, task: bytes, zrem: bool) -> bool:
-        """Notify and remove from the taken list atomically; False when the task was no
-        longer there (nothing done)."""
-        k = self.keys
-        keys = [k.taken]
-        if k.done_queue is not None:
-            keys.append(k.done_queue)
-        zrem = zrem and k.set is not None
-        if zrem:
-            keys.append(k.set)  # type: ignore[arg-type]
-        args: list[bytes | str] = [
-            task,
-            "1" if k.done_queue is not None else "0",
-            "1" if zrem else "0",
-        ]
-        with converted_errors(f"notifying {k.done_queue}" if k.done_queue else "finishing a task"):
-            return bool(self._scripts["done"](keys=keys, args=args))
+    def _run(self, call: Call) -> int:
+        with converted_errors(call.action):
+            return int(self._scripts[call.script](keys=call.keys, args=call.args))
 
-    def fail(self, task: bytes, reason: str) -> bool:
-        """Move the task to the failed list with its reason (and out of the set);
-        False when it was no longer in the taken list."""
-        k = self.keys
-        keys = [k.taken, k.failed, k.failed_reasons]
-        if k.set is not None:
-            keys.append(k.set)
-        args: list[bytes | str] = [task, reason, "1" if k.set is not None else "0"]
-        with converted_errors(f"moving a task to {k.failed}"):
-            return bool(self._scripts["fail"](keys=keys, args=args))
+    def done(self, task: bytes, zrem: bool) -> bool:
+        """See Calls.done."""
+        return bool(self._run(self.calls.done(task, zrem)))
+
+    def fail(self, task: bytes, reason: str, attempts: int, zrem: bool) -> bool:
+        """See Calls.fail."""
+        return bool(self._run(self.calls.fail(task, reason, attempts, zrem)))
 
     def release(self, task: bytes) -> bool:
-        """Give the task back to the queue, to be taken next; False when it was no
-        longer in the taken list."""
-        with converted_errors(f"giving a task back to {self.keys.queue}"):
-            return bool(
-                self._scripts["release"](keys=[self.keys.taken, self.keys.queue], args=[task])
-            )
+        """See Calls.release."""
+        return bool(self._run(self.calls.release(task)))
+
+    def join(self, worker_id: str, heartbeat_ttl_ms: int, holder: str) -> int:
+        """See Calls.join."""
+        return self._run(self.calls.join(worker_id, heartbeat_ttl_ms, holder))
+
+    def reap(self, worker_id: str, leaving: bool = False) -> int:
+        """See Calls.reap."""
+        return self._run(self.calls.reap(worker_id, leaving))
 
     def taken_tasks(self) -> list[bytes]:
         with converted_errors(f"reading {self.keys.taken}"):
             tasks: list[bytes] = self._redis.lrange(self.keys.taken, 0, -1)  # type: ignore[assignment]
             return tasks
 
-    def join(self, worker_id: str, heartbeat_ttl_ms: int, holder: str) -> int:
-        """Claim the worker id and put back what a previous run under it left taken;
-        -1 when the id's heartbeat is alive."""
-        k = self.keys
-        assert k.heartbeat is not None
-        with converted_errors(f"registering worker {worker_id}"):
-            return int(
-                self._scripts["join"](
-                    keys=[k.queue, k.taken, k.heartbeat, k.workers],
-                    args=[worker_id, heartbeat_ttl_ms, holder],
-                )
-            )
-
-    def beat(self, worker_id: str, heartbeat_ttl_ms: int, holder: str) -> bool:
-        """Refresh the heartbeat; False when it had expired (a reaper may have put the
-        tasks in hand back into the queue)."""
+    def beat(self, worker_id: str, heartbeat_ttl_ms: int, holder: str) -> tuple[bool, bool]:
+        """Refresh the heartbeat and the registration: whether the heartbeat was still
+        there, and whether the id was still registered, before."""
         k = self.keys
         assert k.heartbeat is not None
         with converted_errors("refreshing the heartbeat"):
             pipe = self._redis.pipeline(transaction=True)
             pipe.exists(k.heartbeat)
+            pipe.sismember(k.workers, worker_id)
             pipe.set(k.heartbeat, holder, px=heartbeat_ttl_ms)
             pipe.sadd(k.workers, worker_id)
-            alive, _, _ = pipe.execute()
-            return bool(alive)
+            alive, registered, _, _ = pipe.execute()
+            return bool(alive), bool(registered)
 
-    def reap(self, worker_id: str, leaving: bool = False) -> int:
-        """Put the tasks of a worker whose heartbeat has expired (or of this worker,
-        `leaving`) back into the queue; -1 when that worker is alive."""
-        q = self.keys.queue
-        keys = [
-            q,
-            worker_taken_list(q, worker_id),
-            worker_heartbeat(q, worker_id),
-            self.keys.workers,
-        ]
-        with converted_errors(f"re-queuing the tasks of worker {worker_id}"):
-            return int(self._scripts["reap"](keys=keys, args=[worker_id, "1" if leaving else "0"]))
+    def scan_taken(self, cursor: int, count: int) -> tuple[int, list[str]]:
+        """One SCAN step over the keys `<queue>/taken/*`: the next cursor (0: done) and
+        the worker ids of the taken lists found, registered or not."""
+        with converted_errors(f"looking for taken lists of {self.keys.queue}"):
+            next_cursor, found = self._redis.scan(
+                cursor, match=self.calls.taken_pattern(), count=count
+            )
+        return int(next_cursor), self.calls.worker_ids_of(found)
 
     def worker_ids(self) -> list[str]:
         with converted_errors(f"reading {self.keys.workers}"):
             members = self._redis.smembers(self.keys.workers)
             return sorted(m.decode("utf-8", "replace") for m in members)  # type: ignore[union-attr]
+
+
+def check_client(kwargs: dict[str, Any]) -> None:
+    """ValueError unless a given client (its connection settings) suits a worker: no
+    retries (a re-sent take or notice duplicates it), a socket timeout above the blocking
+    take's, bytes replies."""
+    problems = []
+    retry = kwargs.get("retry")
+    if retry is not None and retry.get_retries() != 0:
+        problems.append(
+            f"it retries commands ({retry.get_retries()} times), which may re-send a take "
+            "or a notice: give it retry=Retry(NoBackoff(), 0)"
+        )
+    timeout_s = kwargs.get("socket_timeout")
+    if timeout_s is None or timeout_s <= TAKE_BLOCK_S:
+        problems.append(
+            f"its socket_timeout ({timeout_s}) must be more than {TAKE_BLOCK_S:g} s, the "
+            "longest a take blocks (None would wait for ever on a frozen server)"
+        )
+    if kwargs.get("decode_responses"):
+        problems.append("it decodes responses: tasks are bytes; use decode_responses=False")
+    if problems:
+        raise ValueError("the given Redis client does not suit a worker: " + "; ".join(problems))
+
+
+def describe(kwargs: dict[str, Any]) -> str:
+    """Where a given client connects, for messages."""
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"

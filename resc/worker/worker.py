@@ -15,12 +15,15 @@ For each task: BLMOVE from the queue into the worker's own taken list
 (`<queue>/taken/<worker id>`); ZREM from the set (before the handler, or after it);
 the handler; then, in one atomic step, LPUSH of the task into the done queue (the
 notice: the finished task is itself an event for resc) and LREM from the taken list.
-A handler that raises is retried with a doubling delay, then the task goes to the
-failed list (`<queue>/failed`) and its reason to the hash `<queue>/failed/reasons`.
+A handler that raises (anything) is retried with a doubling delay, then the task goes to
+the failed list (`<queue>/failed`) and its record to the hash `<queue>/failed/reasons`.
+Putting a task back into the queue keeps the dedup set consistent (store.Calls).
 
-Each worker refreshes a heartbeat key with a TTL. Every worker also reaps, at start and
-periodically: the tasks of workers whose heartbeat has expired (killed, cut off) go back
-into the queue, so a dead worker's task is done by another, once, with no manual step.
+Each worker refreshes a heartbeat key with a TTL, and takes only while it is surely
+alive. Every worker also reaps, at start and periodically: the tasks of workers whose
+heartbeat has expired (killed, cut off), registered or found by a SCAN, go back into the
+queue, so a dead worker's task is done by another, once, with no manual step. A taking
+thread that dies stops the worker, its tasks given back.
 Compatible mode (`taken_queue=`) uses a fixed taken list shared with other workers,
 exactly the original protocol: no heartbeat and no reaper then.
 """
@@ -30,28 +33,41 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import threading
-import uuid
+import time
 from types import FrameType
 from typing import Literal, TypeVar
 
+import redis
+
 from resc.core import logs
 from resc.core.errors import EXIT_FORCED, RedisUnavailable, RescError, StoreError
-from resc.core.keys import default_failed_queue, queue_workers, worker_heartbeat, worker_taken_list
 from resc.core.logs import get_logger
-from resc.worker.store import WorkerKeys, WorkerStore
+from resc.worker.settings import worker_settings
+from resc.worker.store import WorkerStore, check_client
 from resc.worker.tasks import (
     AttemptFailed,
     Handler,
+    Registration,
+    TaskContext,
     TaskFailed,
     TaskLoop,
-    TaskOptions,
     WorkerError,
+    log_heartbeat_lost,
+    log_reaped,
     until_answered,
+    wants_context,
 )
 
-__all__ = ["AttemptFailed", "Handler", "TaskFailed", "Worker", "WorkerError"]
+__all__ = ["AttemptFailed", "Handler", "TaskContext", "TaskFailed", "Worker", "WorkerError"]
+
+# A second stop signal this soon after the first is the same stop sent twice.
+SIGNAL_REPEAT_S = 0.5
+# How often the keeper checks that the taking threads are alive.
+THREAD_CHECK_S = 0.1
+# The search for taken lists of unregistered workers, per reap: SCAN steps and COUNT.
+SCAN_STEPS_PER_REAP = 5
+SCAN_COUNT = 1000
 
 log = get_logger("resc.worker")
 
@@ -65,16 +81,24 @@ class Worker:
     the handler (the task may be queued again while it runs) or `"after"` it (it may not).
     `done_queue`: where finished tasks are pushed as events (None: no notice).
     `retries` more attempts after a handler raised, the first `retry_delay_s` later and
-    each next one twice as late. `heartbeat_ttl_s`: how long after its last heartbeat a
-    silent worker counts as dead. `worker_id`: unique among the queue's workers (default:
-    host, process id and a random part). `taken_queue`: compatible mode.
+    each next one twice as late. `timeout_s`: an attempt running longer fails (its
+    thread is left running; more such threads than `concurrency` stop the worker).
+    `heartbeat_ttl_s`: how long after its last heartbeat a silent worker counts as dead.
+    `worker_id`: unique among the queue's workers (default: host, process id and a random
+    part). `taken_queue`: compatible mode. Instead of `redis_url`, `client=` or `pool=`:
+    a redis-py client or pool with no retries, a socket timeout above TAKE_BLOCK_S and
+    bytes replies (ValueError otherwise), used but not closed.
+
+    The handler is `handler(task)`, or `handler(task, context)` to get a TaskContext.
     """
 
     def __init__(
         self,
-        redis_url: str,
+        redis_url: str | None = None,
         *,
         queue: str,
+        client: redis.Redis | None = None,
+        pool: redis.ConnectionPool | None = None,
         set: str | None = None,
         done_queue: str | None = "global/events",
         handler: Handler | None = None,
@@ -86,48 +110,46 @@ class Worker:
         worker_id: str | None = None,
         heartbeat_ttl_s: float = 30.0,
         taken_queue: str | None = None,
+        timeout_s: float | None = None,
     ) -> None:
-        problems = []
-        if not queue:
-            problems.append("queue must not be empty")
-        if zrem not in ("before", "after"):
-            problems.append(f"zrem must be 'before' or 'after', not {zrem!r}")
-        if concurrency < 1:
-            problems.append(f"concurrency must be at least 1, not {concurrency}")
-        if retries < 0 or retry_delay_s < 0:
-            problems.append("retries and retry_delay_s must not be negative")
-        if heartbeat_ttl_s < 0.01:
-            problems.append(f"heartbeat_ttl_s must be at least 0.01, not {heartbeat_ttl_s}")
-        if queue and taken_queue == queue:
-            problems.append("taken_queue must differ from queue")
-        if problems:
-            raise ValueError("; ".join(problems))
-        self.worker_id = worker_id or (
-            f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        )
-        self.keys = WorkerKeys(
+        settings = worker_settings(
+            connections=sum(x is not None for x in (redis_url, client, pool)),
             queue=queue,
-            taken=taken_queue or worker_taken_list(queue, self.worker_id),
-            heartbeat=None if taken_queue else worker_heartbeat(queue, self.worker_id),
-            workers=queue_workers(queue),
             set=set,
             done_queue=done_queue,
-            failed=failed_queue or default_failed_queue(queue),
-        )
-        self.options = TaskOptions(
             zrem=zrem,
+            concurrency=concurrency,
             retries=retries,
             retry_delay_s=retry_delay_s,
-            compatible=bool(taken_queue),
+            failed_queue=failed_queue,
+            worker_id=worker_id,
+            heartbeat_ttl_s=heartbeat_ttl_s,
+            taken_queue=taken_queue,
+            timeout_s=timeout_s,
         )
+        if pool is not None:
+            client = redis.Redis(connection_pool=pool)
+        if client is not None:
+            check_client(client.get_connection_kwargs())
+        if handler is not None:
+            wants_context(handler)  # a TypeError now rather than at the first task
+        self.worker_id = settings.worker_id
+        self.keys = settings.keys
+        self.options = settings.options
         self.concurrency = concurrency
         self.heartbeat_ttl_s = heartbeat_ttl_s
-        self.store = WorkerStore(redis_url, self.keys, f"resc-worker-{self.worker_id}")
+        self.store = WorkerStore(
+            self.keys, f"resc-worker-{self.worker_id}", url=redis_url, client=client
+        )
+        self.registration = Registration(None if taken_queue else heartbeat_ttl_s)
+        self._tasks: TaskLoop | None = None
         self._handler = handler
-        self._holder = f"{socket.gethostname()} pid {os.getpid()}"
+        self._holder = settings.holder
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
         self._fatal: RescError | None = None
+        self._signalled_at: float | None = None
+        self._scan_cursor = 0
         self.log = log.bind(worker=self.worker_id, queue=queue)
 
     @property
@@ -136,7 +158,10 @@ class Worker:
         return self.options.compatible
 
     def handler(self, function: H) -> H:
-        """Decorator: register `function(task: str)` as the handler."""
+        """Decorator: register `function(task: str)` as the handler, or
+        `function(task: str, context: TaskContext)` for one that wants the attempt
+        number and the rest of the context."""
+        wants_context(function)
         self._handler = function
         return function
 
@@ -173,8 +198,10 @@ class Worker:
         return True
 
     def run(self) -> None:
-        """Work until SIGINT or SIGTERM (a second one exits at once), or until stop().
-        Sets up resc's logging (RESC_LOG) unless logging is already configured."""
+        """Work until SIGINT or SIGTERM (a second one gives the tasks in hand back and
+        exits at once), or until stop(). Sets up resc's logging (RESC_LOG) unless
+        logging is already configured. Raises WorkerError when the worker stopped on an
+        error, its tasks given back."""
         if not logging.getLogger().handlers:
             logs.configure()
         in_main_thread = threading.current_thread() is threading.main_thread()
@@ -193,12 +220,49 @@ class Worker:
                 signal.signal(signum, old)
 
     def _on_signal(self, signum: int, _: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        if self._stop.is_set():
-            self.log.warning("second signal: exiting now", signal=name)
+        if self.signalled(signum) == "forced":
+            self.abort()
             os._exit(EXIT_FORCED)
-        self.log.info("stopping after the tasks in hand", signal=name)
+
+    def signalled(self, signum: int) -> Literal["stopping", "forced", "ignored"]:
+        """What a stop signal means now: the first one stops after the tasks in hand; a
+        second one forces the exit (the caller then calls abort() and exits); one within
+        SIGNAL_REPEAT_S of the first is the same stop sent twice (a process group's
+        kill, `timeout`) and is ignored."""
+        name = signal.Signals(signum).name
+        now = time.monotonic()
+        if self._signalled_at is None:
+            self._signalled_at = now
+            self.log.info("stopping after the tasks in hand", signal=name)
+            self._stop.set()
+            return "stopping"
+        if now - self._signalled_at < SIGNAL_REPEAT_S:
+            return "ignored"
+        self.log.warning("second signal: giving the tasks in hand back and exiting", signal=name)
+        return "forced"
+
+    def abort(self) -> int:
+        """Give the tasks in hand back to the queue now, for an exit that cannot wait for
+        them; the handlers' outcomes are dropped from then on. Returns how many tasks
+        were given back."""
         self._stop.set()
+        tasks = self._tasks
+        if tasks is None:
+            return 0
+        tasks.aborting.set()
+        try:
+            if self.compatible:
+                # The taken list is shared: give back only this worker's own tasks.
+                return sum(self.store.release(task) for task in tasks.in_hand())
+            return max(0, self.store.reap(self.worker_id, leaving=True))
+        except StoreError as exc:
+            self.log.warning(
+                "could not give the tasks in hand back: a reaper re-queues them once the "
+                "heartbeat expires",
+                error=str(exc),
+                taken=self.keys.taken,
+            )
+            return 0
 
     # --- the keeper: registration, heartbeat, reaper, and the taking threads ----------
 
@@ -214,26 +278,29 @@ class Worker:
                     return
             self.log.info("worker started", concurrency=self.concurrency, taken=self.keys.taken)
             assert self._handler is not None
-            tasks = TaskLoop(
-                self.store, self._handler, self.options, self._stop, self._give_up, self.log
+            self._tasks = TaskLoop(
+                self.store,
+                self._handler,
+                self.options,
+                self._stop,
+                self._give_up,
+                self.log,
+                self.registration,
             )
             for n in range(self.concurrency):
                 thread = threading.Thread(
-                    target=tasks.run, name=f"worker {self.worker_id} #{n}", daemon=True
+                    target=self._tasks.run, name=f"worker {self.worker_id} #{n}", daemon=True
                 )
                 takers.append(thread)
                 thread.start()
-            if self.compatible:
-                self._stop.wait()
-            else:
-                self._beat_and_reap()
+            self._beat_and_reap(takers)
         except RescError as exc:
             self._give_up(exc)
         finally:
             self._stop.set()
             for thread in takers:
                 thread.join()
-            if joined:
+            if joined and not (self._tasks is not None and self._tasks.aborting.is_set()):
                 self._leave()
             self.store.close()
             self.log.info("worker stopped")
@@ -246,12 +313,14 @@ class Worker:
 
     def _join(self) -> bool:
         ttl_ms = self._ttl_ms()
-        answer = until_answered(
-            "registering",
-            lambda: self.store.join(self.worker_id, ttl_ms, self._holder),
-            self._stop,
-            self.log,
-        )
+        sent_at = time.monotonic()
+
+        def join() -> int:
+            nonlocal sent_at
+            sent_at = time.monotonic()
+            return self.store.join(self.worker_id, ttl_ms, self._holder)
+
+        answer = until_answered("registering", join, self._stop, self.log)
         if answer is None:
             return False
         moved = answer[0]
@@ -261,6 +330,7 @@ class Worker:
                 f"{self.keys.heartbeat} is alive (if that worker is dead, it expires within "
                 f"{self.heartbeat_ttl_s:g} s)"
             )
+        self.registration.refreshed_at(sent_at)
         if moved:
             self.log.warning("tasks left taken by a previous run put back", count=moved)
         return True
@@ -268,51 +338,74 @@ class Worker:
     def _ttl_ms(self) -> int:
         return max(1, round(self.heartbeat_ttl_s * 1000))
 
-    def _beat_and_reap(self) -> None:
+    def _beat_and_reap(self, takers: list[threading.Thread]) -> None:
         """Reap dead workers now, then refresh the heartbeat three times per TTL and reap
-        again every other beat, until stopped."""
+        again every other beat, until stopped; stop when a taking thread has died (its
+        task would sit behind a live heartbeat for ever). In compatible mode, only watch
+        the threads."""
         beat_s = self.heartbeat_ttl_s / 3
         beats_per_reap = 2  # every 2/3 TTL: a dead worker is reaped within 5/3 TTL
         failing = False
         beats = 0
         while True:
             try:
-                if beats % beats_per_reap == 0:
+                if not self.compatible and beats % beats_per_reap == 0:
                     self._reap()
-                if self._stop.wait(beat_s):
+                if self._wait_watching(takers, beat_s):
                     return
-                alive = self.store.beat(self.worker_id, self._ttl_ms(), self._holder)
+                if self.compatible:
+                    continue
+                sent_at = time.monotonic()
+                since_refresh_s = self.registration.since_refresh_s()
+                alive, registered = self.store.beat(self.worker_id, self._ttl_ms(), self._holder)
+                self.registration.refreshed_at(sent_at)
                 beats += 1
             except RedisUnavailable as exc:
                 if not failing:
                     self.log.warning("Redis unavailable, retrying", error=str(exc))
                 failing = True
-                if self._stop.wait(beat_s):
+                if self._wait_watching(takers, beat_s):
                     return
                 continue
             if failing:
                 self.log.info("Redis is back")
-            elif not alive:
-                self.log.warning(
-                    "heartbeat had expired: a reaper may have put the tasks in hand back "
-                    "into the queue; they are not notified when done here",
-                    heartbeat_ttl_s=self.heartbeat_ttl_s,
+            if not alive:
+                log_heartbeat_lost(
+                    self.log, since_refresh_s, self.heartbeat_ttl_s, registered, self.keys
                 )
             failing = False
 
+    def _wait_watching(self, takers: list[threading.Thread], wait_s: float) -> bool:
+        """Wait up to `wait_s`; True when the worker is to stop."""
+        deadline = time.monotonic() + wait_s
+        while not self._stop.wait(min(THREAD_CHECK_S, max(0.0, deadline - time.monotonic()))):
+            dead = [thread.name for thread in takers if not thread.is_alive()]
+            if dead:
+                self._give_up(WorkerError(f"a taking thread died: {dead[0]}"))
+                return True
+            if time.monotonic() >= deadline:
+                return False
+        return True
+
     def _reap(self) -> None:
+        seen = {self.worker_id}
         for worker_id in self.store.worker_ids():
-            if worker_id == self.worker_id:
-                continue
-            moved = self.store.reap(worker_id)
-            if moved > 0:
-                self.log.warning(
-                    "heartbeat of a worker expired: its tasks are back in the queue",
-                    dead_worker=worker_id,
-                    count=moved,
-                )
-            elif moved == 0:
-                self.log.info("heartbeat of a worker expired: unregistered", dead_worker=worker_id)
+            if worker_id not in seen:  # never itself: its heartbeat may have come back
+                seen.add(worker_id)
+                self._reap_one(worker_id)
+        # Taken lists of workers that are not registered (reaped while alive, then cut
+        # off for good; or Redis lost the registry): a few SCAN steps per reap.
+        for _ in range(SCAN_STEPS_PER_REAP):
+            self._scan_cursor, found = self.store.scan_taken(self._scan_cursor, SCAN_COUNT)
+            for worker_id in found:
+                if worker_id not in seen:
+                    seen.add(worker_id)
+                    self._reap_one(worker_id)
+            if self._scan_cursor == 0:
+                break
+
+    def _reap_one(self, worker_id: str) -> None:
+        log_reaped(self.log, worker_id, self.store.reap(worker_id))
 
     def _leave(self) -> None:
         try:

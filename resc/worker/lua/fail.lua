@@ -3,12 +3,16 @@
 --
 -- KEYS[1]  the worker's taken list
 -- KEYS[2]  the failed list
--- KEYS[3]  the failed reasons hash (task -> reason)
+-- KEYS[3]  the failed reasons hash (task -> JSON array of records, resc.core.failures)
 -- KEYS[4]  the dedup set, when ARGV[3] is '1'
 -- ARGV[1]  the task
 -- ARGV[2]  the reason
 -- ARGV[3]  '1': ZREM the task from the dedup set, so that a later event can make it
---          again; '0': no set
+--          again (zrem after: the entry is still there); '0': leave the set alone (no
+--          set, or zrem before: the entry was removed at the take, and one there now is
+--          a copy queued again meanwhile)
+-- ARGV[4]  when it failed, unix seconds as a string
+-- ARGV[5]  how many times it was tried
 -- Returns  1 when moved; 0 when the task was no longer in the taken list: nothing done.
 --          An error reply, before any write, when a key holds the wrong type.
 -- Touches  KEYS[1] (LREM), KEYS[2] (LPUSH), KEYS[3] (HSET), KEYS[4] (ZREM).
@@ -30,7 +34,20 @@ if redis.call('LREM', taken, 1, task) == 0 then
   return 0
 end
 redis.call('LPUSH', failed, task)
-redis.call('HSET', reasons, task, reason)
+-- One record per copy in the failed list, oldest first; a plain string (as written
+-- before records) is one copy with that reason.
+local records = {}
+local old = redis.call('HGET', reasons, task)
+if old then
+  local ok, decoded = pcall(cjson.decode, old)
+  if ok and type(decoded) == 'table' and string.sub(old, 1, 1) == '[' then
+    records = decoded
+  else
+    records = {{reason = old}}
+  end
+end
+records[#records + 1] = {reason = reason, time = ARGV[4], attempts = tonumber(ARGV[5])}
+redis.call('HSET', reasons, task, cjson.encode(records))
 if set then
   redis.call('ZREM', set, task)
 end
