@@ -10,8 +10,8 @@ import pytest
 import redis
 import trustme
 
-from resc.connection.edge import redact_url
-from resc.core.errors import StoreError
+from resc.connection.edge import converted_errors, redact_url
+from resc.core.errors import RedisUnavailable, StoreError
 from resc.dev.embedded import free_port
 from resc.engine.store import Store
 from tests.conftest import RedisServer, make_config, running, wait_until
@@ -169,3 +169,28 @@ def _answers(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.ConnectionError:
         return False
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.ReadOnlyError("You can't write against a read only replica."),
+        redis.ResponseError("UNBLOCKED force unblock from blocking operation"),
+        redis.ResponseError("LOADING Redis is loading the dataset in memory"),
+        redis.ResponseError("MASTERDOWN Link with MASTER is down"),
+        redis.ResponseError("NOREPLICAS Not enough good replicas to write."),
+    ],
+)
+def test_a_server_that_is_no_writable_master_now_is_waited_out(error: Exception):
+    expected = r"^taking: Redis is not a writable master now"
+    with pytest.raises(RedisUnavailable, match=expected), converted_errors("taking"):
+        raise error
+
+
+def test_other_error_replies_are_refusals():
+    with (
+        pytest.raises(StoreError, match=r"^taking: ERR unknown command") as caught,
+        converted_errors("taking"),
+    ):
+        raise redis.ResponseError("ERR unknown command")
+    assert not isinstance(caught.value, RedisUnavailable)

@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from resc.core.errors import RedisUnavailable, StoreError
+from resc.dev.embedded import free_port
 from resc.worker import TaskFailed, WorkerError
 from resc.worker.tasks import TaskLoop
 from tests.conftest import RedisServer, wait_until
@@ -371,3 +372,38 @@ def test_requeues_keep_the_set_consistent_on_a_redis_without_lpos(
     assert r.lrange(QUEUE, 0, -1) == expected_queue
     assert r.llen(f"{QUEUE}/taken/dead") == 0
     r.close()
+
+
+# --- failovers --------------------------------------------------------------------------
+
+
+def test_a_worker_waits_out_its_server_turning_replica_and_back(tmp_path):
+    # An old master in a failover: its blocked takes are dropped (UNBLOCKED), then every
+    # write is refused (READONLY). Neither is a fault of the worker's: it waits.
+    server = RedisServer(tmp_path)
+    server.start()
+    client = server.client()
+    handled: list[str] = []
+    worker = new_worker(server, handled.append, heartbeat_ttl_s=3.0)
+    try:
+        with working(worker):
+            client.lpush(QUEUE, "t1")
+            wait_until(lambda: handled == ["t1"])
+            client.replicaof("127.0.0.1", str(free_port()))
+
+            def refusals() -> int:
+                stats = client.info("errorstats")
+                return sum(
+                    int(stats.get(f"errorstat_{name}", {}).get("count", 0))
+                    for name in ("READONLY", "UNBLOCKED")
+                )
+
+            wait_until(lambda: refusals() >= 2, timeout_s=20)
+            assert not worker.wait(0)  # still running
+            client.replicaof("NO", "ONE")
+            client.lpush(QUEUE, "t2")
+            wait_until(lambda: handled == ["t1", "t2"], timeout_s=20)
+    finally:
+        client.close()
+        server.close()
+    assert handled == ["t1", "t2"]

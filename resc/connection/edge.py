@@ -14,6 +14,11 @@ from resc.core.errors import RedisUnavailable, StoreError
 
 _WRONGTYPE = re.compile(r"WRONGTYPE (.*)")
 
+# Error replies of a server that is no writable master for a moment (a failover, a
+# replica loading its data): waited out like a lost connection, never a fault of the
+# command.
+NOT_A_MASTER_NOW = ("READONLY", "UNBLOCKED", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN")
+
 # Waits between reconnection attempts: doubling from the first, up to the cap, each
 # shortened by up to a fifth at random so that many watchers do not retry in step.
 RECONNECT_FIRST_S = 0.1
@@ -50,7 +55,8 @@ def redact_url(url: str) -> str:
 @contextmanager
 def converted_errors(action: str) -> Iterator[None]:
     """redis-py's exceptions as resc's: RedisUnavailable for a lost connection or no
-    answer, StoreError for an error reply; each message starting with `action`."""
+    answer or a server that is no writable master for now, StoreError for another error
+    reply; each message starting with `action`."""
     try:
         yield
     except redis.ConnectionError as exc:
@@ -58,6 +64,8 @@ def converted_errors(action: str) -> Iterator[None]:
     except redis.TimeoutError as exc:
         raise RedisUnavailable(f"{action}: no answer from Redis: {exc}") from None
     except redis.ResponseError as exc:
+        if isinstance(exc, redis.ReadOnlyError) or str(exc).startswith(NOT_A_MASTER_NOW):
+            raise RedisUnavailable(f"{action}: Redis is not a writable master now: {exc}") from None
         wrong_type = _WRONGTYPE.search(str(exc))
         raise StoreError(f"{action}: {wrong_type[1] if wrong_type else exc}") from None
     except redis.RedisError as exc:
