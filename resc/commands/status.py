@@ -11,13 +11,12 @@ from collections.abc import Iterator
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
-from resc.commands.common import load_config_or_exit, positive_float
+from resc.commands.common import load_config_or_exit, positive_float, redis_url_or_none
 from resc.core.errors import EXIT_FATAL, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from resc.config.models import Config
     from resc.ops.status import Key, Row, StatusReader
 
 NAME = "status"
@@ -156,37 +155,12 @@ def _refreshes(
         time.sleep(interval_s)
 
 
-def _redis_url(config: Config, option: str | None) -> str | None:
-    """The URL to read, or None after saying why there is none."""
-    from pydantic import ValidationError
-
-    from resc.config.models import EMBEDDED_REDIS, RedisConfig
-
-    if option is None:
-        if config.redis.url != EMBEDDED_REDIS:
-            return config.redis.url
-        print(
-            f"resc: the config's redis.url is {EMBEDDED_REDIS!r}, a private server that "
-            f"resc run starts on a free port and names when it starts: give that URL "
-            f"with --redis",
-            file=sys.stderr,
-        )
-        return None
-    try:
-        RedisConfig(url=option)
-    except ValidationError as exc:
-        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
-        print(f"resc: --redis: {reason}", file=sys.stderr)
-        return None
-    return option
-
-
 def main(args: argparse.Namespace) -> int:
     from resc.core.errors import StoreError
     from resc.ops.status import Row, StatusReader, configured_keys
 
     config = load_config_or_exit(args.config)
-    url = _redis_url(config, args.redis)
+    url = redis_url_or_none(config, args.redis)
     if url is None:
         return EXIT_USAGE
     keys, unlisted = configured_keys(config)
