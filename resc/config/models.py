@@ -267,6 +267,13 @@ class Make(_Model):
     def _ttl_needs_a_set(self) -> Make:
         if self.set_ttl is not None and self.set is None:
             raise ValueError("set_ttl needs a set")
+        # The expiry finds sets by name and must tell which queue holds their tasks.
+        missing = self.queue.names - (self.set.names if self.set is not None else set())
+        if self.set_ttl is not None and missing:
+            raise ValueError(
+                f"set_ttl needs a set whose name holds every variable of the queue's: the "
+                f"set lacks {', '.join(sorted(missing))}"
+            )
         return self
 
 

@@ -18,6 +18,7 @@ from resc.connection.edge import redact_url
 from resc.core.errors import EXIT_FATAL, EXIT_FORCED, EXIT_OK, ConfigError, StoreError
 from resc.core.logs import get_logger
 from resc.core.metrics import FetchStats, WatcherStats
+from resc.engine.expiry import ExpiryStats, SetExpiry
 from resc.engine.store import Store
 from resc.engine.watcher import Watcher
 
@@ -64,6 +65,9 @@ class Daemon:
         self.failed: list[str] = []
         self._running: dict[str, tuple[Watcher, threading.Thread]] = {}
         self._config_mtime = self._mtime()
+        # Kept across reloads, as the counters they hold.
+        self.expiry_stats = ExpiryStats()
+        self._expiry = SetExpiry(config, self.expiry_stats)
         self.services = [make(self) for make in services]
         self._probe: Store | None = None
         self._probe_lock = threading.Lock()
@@ -71,6 +75,7 @@ class Daemon:
     def start(self) -> None:
         for watcher_config in self.config.watchers:
             self._start_watcher(watcher_config)
+        self._expiry.start()
         # After the watchers: /readyz must never see a resc with none.
         for service in self.services:
             service.start()
@@ -150,6 +155,7 @@ class Daemon:
             )
         self.config = new
         self.grace_period_s = new.grace_period
+        self._expiry.use(new)
         for name, watcher_config in wanted.items():
             if name in self._running:
                 self._running[name][0].use_rules(watcher_config)
@@ -242,6 +248,7 @@ class Daemon:
                 "and are processed first at the next start",
                 watchers=", ".join(unfinished),
             )
+        self._expiry.close()
         for service in self.services:
             service.close()
         if self._probe is not None:
