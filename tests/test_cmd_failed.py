@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import pty
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from resc.worker import store as worker_store
 from tests.conftest import (
     RedisServer,
     make_config,
+    resc_process,
     run_resc,
     running,
     wait_until,
@@ -296,3 +299,53 @@ def test_redis_down_is_a_clear_message(tmp_path):
     assert done.returncode == 1
     assert "connection lost" in done.stderr or "Connection refused" in done.stderr
     assert "secret" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_two_requeues_at_once_move_each_copy_once(r, redis_server, tmp_path):
+    conf = write_config(tmp_path, config(redis_server.url))
+    texts = [f"bad/{n}" for n in range(300)]
+    r.lpush("in/failed", *texts, *texts)  # every text twice
+    r.hset("in/failed/reasons", mapping={t: encode([FailedRecord("a"), FailedRecord("b")])
+                                         for t in texts})  # fmt: skip
+    processes = [
+        resc_process("failed", str(conf), "--requeue", "--all", "--json") for _ in range(2)
+    ]
+    outcomes = []
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=60)
+        assert (process.returncode, stderr) == (0, "")
+        [outcome] = json.loads(stdout)["lists"][:1]
+        outcomes.append(outcome)
+    assert sum(o["requeued"] for o in outcomes) == 600
+    # What one moved, the other found gone (or never saw, when its snapshot came later).
+    assert all(o["requeued"] + o["gone"] <= 600 for o in outcomes)
+    assert sorted(r.lrange("in", 0, -1)) == sorted([t.encode() for t in texts] * 2)
+    assert r.exists("in/failed", "in/failed/reasons") == 0
+
+
+def test_a_binary_copy_is_listed_escaped_and_requeued_byte_for_byte(r, redis_server, tmp_path):
+    conf = write_config(tmp_path, config(redis_server.url))
+    r.lpush("in/failed", b"bad/\xff\x00")
+    r.hset("in/failed/reasons", b"bad/\xff\x00", "not UTF-8")
+    listing = resc_failed(conf)
+    assert summary(listing)["in/failed"] == [("bad/\\xff\x00", "not UTF-8", None)]
+    resc_failed(conf, "--requeue", "--match", "^bad/")
+    assert r.lrange("in", 0, -1) == [b"bad/\xff\x00"]
+
+
+def test_delete_asks_on_a_terminal(r, redis_server, tmp_path):
+    conf = write_config(tmp_path, config(redis_server.url))
+    for answer, left in ((b"n\n", 2), (b"y\n", 0)):
+        r.delete("in/failed")
+        r.lpush("in/failed", "bad/1", "bad/2")
+        leader, follower = pty.openpty()
+        process = resc_process("failed", str(conf), "--delete", "--all", stdin=follower)
+        os.close(follower)
+        try:
+            os.write(leader, answer)
+            stdout, stderr = process.communicate(timeout=30)
+        finally:
+            os.close(leader)
+        assert stdout.startswith("Delete 2 failed copies for good? [y/N] ")
+        assert r.llen("in/failed") == left
+        assert (process.returncode, stderr) == ((2, "resc: nothing deleted\n") if left else (0, ""))

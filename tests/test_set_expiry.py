@@ -17,7 +17,7 @@ from resc.engine.daemon import Daemon
 from resc.engine.expiry import _SCRIPT
 from resc.worker import Worker
 from resc.worker import store as worker_store
-from tests.conftest import make_config, running, wait_until, write_config
+from tests.conftest import RedisServer, make_config, running, wait_until, write_config
 
 
 @pytest.fixture(autouse=True)
@@ -203,3 +203,22 @@ def test_set_ttl_needs_a_set_that_names_its_queue(tmp_path):
         "set_ttl needs a set whose name holds every variable of the queue's: the set lacks p"
         in (info.value.problems[0])
     )
+
+
+def test_the_sweep_waits_out_a_redis_restart(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    client = server.client()
+    try:
+        with running(config(server.url), tmp_path) as daemon:
+            old(client, "todo-set", "job/1")
+            wait_until(lambda: client.exists("todo-set") == 0)
+            server.kill()
+            wait_until(lambda: daemon.expiry_stats.failed_sweeps >= 1)
+            server.start()
+            old(client, "todo-set", "job/2")
+            wait_until(lambda: client.exists("todo-set") == 0)
+            assert daemon.expiry_stats.removed["todo-set"] == 2
+    finally:
+        client.close()
+        server.close()
