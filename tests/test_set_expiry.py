@@ -13,6 +13,7 @@ import redis
 
 from resc.config.load import config_from_source
 from resc.config.source import read_source
+from resc.engine import expiry
 from resc.engine.daemon import Daemon
 from resc.engine.expiry import _SCRIPT
 from resc.worker import Worker
@@ -52,7 +53,8 @@ def test_a_stuck_member_is_removed_and_the_task_can_be_made_again(r, redis_serve
     old(r, "todo-set", "job/1")
     with running(config(redis_server.url), tmp_path) as daemon:
         wait_until(lambda: r.zscore("todo-set", "job/1") is None)
-        assert dict(daemon.expiry_stats.removed) == {"todo-set": 1}
+        # Counted once the set's sweep is over, just after the ZREM.
+        wait_until(lambda: dict(daemon.expiry_stats.removed) == {"todo-set": 1})
         r.lpush("in", "ok/1")
         wait_until(lambda: r.lrange("todo", 0, -1) == [b"job/1"])
     assert r.zscore("todo-set", "job/1") is not None
@@ -103,7 +105,7 @@ def test_members_whose_task_is_queued_taken_or_young_are_kept(r, redis_server, t
                 b"job/taken",
                 b"job/young",
             ]
-            assert daemon.expiry_stats.removed["todo-set"] == 2
+            wait_until(lambda: daemon.expiry_stats.removed["todo-set"] == 2)
         finally:
             release.set()
             worker.stop()
@@ -218,7 +220,34 @@ def test_the_sweep_waits_out_a_redis_restart(tmp_path):
             server.start()
             old(client, "todo-set", "job/2")
             wait_until(lambda: client.exists("todo-set") == 0)
-            assert daemon.expiry_stats.removed["todo-set"] == 2
+            wait_until(lambda: daemon.expiry_stats.removed["todo-set"] == 2)
     finally:
         client.close()
         server.close()
+
+
+def test_bounded_sweeps_reach_every_set_and_member_in_turn(r, redis_server, tmp_path, monkeypatch):
+    monkeypatch.setattr(expiry, "MOST_MEMBERS", 2)
+    monkeypatch.setattr(expiry, "MOST_SETS", 1)
+    monkeypatch.setattr(expiry, "SCAN_COUNT", 1)
+    # The oldest members are all queued: a sweep that always began with them would
+    # never reach the stuck one behind them.
+    queued = [f"job/q{n}" for n in range(5)]
+    r.zadd("todo-set", {t: n for n, t in enumerate(queued)})
+    r.zadd("todo-set", {"job/stuck": 10})
+    r.lpush("todo", *queued)
+    # Every set stays (with a queued task): a scan that always began again would never
+    # reach the sets behind the first one.
+    plants = "ABCDEFGH"
+    for plant in plants:
+        old(r, f"trt/{plant}/set", "job/1", "job/2")
+        r.lpush(f"trt/{plant}/todo", "job/2")
+
+    def swept() -> bool:
+        return all(r.zrange(f"trt/{p}/set", 0, -1) == [b"job/2"] for p in plants)
+
+    with running(config(redis_server.url), tmp_path) as daemon:
+        wait_until(lambda: r.zscore("todo-set", "job/stuck") is None, timeout_s=30)
+        wait_until(swept, timeout_s=30)
+        wait_until(lambda: daemon.expiry_stats.removed == {"todo-set": 1, "trt/${plant}/set": 8})
+    assert sorted(r.zrange("todo-set", 0, -1)) == [t.encode() for t in queued]

@@ -8,8 +8,8 @@ score (the unix time at which resc added it) is older than set_ttl, and whose ta
 neither in the queue nor in the taken list of a registered worker of that queue, is
 removed by lua/expire_member.lua, which checks both in the same atomic step as the ZREM.
 
-Bounded: each sweep reads at most MOST_SETS sets per make and MOST_MEMBERS expired
-members per set; what is left waits for the next sweep.
+Bounded: each sweep reads about MOST_SETS sets per make (a SCAN step may give a few
+more) and MOST_MEMBERS expired members per set; the next sweep goes on from there.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ log = get_logger("resc.expiry")
 _SCRIPT = (files("resc.engine") / "lua" / "expire_member.lua").read_text("utf-8")
 MOST_SETS = 1000
 MOST_MEMBERS = 1000
+SCAN_COUNT = 1000  # SCAN's COUNT hint: keys looked at per step
 # A sweep every quarter of the shortest set_ttl, within these bounds.
 SWEEP_MIN_S = 0.5
 SWEEP_MAX_S = 60.0
@@ -95,6 +96,11 @@ class SetExpiry:
         self._thread = threading.Thread(target=self._run, name="set expiry", daemon=True)
         self._redis: redis.Redis | None = None
         self._url = ""
+        # Where the next sweep goes on, so that a bounded sweep reaches everything in
+        # turn: the SCAN cursor of each set pattern, and the number of expired members
+        # kept (queued or taken) at the start of each set.
+        self._scan_cursors: dict[str, int] = {}
+        self._kept: dict[str, int] = {}
 
     def start(self) -> None:
         self._thread.start()
@@ -165,14 +171,17 @@ class SetExpiry:
             for target in found:
                 now = time.time()
                 for set_name, queue in self._sets(client, target):
+                    skip = self._kept.pop(set_name, 0)
                     expired: list[bytes] = client.zrangebyscore(  # type: ignore[assignment]
-                        set_name, "-inf", now - target.set_ttl_s, start=0, num=MOST_MEMBERS
+                        set_name, "-inf", now - target.set_ttl_s, start=skip, num=MOST_MEMBERS
                     )
                     removed = [
                         m
                         for m in expired
                         if self._expire(client, script, set_name, queue, m, now - target.set_ttl_s)
                     ]
+                    if len(expired) == MOST_MEMBERS:
+                        self._kept[set_name] = skip + len(expired) - len(removed)
                     if removed:
                         total += len(removed)
                         with self.stats.lock:
@@ -188,20 +197,28 @@ class SetExpiry:
         return total
 
     def _sets(self, client: redis.Redis, target: Target) -> list[tuple[str, str]]:
-        """(set, queue) for the target's sets that exist, at most MOST_SETS."""
+        """(set, queue) for the target's sets that exist, at most MOST_SETS: the next ones
+        of a SCAN that goes on where the previous sweep stopped."""
         if not target.set.refs:
             return [(target.set.source, target.queue.source)]
-        found = []
-        for raw in client.scan_iter(match=glob_of(target.set.source), count=1000, _type="zset"):
-            name = raw.decode("utf-8", "backslashreplace")
-            variables = match_pattern(target.set, name)
-            if variables is None:
-                continue
-            encoded = {k: v.encode() for k, v in variables.items()}
-            found.append((name, target.queue.expand(encoded).decode("utf-8", "backslashreplace")))
+        glob = glob_of(target.set.source)
+        cursor = self._scan_cursors.pop(target.set.source, 0)
+        found: list[tuple[str, str]] = []
+        while True:
+            cursor, names = client.scan(cursor, match=glob, count=SCAN_COUNT, _type="zset")
+            raw: bytes
+            for raw in names:  # type: ignore[assignment]
+                name = raw.decode("utf-8", "backslashreplace")
+                variables = match_pattern(target.set, name)
+                if variables is not None:
+                    encoded = {k: v.encode() for k, v in variables.items()}
+                    queue = target.queue.expand(encoded).decode("utf-8", "backslashreplace")
+                    found.append((name, queue))
+            if cursor == 0:
+                return found
             if len(found) >= MOST_SETS:
-                break
-        return found
+                self._scan_cursors[target.set.source] = cursor
+                return found
 
     @staticmethod
     def _expire(
