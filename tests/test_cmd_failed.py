@@ -349,3 +349,38 @@ def test_delete_asks_on_a_terminal(r, redis_server, tmp_path):
         assert stdout.startswith("Delete 2 failed copies for good? [y/N] ")
         assert r.llen("in/failed") == left
         assert (process.returncode, stderr) == ((2, "resc: nothing deleted\n") if left else (0, ""))
+
+
+def test_redis_lost_midway_says_how_far_it_went(tmp_path, monkeypatch, capsys):
+    from resc import cli
+    from resc.ops import failed
+
+    server = RedisServer(tmp_path)
+    server.start()
+    client = server.client()
+    conf = write_config(tmp_path, config(server.url))
+    client.lpush("in/failed", *(f"bad/{n}" for n in range(10)))
+    calls = []
+    original = failed.FailedStore.__init__
+
+    def init(self: failed.FailedStore, url: str) -> None:
+        original(self, url)
+        script = self._scripts["requeue_failed"]
+
+        def killing_after_three(**kwargs: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 4:
+                server.kill()
+            return script(**kwargs)
+
+        self._scripts["requeue_failed"] = killing_after_three  # type: ignore[assignment]
+
+    monkeypatch.setattr(failed.FailedStore, "__init__", init)
+    try:
+        assert cli.main(["failed", str(conf), "--requeue", "--all"]) == 1
+    finally:
+        client.close()
+        server.close()
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["in/failed: 3 moved back to in"]
+    assert err.startswith("resc: stopped: moving a copy from in/failed back to in: connection lost")

@@ -14,7 +14,7 @@ from resc.core.errors import EXIT_FATAL, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
     from resc.config.regex import Regex
-    from resc.ops.failed import FailedItem, FailedList, FailedStore
+    from resc.ops.failed import FailedItem, FailedList, FailedStore, Outcome
 
 NAME = "failed"
 HELP = "list the failed events and tasks of every failed list, requeue or delete them"
@@ -254,10 +254,30 @@ def _change(
             return EXIT_USAGE
     if args.delete and total and not args.yes and not _confirmed(total):
         return EXIT_USAGE
-    results = []
+    from resc.core.errors import StoreError
+    from resc.ops.failed import Outcome
+
+    results: list[tuple[FailedList, Outcome]] = []
+    error = None
     for fl, items, _ in snapshot:
-        outcome = store.requeue(items) if args.requeue else store.delete(items)
+        outcome = Outcome()
         results.append((fl, outcome))
+        try:
+            (store.requeue if args.requeue else store.delete)(items, outcome)
+        except StoreError as exc:
+            # What was done is done (each copy atomically): say how far it went.
+            error = str(exc)
+            break
+    _print_outcomes(store.display_url, results, args)
+    if error is not None:
+        print(f"resc: stopped: {error}", file=sys.stderr)
+        return EXIT_FATAL
+    return EXIT_OK
+
+
+def _print_outcomes(
+    url: str, results: list[tuple[FailedList, Outcome]], args: argparse.Namespace
+) -> None:
     if args.json:
         verb = "requeued" if args.requeue else "deleted"
         data = [
@@ -269,8 +289,8 @@ def _change(
             }
             for fl, o in results
         ]
-        print(json.dumps({"redis": store.display_url, "lists": data}, indent=2))
-        return EXIT_OK
+        print(json.dumps({"redis": url, "lists": data}, indent=2))
+        return
     for fl, o in results:
         notes = []
         if o.already_queued:
@@ -282,7 +302,6 @@ def _change(
             print(f"{fl.name}: {o.done} moved back to {fl.queue}{note}")
         else:
             print(f"{fl.name}: {o.done} deleted{note}")
-    return EXIT_OK
 
 
 def _confirmed(total: int) -> bool:

@@ -157,8 +157,8 @@ class FailedStore:
         names: set[str] = set()
         for raw in self._redis.scan_iter(match=glob, count=_CHUNK, _type="list"):
             names.add(raw.decode("utf-8", "backslashreplace"))
-            if len(names) >= most:
-                return names, True
+            if len(names) > most:
+                return set(sorted(names)[:most]), True
         return names, False
 
     def items(self, failed: FailedList, most: int) -> tuple[list[FailedItem], int]:
@@ -190,9 +190,9 @@ class FailedStore:
             found.append(FailedItem(failed, text, kept[n] if n < len(kept) else None))
         return found, int(length)
 
-    def requeue(self, items: Iterable[FailedItem]) -> Outcome:
-        """Each copy back to its queue, oldest first, one script per copy."""
-        outcome = Outcome()
+    def requeue(self, items: Iterable[FailedItem], outcome: Outcome) -> None:
+        """Each copy back to its queue, oldest first, one script per copy, counted in
+        `outcome` as it goes (so that it tells what was done when Redis is lost)."""
         for item in items:
             fl = item.list
             keys: list[str]
@@ -214,11 +214,10 @@ class FailedStore:
                 outcome.already_queued += 1
             else:
                 outcome.gone += 1
-        return outcome
 
-    def delete(self, items: Iterable[FailedItem]) -> Outcome:
-        """Delete each copy with its record, oldest first, one script per copy."""
-        outcome = Outcome()
+    def delete(self, items: Iterable[FailedItem], outcome: Outcome) -> None:
+        """Delete each copy with its record, oldest first, one script per copy, counted
+        in `outcome` as it goes."""
         for item in items:
             fl = item.list
             with converted_errors(f"deleting a copy from {fl.name}"):
@@ -229,4 +228,3 @@ class FailedStore:
                 outcome.done += 1
             else:
                 outcome.gone += 1
-        return outcome
