@@ -3,6 +3,7 @@ requeued and deleted against a real Redis while the daemon and workers run."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -352,7 +353,7 @@ def test_delete_asks_on_a_terminal(r, redis_server, tmp_path):
 
 
 def test_redis_lost_midway_says_how_far_it_went(tmp_path, monkeypatch, capsys):
-    from resc import cli
+    from resc.commands import failed as command
     from resc.ops import failed
 
     server = RedisServer(tmp_path)
@@ -377,7 +378,10 @@ def test_redis_lost_midway_says_how_far_it_went(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(failed.FailedStore, "__init__", init)
     try:
-        assert cli.main(["failed", str(conf), "--requeue", "--all"]) == 1
+        # In this process (to reach the script), without resc.cli's logging set-up.
+        parser = argparse.ArgumentParser()
+        command.add_arguments(parser)
+        assert command.main(parser.parse_args([str(conf), "--requeue", "--all"])) == 1
     finally:
         client.close()
         server.close()

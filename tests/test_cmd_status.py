@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from resc.dev.embedded import free_port
@@ -209,7 +210,7 @@ def test_status_only_reads(r, redis_server, tmp_path):
     used = {name.removeprefix("cmdstat_") for name in r.info("commandstats")}
     connection = {"client|setinfo", "client|setname", "hello", "info", "config|resetstat"}
     assert used - connection == {"type", "llen", "hlen", "scan", "lindex", "zcard", "zrange",
-                                 "smembers", "pttl", "object|idletime", "lrange"}  # fmt: skip
+                                 "smembers", "pttl", "lrange"}  # fmt: skip
 
 
 def test_an_embedded_redis_is_read_at_the_url_given_with_redis(r, redis_server, tmp_path):
@@ -308,14 +309,16 @@ def test_todo_queues_show_tasks_sets_oldest_task_workers_held_tasks_and_failed(
         assert [(w["id"], w["alive"], w["held"], w["tasks"]) for w in w1] == [
             ("w1", True, 1, ["job/1"])
         ]
-        assert 0 <= w1[0]["heartbeat_age_s"] <= 2
+        # Refreshed every second with a 3 s TTL.
+        assert 1.0 <= w1[0]["heartbeat_expires_in_s"] <= 3.0
+        assert w1[0]["heartbeat_min_age_s"] is None  # not known from one look
         a = todo["trt/A/todo"]
         assert (a["pattern"], a["length"], a["set"], a["set_size"], a["failed"]) == (
             "trt/${plant}/todo", 0, "trt/A/set", 0, 1)  # fmt: skip
         assert a["oldest_task_age_s"] is None
         assert [(w["id"], w["alive"], w["held"]) for w in a["workers"]] == [("w2", True, 0)]
         b = todo["trt/B/todo"]
-        assert [(w["id"], w["alive"], w["held"], w["tasks"], w["heartbeat_age_s"])
+        assert [(w["id"], w["alive"], w["held"], w["tasks"], w["heartbeat_expires_in_s"])
                 for w in b["workers"]] == [("ghost", False, 1, ["job/9"], None)]  # fmt: skip
         assert data["not_shown"] == []
 
@@ -323,8 +326,9 @@ def test_todo_queues_show_tasks_sets_oldest_task_workers_held_tasks_and_failed(
         workers = next(text[i:] for i, line in enumerate(text) if line.startswith("WORKER "))
         assert [line.split()[:2] for line in workers[1:]] == [
             ["w1", "todo"], ["w2", "trt/A/todo"], ["ghost", "trt/B/todo"]]  # fmt: skip
-        assert workers[3].endswith("expired (dead)  job/9")
+        assert workers[3].split()[2:] == ["expired", "(dead)", "job/9"]
         assert workers[1].endswith("job/1")
+        assert "  expires in " in workers[1]
 
         # While watching, how long w1 has held job/1 is measured.
         process = resc_process("status", path, "--watch", "--json", "--interval", "0.2")
@@ -337,11 +341,18 @@ def test_todo_queues_show_tasks_sets_oldest_task_workers_held_tasks_and_failed(
             process.send_signal(signal.SIGINT)
             process.communicate(timeout=10)
 
-        def held(line: dict[str, Any]) -> float:
-            return line["todo"][0]["workers"][0]["oldest_held_min_age_s"]
+        def w1_of(line: dict[str, Any]) -> dict[str, Any]:
+            return line["todo"][0]["workers"][0]
 
-        assert held(lines[0]) == 0.0
-        assert held(lines[-1]) == lines[-1]["time"] - lines[0]["time"]
+        assert w1_of(lines[0])["oldest_held_min_age_s"] == 0.0
+        assert w1_of(lines[-1])["oldest_held_min_age_s"] == lines[-1]["time"] - lines[0]["time"]
+        # The longest TTL seen (a refresh sets 3 s) minus what is left, at least.
+        longest = max(w1_of(line)["heartbeat_expires_in_s"] for line in lines)
+        last = w1_of(lines[-1])
+        assert last["heartbeat_min_age_s"] == pytest.approx(
+            longest - last["heartbeat_expires_in_s"]
+        )
+        assert w1_of(lines[0])["heartbeat_min_age_s"] == 0.0
 
 
 def test_many_todo_queues_are_bounded(r, redis_server, tmp_path):

@@ -79,7 +79,7 @@ def test_todo_families_follow_the_queues_sets_workers_and_failed_lists(
         assert metric(text, "resc_todo_workers", queue=PLANT, state="alive") == 1
         assert metric(text, "resc_todo_workers", queue="todo", state="dead") == 1
         assert metric(text, "resc_todo_tasks_held", queue="todo") == 1
-        assert 0 <= metric(text, "resc_todo_heartbeat_age_max_seconds", queue=PLANT) <= 2
+        assert 1 <= metric(text, "resc_todo_heartbeat_expiry_min_seconds", queue=PLANT) <= 3
         assert "job/" not in text and "w1" not in text and "trt/A" not in text
     finally:
         worker.stop()

@@ -76,13 +76,15 @@ WORKER_COLUMNS = ("WORKER", "QUEUE", "HEARTBEAT", "HOLDS")
 
 @dataclass(frozen=True, slots=True)
 class View:
-    """One refresh: the watchers' rows, the todo queues, and how long each worker has
-    held its oldest task (measured while watching)."""
+    """One refresh: the watchers' rows, the todo queues, and, measured while watching,
+    how long each worker has held its oldest task and since when its heartbeat was
+    refreshed (at least)."""
 
     time: float
     rows: list[Row]
     todo: TodoRead
     held_for: dict[tuple[str, str], float]
+    heartbeat_ages: dict[tuple[str, str], float]
 
 
 def _age(seconds: float | None) -> str:
@@ -157,14 +159,18 @@ def _holds(queue: str, w: WorkerSample, held_for: dict[tuple[str, str], float]) 
     return text + (f" +{w.held - 1} more" if w.held > 1 else "")
 
 
-def _worker_cells(
-    s: TodoSample, w: WorkerSample, held_for: dict[tuple[str, str], float]
-) -> list[str]:
+def _heartbeat(s: TodoSample, w: WorkerSample, view: View) -> str:
     if not w.alive:
-        heartbeat = "expired (dead)"
-    else:
-        heartbeat = f"{_age(w.heartbeat_age_s)} ago" if w.heartbeat_age_s is not None else "alive"
-    return [w.id, s.queue, heartbeat, _holds(s.queue, w, held_for)]
+        return "expired (dead)"
+    if w.heartbeat_ttl_ms is None:
+        return "alive (no TTL)"
+    text = f"expires in {w.heartbeat_ttl_ms / 1000:.1f} s"
+    age = view.heartbeat_ages.get((s.queue, w.id))
+    return text if age is None else f"{text}, beat >= {age:.1f} s ago"
+
+
+def _worker_cells(s: TodoSample, w: WorkerSample, view: View) -> list[str]:
+    return [w.id, s.queue, _heartbeat(s, w, view), _holds(s.queue, w, view.held_for)]
 
 
 def _columns(table: list[list[str]], right: set[int]) -> list[str]:
@@ -189,7 +195,7 @@ def _text(url: str, view: View, footer: list[str]) -> str:
         lines += ["", *_columns(table, {1, 2, 3, 4, 5, 6})]
     workers = [(s, w) for s in samples for w in s.workers]
     if workers:
-        table = [list(WORKER_COLUMNS)] + [_worker_cells(s, w, view.held_for) for s, w in workers]
+        table = [list(WORKER_COLUMNS)] + [_worker_cells(s, w, view) for s, w in workers]
         lines += ["", *_columns(table, set())]
     return "\n".join(lines + footer)
 
@@ -221,7 +227,7 @@ def _tables(url: str, view: View, footer: list[str], error: str | None) -> Group
         for column in WORKER_COLUMNS:
             held.add_column(column)
         for s, w in workers:
-            held.add_row(*(Text(cell) for cell in _worker_cells(s, w, view.held_for)))
+            held.add_row(*(Text(cell) for cell in _worker_cells(s, w, view)))
         parts.append(held)
     return Group(*parts)
 
@@ -239,16 +245,16 @@ def _footer(unlisted: list[str], truncated: list[str], most_keys: int) -> list[s
     return lines
 
 
-def _worker_json(
-    s: TodoSample, w: WorkerSample, held_for: dict[tuple[str, str], float]
-) -> dict[str, Any]:
+def _worker_json(s: TodoSample, w: WorkerSample, view: View) -> dict[str, Any]:
+    ttl = w.heartbeat_ttl_ms
     return {
         "id": w.id,
         "alive": w.alive,
-        "heartbeat_age_s": w.heartbeat_age_s,
+        "heartbeat_expires_in_s": ttl / 1000 if ttl is not None else None,
+        "heartbeat_min_age_s": view.heartbeat_ages.get((s.queue, w.id)),
         "held": w.held,
         "tasks": [t.decode("utf-8", "backslashreplace") for t in w.tasks],
-        "oldest_held_min_age_s": held_for.get((s.queue, w.id)),
+        "oldest_held_min_age_s": view.held_for.get((s.queue, w.id)),
     }
 
 
@@ -277,7 +283,7 @@ def _json(url: str, view: View, unlisted: list[str]) -> dict[str, Any]:
                 "set_size": s.set_size,
                 "oldest_task_age_s": s.oldest_age_s(view.time),
                 "failed": s.failed,
-                "workers": [_worker_json(s, w, view.held_for) for w in s.workers],
+                "workers": [_worker_json(s, w, view) for w in s.workers],
                 "wrong_types": list(s.wrong_types),
             }
             for s in view.todo.samples
@@ -311,7 +317,11 @@ def _refreshes(
         try:
             todo, samples = _read(reader, config, keys, args)
             view = View(
-                now, tracker.update(samples, now), todo, tracker.held_for(todo.samples, now)
+                now,
+                tracker.update(samples, now),
+                todo,
+                tracker.held_for(todo.samples, now),
+                tracker.heartbeat_ages(todo.samples),
             )
         except StoreError as exc:
             error = str(exc)
@@ -340,7 +350,7 @@ def main(args: argparse.Namespace) -> int:
         if not args.watch:
             now = time.time()
             todo, samples = _read(reader, config, keys, args)
-            view = View(now, [Row(s, None, None) for s in samples], todo, {})
+            view = View(now, [Row(s, None, None) for s in samples], todo, {}, {})
             if args.json:
                 print(json.dumps(_json(url, view, unlisted), indent=2))
             else:

@@ -185,6 +185,23 @@ class Tracker:
     previous_time: float | None = None
     oldest_since: dict[str, tuple[bytes, float]] = field(default_factory=dict)
     held_since: dict[tuple[str, str], tuple[bytes, float]] = field(default_factory=dict)
+    longest_ttl_ms: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def heartbeat_ages(self, samples: list[TodoSample]) -> dict[tuple[str, str], float]:
+        """(queue, worker id) -> how long ago the worker refreshed its heartbeat, at
+        least: the longest time to live seen for it (each refresh sets the whole TTL)
+        minus what it has left now."""
+        ages = {}
+        longest = {}
+        for s in samples:
+            for w in s.workers:
+                if w.heartbeat_ttl_ms is None:
+                    continue
+                key = (s.queue, w.id)
+                longest[key] = max(self.longest_ttl_ms.get(key, 0), w.heartbeat_ttl_ms)
+                ages[key] = (longest[key] - w.heartbeat_ttl_ms) / 1000
+        self.longest_ttl_ms = longest
+        return ages
 
     def held_for(self, samples: list[TodoSample], now: float) -> dict[tuple[str, str], float]:
         """(queue, worker id) -> how long the worker's oldest task in hand has been seen

@@ -109,8 +109,8 @@ def _families(samples: list[TodoSample]) -> Iterator[Metric]:
     )
     held = _gauge("resc_todo_tasks_held", "tasks in the workers' taken lists")
     heartbeat = _gauge(
-        "resc_todo_heartbeat_age_max_seconds",
-        "the longest time since an alive worker of a pattern's queues refreshed its heartbeat",
+        "resc_todo_heartbeat_expiry_min_seconds",
+        "the shortest time an alive worker's heartbeat has left before it counts as dead",
     )
     by_pattern: dict[str, list[TodoSample]] = {}
     for s in samples:
@@ -129,7 +129,7 @@ def _families(samples: list[TodoSample]) -> Iterator[Metric]:
         ages = [a for s in group if (a := s.oldest_age_s(now)) is not None]
         if ages:
             oldest.add_metric(label, max(ages))
-        beats = [w.heartbeat_age_s for w in alive if w.heartbeat_age_s is not None]
-        if beats:
-            heartbeat.add_metric(label, max(beats))
+        left = [w.heartbeat_ttl_ms for w in alive if w.heartbeat_ttl_ms is not None]
+        if left:
+            heartbeat.add_metric(label, min(left) / 1000)
     yield from (queues, tasks, members, oldest, failed, workers, held, heartbeat)

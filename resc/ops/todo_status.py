@@ -8,9 +8,11 @@ Todo queues named by patterns with variables are found by SCAN with a glob (the 
 `queue_glob`, or given by the user), at most `most_keys` names per glob: the queues
 themselves, and `<glob>/workers` and `<glob>/failed` for the queues that are empty now.
 
-Only reads, none of which counts as an access: TYPE, LLEN, ZCARD, ZRANGE, SMEMBERS,
-PTTL, OBJECT IDLETIME, LRANGE, SCAN (the heartbeat keys are never read, so that their
-idle time stays the time since the worker refreshed them).
+Only reads: TYPE, LLEN, ZCARD, ZRANGE, SMEMBERS, PTTL, LRANGE, SCAN. A heartbeat holds
+no time: what is known of it is how long it has left (PTTL). Its age is that of the
+TTL the worker gave it minus what is left, and only a watcher that saw it refreshed
+knows that TTL (resc.ops.status.Tracker). OBJECT IDLETIME is no substitute: a SET
+that overwrites a key was seen to leave its idle time running.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class WorkerSample:
 
     id: str
     alive: bool  # its heartbeat key exists (else it is dead, and reaped soon)
-    heartbeat_age_s: int | None  # since its last refresh (OBJECT IDLETIME); None: unknown
+    heartbeat_ttl_ms: int | None  # what the heartbeat has left; None: dead, or no TTL
     held: int  # tasks in its taken list
     tasks: tuple[bytes, ...]  # the oldest MOST_TASKS_SHOWN of them, oldest first
 
@@ -138,7 +140,7 @@ def _kind(reply: Any) -> str:
 
 
 def read_todo_queues(client: redis.Redis, queues: TodoQueues) -> list[TodoSample]:
-    """Every queue's sample, in three round trips. Raises redis-py's errors."""
+    """Every queue's sample, in two round trips. Raises redis-py's errors."""
     named = []
     for queue, spec in queues.queues:
         set_name = spec.set_of(queue)
@@ -163,7 +165,6 @@ def read_todo_queues(client: redis.Redis, queues: TodoQueues) -> list[TodoSample
         worker_ids.append(ids)
         for worker_id in ids:
             pipe.pttl(worker_heartbeat(queue, worker_id))
-            pipe.object("idletime", worker_heartbeat(queue, worker_id))
             pipe.llen(worker_taken_list(queue, worker_id))
             pipe.lrange(worker_taken_list(queue, worker_id), -MOST_TASKS_SHOWN, -1)
     worker_replies = [_value(r) for r in pipe.execute(raise_on_error=False)]
@@ -174,14 +175,14 @@ def read_todo_queues(client: redis.Redis, queues: TodoQueues) -> list[TodoSample
     ):
         workers = []
         for worker_id in ids:
-            ttl, idle, held, tasks = worker_replies[at : at + 4]
-            at += 4
+            ttl, held, tasks = worker_replies[at : at + 3]
+            at += 3
             alive = ttl != -2  # PTTL: -2 for no key, -1 for a key without a TTL
             workers.append(
                 WorkerSample(
                     worker_id,
                     alive,
-                    idle if alive and isinstance(idle, int) else None,
+                    ttl if isinstance(ttl, int) and ttl >= 0 else None,
                     held or 0,
                     tuple(reversed(tasks or ())),
                 )
