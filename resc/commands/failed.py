@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=10_000,
         metavar="N",
-        help="at most the N oldest copies of each list (default: 10000)",
+        help="at most the N oldest copies of each list, to list or act on (default: 10000)",
     )
     parser.add_argument(
         "--max-keys",
