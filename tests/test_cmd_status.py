@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from resc.dev.embedded import free_port
+from resc.worker import TaskFailed, Worker
+from resc.worker import store as worker_store
 from tests.conftest import (
     RedisServer,
     make_config,
     resc_process,
     run_resc,
+    running,
     wait_until,
     write_config,
 )
@@ -47,9 +54,8 @@ def test_lengths_of_the_configured_queues_and_how_to_list_the_others(r, redis_se
         "global/events         input        2",
         "global/taken          taken        1  oldest: age n/a (--watch measures it)",
         "global/events/failed  failed       1  reasons: 1",
-        "not shown (names made from events): trt/${process_id}/todo-queue, "
-        "trt/${process_id}/todo-set",
-        "to list them: --queue 'trt/*/todo-queue' --queue 'trt/*/todo-set'",
+        "not shown (names made from events): trt/${process_id}/todo-queue",
+        "to list them: --queue 'trt/*/todo-queue' (or queue_glob in their make)",
     ]
 
 
@@ -59,7 +65,8 @@ def test_globs_list_matching_keys_and_wrong_types_are_named(r, redis_server, tmp
         [{"input_queue": "in", "rules": [{"on": "", "make": {"queue": "audit", "set": "seen"}}]}],
     )
     r.set("audit", "not a list")
-    r.zadd("seen", {"a": 1, "b": 2})
+    now = time.time()
+    r.zadd("seen", {"a": now - 150, "b": now})
     r.lpush("trt/p1/todo", "t1", "t2", "t3")
     r.hset("trt/p2/todo", "x", "y")
     done = run_resc("status", str(write_config(tmp_path, config)), "--queue", "trt/*/todo")
@@ -70,10 +77,12 @@ def test_globs_list_matching_keys_and_wrong_types_are_named(r, redis_server, tmp
         "in           input        0",
         "in/taken     taken        0",
         "in/failed    failed       0  reasons: 0",
-        "audit        queue        -  holds a string, not a list",
-        "seen         set          2",
         "trt/p1/todo  scan         3",
         "trt/p2/todo  scan         1  a hash",
+        "",
+        "TODO QUEUE  TASKS  SET  OLDEST  WORKERS  HELD  FAILED  NOTE",
+        "audit           -    2   2 min        0     0       0  "
+        "audit holds a string, not a list; set seen",
     ]
 
 
@@ -102,7 +111,9 @@ def test_json_for_scripts(r, redis_server, tmp_path):
             key("global/taken", "taken", 1),
             key("global/events/failed", "failed", 1, reasons=1),
         ],
-        "not_shown": ["trt/${process_id}/todo-queue", "trt/${process_id}/todo-set"],
+        "todo": [],
+        "truncated_globs": [],
+        "not_shown": ["trt/${process_id}/todo-queue"],
     }
 
 
@@ -181,12 +192,25 @@ def test_watch_draws_a_live_table_and_stops_on_ctrl_c(r, redis_server, tmp_path)
 
 def test_status_only_reads(r, redis_server, tmp_path):
     fill(r)
+    r.lpush("trt/plantA/todo-queue", "trt/plantA/2")
+    r.zadd("trt/plantA/todo-set", {"trt/plantA/1": 1, "trt/plantA/2": 2})
+    r.sadd("trt/plantA/todo-queue/workers", "w1")
+    r.set("trt/plantA/todo-queue/heartbeat/w1", "host", px=60_000)
+    r.lpush("trt/plantA/todo-queue/taken/w1", "trt/plantA/1")
     r.config_resetstat()
     path = str(example(redis_server, tmp_path))
-    assert run_resc("status", path, "--queue", "*").returncode == 0
+    done = run_resc("status", path, "--queue", "*", "--json")
+    assert done.returncode == 0
+    [todo] = json.loads(done.stdout)["todo"]
+    assert (todo["queue"], todo["set_size"], todo["workers"][0]["held"]) == (
+        "trt/plantA/todo-queue",
+        2,
+        1,
+    )
     used = {name.removeprefix("cmdstat_") for name in r.info("commandstats")}
     connection = {"client|setinfo", "client|setname", "hello", "info", "config|resetstat"}
-    assert used - connection == {"type", "llen", "hlen", "scan", "lindex"}
+    assert used - connection == {"type", "llen", "hlen", "scan", "lindex", "zcard", "zrange",
+                                 "smembers", "pttl", "lrange"}  # fmt: skip
 
 
 def test_an_embedded_redis_is_read_at_the_url_given_with_redis(r, redis_server, tmp_path):
@@ -213,3 +237,134 @@ def test_an_embedded_redis_is_read_at_the_url_given_with_redis(r, redis_server, 
         2,
         "resc: --redis: must start with redis://, rediss:// or unix://\n",
     )
+
+
+# --- the todo queues, with a real daemon and real workers ---------------------------
+
+
+def todo_config(url: str) -> dict[str, Any]:
+    plant = {"task": "job/${id}", "queue": "trt/${plant}/todo", "set": "trt/${plant}/set",
+             "queue_glob": "trt/*/todo"}  # fmt: skip
+    rules = [
+        {"on": r"^ok/(?P<id>\d+)$",
+         "make": {"task": "job/${id}", "queue": "todo", "set": "todo-set"}},
+        {"on": r"^plant/(?P<plant>\w+)/(?P<id>\d+)$", "make": plant},
+    ]  # fmt: skip
+    return make_config(url, [{"input_queue": "in", "rules": rules}])
+
+
+@contextlib.contextmanager
+def busy_workers(url: str) -> Iterator[threading.Event]:
+    """w1 on todo (zrem after) holds its first task until released; w2 on trt/A/todo
+    fails every task."""
+    release = threading.Event()
+
+    def hold(task: str) -> None:
+        release.wait(20)
+
+    def fail(task: str) -> None:
+        raise TaskFailed("cannot")
+
+    workers = [
+        Worker(url, queue="todo", set="todo-set", zrem="after", done_queue=None, handler=hold,
+               worker_id="w1", heartbeat_ttl_s=3),
+        Worker(url, queue="trt/A/todo", set="trt/A/set", done_queue=None, handler=fail,
+               worker_id="w2", heartbeat_ttl_s=3),
+    ]  # fmt: skip
+    for w in workers:
+        w.start()
+    try:
+        yield release
+    finally:
+        release.set()
+        for w in workers:
+            w.stop()
+        for w in workers:
+            assert w.wait(10)
+
+
+def test_todo_queues_show_tasks_sets_oldest_task_workers_held_tasks_and_failed(
+    r, redis_server, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(worker_store, "TAKE_BLOCK_S", 0.1)
+    conf = todo_config(redis_server.url)
+    path = str(write_config(tmp_path, conf))
+    # A worker that died holding job/9 on trt/B/todo, an empty queue now.
+    r.sadd("trt/B/todo/workers", "ghost")
+    r.lpush("trt/B/todo/taken/ghost", "job/9")
+    with running(conf, tmp_path), busy_workers(redis_server.url):
+        start = time.time()
+        r.lpush("in", "ok/1", "ok/2", "ok/3", "plant/A/7")
+        wait_until(lambda: r.llen("todo/taken/w1") == 1 and r.llen("trt/A/todo/failed") == 1)
+        done = run_resc("status", path, "--json")
+        assert (done.returncode, done.stderr) == (0, "")
+        data = json.loads(done.stdout)
+        todo = {q.pop("queue"): q for q in data["todo"]}
+        assert list(todo) == ["todo", "trt/A/todo", "trt/B/todo"]
+        age = todo["todo"].pop("oldest_task_age_s")
+        assert 0 <= age <= time.time() - start + 1
+        w1 = todo["todo"].pop("workers")
+        assert todo["todo"] == {"pattern": "todo", "length": 2, "set": "todo-set", "set_size": 3,
+                                "failed": 0, "wrong_types": []}  # fmt: skip
+        assert [(w["id"], w["alive"], w["held"], w["tasks"]) for w in w1] == [
+            ("w1", True, 1, ["job/1"])
+        ]
+        # Refreshed every second with a 3 s TTL.
+        assert 1.0 <= w1[0]["heartbeat_expires_in_s"] <= 3.0
+        assert w1[0]["heartbeat_min_age_s"] is None  # not known from one look
+        a = todo["trt/A/todo"]
+        assert (a["pattern"], a["length"], a["set"], a["set_size"], a["failed"]) == (
+            "trt/${plant}/todo", 0, "trt/A/set", 0, 1)  # fmt: skip
+        assert a["oldest_task_age_s"] is None
+        assert [(w["id"], w["alive"], w["held"]) for w in a["workers"]] == [("w2", True, 0)]
+        b = todo["trt/B/todo"]
+        assert [(w["id"], w["alive"], w["held"], w["tasks"], w["heartbeat_expires_in_s"])
+                for w in b["workers"]] == [("ghost", False, 1, ["job/9"], None)]  # fmt: skip
+        assert data["not_shown"] == []
+
+        text = run_resc("status", path).stdout.splitlines()
+        workers = next(text[i:] for i, line in enumerate(text) if line.startswith("WORKER "))
+        assert [line.split()[:2] for line in workers[1:]] == [
+            ["w1", "todo"], ["w2", "trt/A/todo"], ["ghost", "trt/B/todo"]]  # fmt: skip
+        assert workers[3].split()[2:] == ["expired", "(dead)", "job/9"]
+        assert workers[1].endswith("job/1")
+        assert "  expires in " in workers[1]
+
+        # While watching, how long w1 has held job/1 is measured.
+        process = resc_process("status", path, "--watch", "--json", "--interval", "0.2")
+        assert process.stdout is not None
+        try:
+            lines = [json.loads(process.stdout.readline())]
+            while lines[-1]["time"] - lines[0]["time"] < 0.5:
+                lines.append(json.loads(process.stdout.readline()))
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.communicate(timeout=10)
+
+        def w1_of(line: dict[str, Any]) -> dict[str, Any]:
+            return line["todo"][0]["workers"][0]
+
+        assert w1_of(lines[0])["oldest_held_min_age_s"] == 0.0
+        assert w1_of(lines[-1])["oldest_held_min_age_s"] == lines[-1]["time"] - lines[0]["time"]
+        # The longest TTL seen (a refresh sets 3 s) minus what is left, at least.
+        longest = max(w1_of(line)["heartbeat_expires_in_s"] for line in lines)
+        last = w1_of(lines[-1])
+        assert last["heartbeat_min_age_s"] == pytest.approx(
+            longest - last["heartbeat_expires_in_s"]
+        )
+        assert w1_of(lines[0])["heartbeat_min_age_s"] == 0.0
+
+
+def test_many_todo_queues_are_bounded(r, redis_server, tmp_path):
+    path = str(write_config(tmp_path, todo_config(redis_server.url)))
+    for n in range(5):
+        r.lpush(f"trt/p{n}/todo", "t")
+    done = run_resc("status", path, "--json", "--max-keys", "3")
+    data = json.loads(done.stdout)
+    queues = [q["queue"] for q in data["todo"]]
+    # Which three SCAN meets first is Redis's choice.
+    assert (queues[0], len(queues), queues == sorted(queues)) == ("todo", 4, True)
+    assert set(queues[1:]) < {f"trt/p{n}/todo" for n in range(5)}
+    assert data["truncated_globs"] == ["trt/*/todo"]
+    text = run_resc("status", path, "--max-keys", "3")
+    assert text.stdout.splitlines()[-1] == "more than 3 todo queues match trt/*/todo: 3 shown"

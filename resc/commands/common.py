@@ -40,3 +40,29 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError("must be more than 0")
     return value
+
+
+def redis_url_or_none(config: Config, option: str | None) -> str | None:
+    """The Redis URL to use: `option` (--redis) or the config's; None after saying
+    on stderr why there is none."""
+    from pydantic import ValidationError
+
+    from resc.config.models import EMBEDDED_REDIS, RedisConfig
+
+    if option is None:
+        if config.redis.url != EMBEDDED_REDIS:
+            return config.redis.url
+        print(
+            f"resc: the config's redis.url is {EMBEDDED_REDIS!r}, a private server that "
+            f"resc run starts on a free port and names when it starts: give that URL "
+            f"with --redis",
+            file=sys.stderr,
+        )
+        return None
+    try:
+        RedisConfig(url=option)
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        print(f"resc: --redis: {reason}", file=sys.stderr)
+        return None
+    return option

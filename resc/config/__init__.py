@@ -1,5 +1,5 @@
 """The config: its pydantic models (models), reading Hjson and JSON files with the line of
 every value (source), loading with located errors and cross-field checks (load), the
-`${name}` patterns (patterns), rule regexes in the original's syntax on RE2 (regex), and
-the shape of config test cases (cases). Pure: no Redis, no network. May import only
-resc.core."""
+`${name}` patterns (patterns), rule regexes in the original's syntax on RE2 (regex), the
+shape of config test cases (cases), and the todo queues the makes name (todo). Pure: no
+Redis, no network. May import only resc.core."""

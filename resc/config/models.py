@@ -229,6 +229,37 @@ class Fetch(_FetchSettings):
         return path
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)?")
+_DURATION_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _to_duration_s(value: Any) -> float:
+    """A duration: a number of seconds, or a text like "90s", "30m", "12h", "7d"."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(
+            f"must be a number of seconds or a text like '12h', not {json_type(value)}"
+        )
+    if isinstance(value, str):
+        m = _DURATION.fullmatch(value.strip())
+        if m is None:
+            raise ValueError(
+                f"{quoted(value)} is not a duration: a number with s, m, h or d, like '12h'"
+            )
+        value = float(m[1]) * _DURATION_UNIT_S[m[2] or "s"]
+    if not value > 0:
+        raise ValueError("must be more than 0 seconds")
+    return float(value)
+
+
+DurationField = Annotated[
+    float,
+    BeforeValidator(_to_duration_s),
+    WithJsonSchema(
+        {"type": ["number", "string"], "description": "seconds, or a text like 90s, 30m, 12h, 7d"}
+    ),
+]
+
+
 class Make(_Model):
     name: str | None = Field(
         default=None, description="shown in logs and in JSON listener messages; none by default"
@@ -236,6 +267,31 @@ class Make(_Model):
     task: PatternField = Field(default_factory=lambda: parse_pattern("${input_task}"))
     queue: PatternField
     set: PatternField | None = None
+    set_ttl: DurationField | None = Field(
+        default=None,
+        description="members of the set older than this whose task is neither in the queue "
+        "nor taken by a worker are removed (a worker that died before its ZREM); default: "
+        "the watcher's set_ttl, else never",
+    )
+    queue_glob: str | None = Field(
+        default=None,
+        min_length=1,
+        description="a SCAN glob listing the queues that a queue pattern with variables "
+        "makes (trt/*/todo-queue), for resc status, resc failed, the metrics and set_ttl",
+    )
+
+    @model_validator(mode="after")
+    def _ttl_needs_a_set(self) -> Make:
+        if self.set_ttl is not None and self.set is None:
+            raise ValueError("set_ttl needs a set")
+        # The expiry finds sets by name and must tell which queue holds their tasks.
+        missing = self.queue.names - (self.set.names if self.set is not None else set())
+        if self.set_ttl is not None and missing:
+            raise ValueError(
+                f"set_ttl needs a set whose name holds every variable of the queue's: the "
+                f"set lacks {', '.join(sorted(missing))}"
+            )
+        return self
 
     @field_validator("task", "queue", "set")
     @classmethod
@@ -299,6 +355,9 @@ class Watcher(_Model):
         ge=1,
         description="times an event may be interrupted (resc killed, Redis lost) before "
         "it goes to the failed queue",
+    )
+    set_ttl: DurationField | None = Field(
+        default=None, description="the set_ttl of the makes of this watcher that have a set"
     )
     rules: list[Rule]
 

@@ -18,6 +18,7 @@ from resc.connection.edge import redact_url
 from resc.core.errors import EXIT_FATAL, EXIT_FORCED, EXIT_OK, ConfigError, StoreError
 from resc.core.logs import get_logger
 from resc.core.metrics import WatcherStats
+from resc.engine.expiry import ExpiryStats, SetExpiry
 from resc.engine.owner import QueueHeld
 from resc.engine.store import Store
 from resc.engine.watcher import Watcher
@@ -70,6 +71,9 @@ class Daemon:
         # Input queue -> the stats of its latest watcher, kept when a reload removes it.
         self._stats: dict[str, WatcherStats] = {}
         self._config_mtime = self._mtime()
+        # Kept across reloads, as the counters they hold.
+        self.expiry_stats = ExpiryStats()
+        self._expiry = SetExpiry(config, self.expiry_stats)
         self.services = [make(self) for make in services]
         self._probe: Store | None = None
         self._probe_lock = threading.Lock()
@@ -77,6 +81,7 @@ class Daemon:
     def start(self) -> None:
         for watcher_config in self.config.watchers:
             self._start_watcher(watcher_config)
+        self._expiry.start()
         # After the watchers: /readyz must never see a resc with none.
         for service in self.services:
             service.start()
@@ -168,6 +173,7 @@ class Daemon:
             )
         self.config = new
         self.grace_period_s = new.grace_period
+        self._expiry.use(new)
         for name, watcher_config in wanted.items():
             if name in self._running:
                 self._running[name][0].use_rules(watcher_config)
@@ -256,6 +262,7 @@ class Daemon:
                 "and are processed first at the next start",
                 watchers=", ".join(unfinished),
             )
+        self._expiry.close()
         for service in self.services:
             service.close()
         if self._probe is not None:

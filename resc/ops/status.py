@@ -1,9 +1,10 @@
 """Reading queue lengths for `resc status`: plain redis-py reads (TYPE, LLEN, ZCARD, HLEN,
 SCARD, LINDEX, SCAN), never a write.
 
-Which keys: each watcher's input, taken and failed queues, every make's queue and set
-whose pattern has no variables, and the keys matching globs given on the command line.
-Names built from events cannot be listed without scanning, which is left to the user.
+Which keys: each watcher's input, taken and failed queues, and the keys matching globs
+given on the command line. The todo queues, with their sets, workers and failed lists,
+are read by resc.ops.todo_status. Names built from events cannot be listed without
+scanning, which is left to the user (a glob on the command line or a make's queue_glob).
 
 The age of the oldest taken event is not stored anywhere (a taken queue is a plain list),
 so it is only measured while watching: the oldest element (the list's tail) is followed
@@ -12,7 +13,6 @@ from sample to sample, and its age is the time it has been seen there, a lower b
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,15 +25,16 @@ from resc.config.models import Config
 from resc.connection.edge import redact_url
 from resc.core.errors import StoreError
 from resc.core.keys import failed_reasons
+from resc.ops.todo_status import TodoSample, find_todo_queues, read_todo_queues
 
 _LENGTH = {"list": "llen", "zset": "zcard", "hash": "hlen", "set": "scard"}
 # The type each role's key should have.
-_EXPECTED = {"input": "list", "taken": "list", "failed": "list", "queue": "list", "set": "zset"}
+_EXPECTED = {"input": "list", "taken": "list", "failed": "list"}
 
 
 @dataclass(frozen=True, slots=True)
 class Key:
-    """A key to show; `role` is input, taken, failed, queue, set, or scan (a glob's)."""
+    """A key to show; `role` is input, taken, failed, or scan (a glob's)."""
 
     name: str
     role: str
@@ -56,11 +57,9 @@ class Sample:
         return expected if self.type not in ("none", expected) and expected else None
 
 
-def configured_keys(config: Config) -> tuple[list[Key], list[str]]:
-    """The keys a config names, in config order, and the patterns with variables that
-    cannot be listed."""
+def configured_keys(config: Config) -> list[Key]:
+    """The keys of the config's watchers, in config order."""
     keys: dict[str, Key] = {}
-    unlisted: list[str] = []
     for watcher in config.watchers:
         for name, role in (
             (watcher.input_queue, "input"),
@@ -68,24 +67,7 @@ def configured_keys(config: Config) -> tuple[list[Key], list[str]]:
             (watcher.failed_queue, "failed"),
         ):
             keys.setdefault(name, Key(name, role))
-    for watcher in config.watchers:
-        for rule in watcher.rules:
-            for make in rule.make:
-                for pattern, role in ((make.queue, "queue"), (make.set, "set")):
-                    if pattern is None:
-                        continue
-                    if pattern.refs:
-                        if pattern.source not in unlisted:
-                            unlisted.append(pattern.source)
-                    else:
-                        keys.setdefault(pattern.source, Key(pattern.source, role))
-    return list(keys.values()), unlisted
-
-
-def glob_of(pattern: str) -> str:
-    """A SCAN glob matching every name a pattern can make: each ${name} becomes *."""
-    literal = re.split(r"\$\{[\w.]+\}", pattern)
-    return "*".join(re.sub(r"([*?\[\]\\])", r"\\\1", part) for part in literal)
+    return list(keys.values())
 
 
 class StatusReader:
@@ -109,16 +91,27 @@ class StatusReader:
     def close(self) -> None:
         self._redis.close()
 
-    def sample(self, keys: list[Key], globs: Iterable[str]) -> list[Sample]:
-        """Every key's type and length, configured keys first, then glob matches by name.
-        StoreError when Redis cannot be read."""
+    def sample(
+        self, keys: list[Key], globs: Iterable[str], shown: Iterable[str] = ()
+    ) -> list[Sample]:
+        """Every key's type and length, configured keys first, then glob matches by name
+        but those `shown` elsewhere. StoreError when Redis cannot be read."""
         try:
-            return self._sample(keys, globs)
+            return self._sample(keys, globs, set(shown))
         except redis.RedisError as exc:
             raise StoreError(f"cannot read Redis at {self.display_url}: {exc}") from None
 
-    def _sample(self, keys: list[Key], globs: Iterable[str]) -> list[Sample]:
-        known = {key.name for key in keys}
+    def todo(self, config: Config, globs: Iterable[str], most_keys: int) -> TodoRead:
+        """The todo queues of the config, and those the globs find (at most most_keys
+        per glob). StoreError when Redis cannot be read."""
+        try:
+            found = find_todo_queues(self._redis, config, globs, most_keys)
+            return TodoRead(read_todo_queues(self._redis, found), found.truncated)
+        except redis.RedisError as exc:
+            raise StoreError(f"cannot read Redis at {self.display_url}: {exc}") from None
+
+    def _sample(self, keys: list[Key], globs: Iterable[str], shown: set[str]) -> list[Sample]:
+        known = {key.name for key in keys} | shown
         found: set[str] = set()
         for glob in globs:
             for name in self._redis.scan_iter(match=glob, count=1000):
@@ -156,6 +149,25 @@ class StatusReader:
 
 
 @dataclass(frozen=True, slots=True)
+class TodoRead:
+    """The todo queues read, and the globs whose scan stopped at the bound."""
+
+    samples: list[TodoSample]
+    truncated: list[str]
+
+    def names(self) -> set[str]:
+        """Every key these samples show, kept out of the rows of globs."""
+        names = set()
+        for s in self.samples:
+            names |= {s.queue, f"{s.queue}/failed", f"{s.queue}/workers"}
+            names |= {f"{s.queue}/taken/{w.id}" for w in s.workers}
+            names |= {f"{s.queue}/heartbeat/{w.id}" for w in s.workers}
+            if s.set is not None:
+                names.add(s.set)
+        return names
+
+
+@dataclass(frozen=True, slots=True)
 class Row:
     """A sample as shown: with its rate of change and, for a taken queue, how long its
     oldest event has been seen there (None when not measured)."""
@@ -172,6 +184,42 @@ class Tracker:
     previous: dict[str, int | None] = field(default_factory=dict)
     previous_time: float | None = None
     oldest_since: dict[str, tuple[bytes, float]] = field(default_factory=dict)
+    held_since: dict[tuple[str, str], tuple[bytes, float]] = field(default_factory=dict)
+    longest_ttl_ms: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def heartbeat_ages(self, samples: list[TodoSample]) -> dict[tuple[str, str], float]:
+        """(queue, worker id) -> how long ago the worker refreshed its heartbeat, at
+        least: the longest time to live seen for it (each refresh sets the whole TTL)
+        minus what it has left now."""
+        ages = {}
+        longest = {}
+        for s in samples:
+            for w in s.workers:
+                if w.heartbeat_ttl_ms is None:
+                    continue
+                key = (s.queue, w.id)
+                longest[key] = max(self.longest_ttl_ms.get(key, 0), w.heartbeat_ttl_ms)
+                ages[key] = (longest[key] - w.heartbeat_ttl_ms) / 1000
+        self.longest_ttl_ms = longest
+        return ages
+
+    def held_for(self, samples: list[TodoSample], now: float) -> dict[tuple[str, str], float]:
+        """(queue, worker id) -> how long the worker's oldest task in hand has been seen
+        in its taken list, from the first update that saw it there (a lower bound)."""
+        ages = {}
+        seen_now = {}
+        for s in samples:
+            for w in s.workers:
+                if not w.tasks:
+                    continue
+                key = (s.queue, w.id)
+                seen = self.held_since.get(key)
+                if seen is None or seen[0] != w.tasks[0]:
+                    seen = (w.tasks[0], now)
+                seen_now[key] = seen
+                ages[key] = now - seen[1]
+        self.held_since = seen_now
+        return ages
 
     def update(self, samples: list[Sample], now: float) -> list[Row]:
         """The rows of samples taken at `now` (seconds); rates are per second since the

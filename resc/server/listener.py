@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
 from resc.config.models import parse_listen
 from resc.core.errors import RescError
@@ -34,9 +35,16 @@ class _QuietHandler(WSGIRequestHandler):
 
 class HttpListener:
     def __init__(
-        self, daemon: Observed, readiness: Callable[[], dict[str, str]], listen: str
+        self,
+        daemon: Observed,
+        readiness: Callable[[], dict[str, str]],
+        listen: str,
+        collectors: Sequence[Collector] = (),
     ) -> None:
+        """`collectors`: more metric families, beside the daemon's."""
         self._registry = registry_for(daemon)
+        for collector in collectors:
+            self._registry.register(collector)
         self._readiness = readiness
         host, port = parse_listen(listen)
         try:

@@ -1,0 +1,135 @@
+"""Metric families for what users wait on, read from Redis when /metrics is scraped: the
+todo queues of the daemon's running config (resc.ops.todo_status), and what the dedup
+set expiry removed (resc.engine.expiry).
+
+Labels are bounded: `queue` is a make's queue pattern as the config writes it (the
+queues one pattern names are summed, or their maximum taken), `set` a make's set
+pattern; never a name made from an event, a task or a worker id. Queues named with
+variables are read only when their make has a queue_glob, at most MOST_KEYS per glob.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+import redis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from resc.config.models import Config
+from resc.core.logs import get_logger
+from resc.engine.expiry import ExpiryStats
+from resc.ops.todo_status import TodoSample, find_todo_queues, read_todo_queues
+
+log = get_logger("resc.http")
+
+MOST_KEYS = 1000
+
+
+class TodoCollector(Collector):
+    """Reads the todo queues of `config()` (the daemon's config, which a reload
+    replaces) at each scrape, over a connection of its own."""
+
+    def __init__(self, config: Callable[[], Config], expiry: ExpiryStats) -> None:
+        self._config = config
+        self._expiry = expiry
+        self._lock = threading.Lock()  # scrapes run in threads of their own
+        self._redis: redis.Redis | None = None
+        self._url = ""
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._expiry_counters()
+        config = self._config()
+        with self._lock:
+            try:
+                client = self._client(config.redis.url)
+                found = find_todo_queues(client, config, (), MOST_KEYS)
+                samples = read_todo_queues(client, found)
+            except redis.RedisError as exc:
+                log.debug("todo queues not read for the metrics", error=str(exc))
+                samples = []
+        yield from _families(samples)
+
+    def _client(self, url: str) -> redis.Redis:
+        if self._redis is None or url != self._url:
+            if self._redis is not None:
+                self._redis.close()
+            # No retry: a scrape that fails shows no todo samples, the next one tries again.
+            self._redis = redis.Redis.from_url(
+                url,
+                socket_timeout=5,
+                socket_connect_timeout=2,
+                retry=Retry(NoBackoff(), 0),
+                client_name="resc-metrics",
+            )
+            self._url = url
+        return self._redis
+
+    def _expiry_counters(self) -> Iterator[Metric]:
+        removed = CounterMetricFamily(
+            "resc_set_members_expired",
+            "dedup set members removed by set_ttl: older than it, in no queue, not taken",
+            labels=["set"],
+        )
+        failed = CounterMetricFamily(
+            "resc_set_expiry_failed_sweeps", "set_ttl sweeps that could not read Redis"
+        )
+        with self._expiry.lock:
+            counts = dict(self._expiry.removed)
+            failed_sweeps = self._expiry.failed_sweeps
+        for pattern, count in counts.items():
+            removed.add_metric([pattern], count)
+        failed.add_metric([], failed_sweeps)
+        yield removed
+        yield failed
+
+
+def _gauge(name: str, doc: str, labels: tuple[str, ...] = ("queue",)) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=list(labels))
+
+
+def _families(samples: list[TodoSample]) -> Iterator[Metric]:
+    now = time.time()
+    queues = _gauge("resc_todo_queues", "todo queues found for a make's queue pattern")
+    tasks = _gauge("resc_todo_tasks", "tasks waiting in the todo queues of a pattern")
+    members = _gauge("resc_todo_set_members", "members of the dedup sets of a pattern's queues")
+    oldest = _gauge(
+        "resc_todo_oldest_task_age_seconds",
+        "age of the oldest task a dedup set holds (its lowest score); absent without a set",
+    )
+    failed = _gauge("resc_todo_failed", "tasks in the failed lists of a pattern's queues")
+    workers = _gauge(
+        "resc_todo_workers",
+        "workers registered on a pattern's queues, alive (heartbeat) or dead",
+        ("queue", "state"),
+    )
+    held = _gauge("resc_todo_tasks_held", "tasks in the workers' taken lists")
+    heartbeat = _gauge(
+        "resc_todo_heartbeat_expiry_min_seconds",
+        "the shortest time an alive worker's heartbeat has left before it counts as dead",
+    )
+    by_pattern: dict[str, list[TodoSample]] = {}
+    for s in samples:
+        by_pattern.setdefault(s.pattern, []).append(s)
+    for pattern, group in by_pattern.items():
+        label = [pattern]
+        queues.add_metric(label, len(group))
+        tasks.add_metric(label, sum(s.length or 0 for s in group))
+        failed.add_metric(label, sum(s.failed or 0 for s in group))
+        held.add_metric(label, sum(s.held for s in group))
+        alive = [w for s in group for w in s.workers if w.alive]
+        workers.add_metric([pattern, "alive"], len(alive))
+        workers.add_metric([pattern, "dead"], sum(len(s.workers) for s in group) - len(alive))
+        if any(s.set is not None for s in group):
+            members.add_metric(label, sum(s.set_size or 0 for s in group))
+        ages = [a for s in group if (a := s.oldest_age_s(now)) is not None]
+        if ages:
+            oldest.add_metric(label, max(ages))
+        left = [w.heartbeat_ttl_ms for w in alive if w.heartbeat_ttl_ms is not None]
+        if left:
+            heartbeat.add_metric(label, min(left) / 1000)
+    yield from (queues, tasks, members, oldest, failed, workers, held, heartbeat)
