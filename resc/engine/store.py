@@ -107,7 +107,9 @@ class Store:
     """One connection to Redis, for one watcher. Commands can be pipelined: send_*()
     return a Reply at once, and replies are read in the order the commands were sent."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool: redis.ConnectionPool | None = None) -> None:
+        """`pool`: connections to use instead of those made from `url` (which then only
+        names the server in messages), for an in-memory server."""
         self.url = url
         self.display_url = redact_url(url)
         if url == EMBEDDED_REDIS:
@@ -119,7 +121,7 @@ class Store:
         # BLOCK_TIMEOUT_S at most), so the socket timeout is its health check; TCP
         # keepalive also finds a peer that vanished from the network.
         tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
-        self._pool = redis.ConnectionPool.from_url(
+        self._pool = pool or redis.ConnectionPool.from_url(
             url,
             socket_timeout=BLOCK_TIMEOUT_S + 10,
             socket_connect_timeout=5,

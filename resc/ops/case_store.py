@@ -47,9 +47,9 @@ class CaseStore:
         # The daemon's Store, on a connection to the in-memory server: Store.connect()
         # asks the server for INFO, which fakeredis does not know, so the scripts are
         # loaded above instead.
-        self._store = Store("redis://in-memory/0")
-        self._store._pool = redis.ConnectionPool(
-            connection_class=fakeredis.FakeConnection, server=server
+        self._store = Store(
+            "redis://in-memory/0",
+            pool=redis.ConnectionPool(connection_class=fakeredis.FakeConnection, server=server),
         )
         self._listener = (
             Listener(
