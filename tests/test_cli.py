@@ -55,7 +55,7 @@ def test_an_unknown_command_like_no_other_lists_the_commands():
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr.splitlines()[-1] == (
         "resc: error: unknown command 'frobnicate' (commands: run, check, explain, test, "
-        "status, schema, replay, work, demo)"
+        "status, schema, failed, replay, work, demo)"
     )
 
 

@@ -39,7 +39,7 @@ def test_set_ttl_is_seconds_or_a_text_with_a_unit(tmp_path, written, seconds):
         ({"queue": "q", "set": "s", "set_ttl": 0}, "must be more than 0 seconds"),
         ({"queue": "q", "set": "s", "set_ttl": True}, "must be a number of seconds"),
         ({"queue": "q", "set": "s", "set_ttl": "-5m"}, "is not a duration"),
-        ({"queue": "q", "queue_glob": ""}, "at least 1 character"),
+        ({"queue": "q", "queue_glob": ""}, "must not be empty"),
     ],
 )
 def test_bad_set_ttl_and_queue_glob_are_refused_at_their_line(tmp_path, make, message):
