@@ -68,12 +68,12 @@ def _run(
     on_forced_exit: Callable[[], None] | None = None,
 ) -> int:
     from resc.engine import daemon
-    from resc.server.listener import HttpListener
+    from resc.server.service import daemon_service
 
     listen = http_listen or (config.http.listen if config.http else None)
     services: list[daemon.ServiceFactory] = []
     if listen is not None:
-        services.append(lambda running: HttpListener(running, running.not_ready, listen))
+        services.append(lambda running: daemon_service(running, listen))
     try:
         return daemon.run(config, config_path, watch_config, services, on_forced_exit)
     except RescError as exc:
