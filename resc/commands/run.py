@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--http",
         metavar="HOST:PORT",
-        help="serve /metrics, /livez and /readyz there (overrides the config's http.listen)",
+        help="serve /metrics, /livez, /readyz and the HTTP API there (overrides the config's "
+        "http.listen)",
     )
     parser.add_argument(
         "--fail-fast",

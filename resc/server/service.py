@@ -1,14 +1,76 @@
-"""The HTTP server as a service of the daemon (resc.engine.daemon.Service)."""
+"""The HTTP server as a service (resc.engine.daemon.Service): the health paths, the docs
+and the queue API on one listener, with the API's reaper of claims past their deadline."""
 
 from __future__ import annotations
 
-from resc.core.metrics import registry_for
+from collections.abc import Callable
+
+from resc.config.models import Config, HttpConfig, parse_listen
+from resc.core.logs import get_logger
+from resc.core.metrics import Observed, registry_for
 from resc.engine.daemon import Daemon
+from resc.server.access import Tokens, produce_queues, todo_queues
+from resc.server.api import Api
 from resc.server.app import build_app
+from resc.server.claims import ClaimStore
 from resc.server.listener import HttpListener
 
+log = get_logger("resc.http")
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
-def daemon_service(daemon: Daemon, listen: str) -> HttpListener:
+
+class HttpService:
+    """Serves the health paths and the API of `config` on `listen`, from start() to
+    close(). RescError when the address cannot be bound or a token is not set."""
+
+    def __init__(
+        self,
+        config: Config,
+        listen: str,
+        metrics_of: Observed,
+        readiness: Callable[[], dict[str, str]],
+        reap_interval_s: float = 1.0,
+    ) -> None:
+        http = config.http or HttpConfig.model_validate({"listen": listen})
+        tokens = Tokens.from_environment(http)
+        self.api = Api(
+            ClaimStore(config.redis.url),
+            produce_queues(config, http),
+            todo_queues(config, http),
+            tokens,
+            http.done_queue,
+            http.max_body_bytes,
+            reap_interval_s,
+        )
+        app = build_app(registry_for(metrics_of), readiness)
+        self.api.install(app)
+        try:
+            self.listener = HttpListener(app, listen)
+        except Exception:
+            self.api.store.close()
+            raise
+        if not tokens.by_role and parse_listen(listen)[0] not in LOOPBACK:
+            log.warning(
+                "the HTTP API takes events and hands out tasks without a token on a "
+                "public address: set http.tokens",
+                address=self.listener.address,
+            )
+
+    def start(self) -> None:
+        self.api.start()
+        self.listener.start()
+        log.info(
+            "HTTP API ready",
+            produce=" ".join(sorted(self.api.produce)) or "-",
+            consume=" ".join(sorted(self.api.todo)) or "-",
+        )
+
+    def close(self) -> None:
+        self.api.closing.set()
+        self.listener.close()
+        self.api.close()
+
+
+def daemon_service(daemon: Daemon, listen: str) -> HttpService:
     """The HTTP server of a running daemon: its metrics, its watchers' readiness."""
-    app = build_app(registry_for(daemon), daemon.not_ready)
-    return HttpListener(app, listen)
+    return HttpService(daemon.config, listen, daemon, daemon.not_ready)
