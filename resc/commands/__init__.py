@@ -9,7 +9,7 @@ from importlib import import_module
 from typing import Protocol
 
 # Module names under resc.commands, in the order `resc --help` lists them.
-MODULES = ("run", "check", "explain", "test", "status", "schema", "replay", "work", "demo")
+MODULES = ("run", "serve", "check", "explain", "test", "status", "schema", "replay", "work", "demo")
 
 
 class Command(Protocol):

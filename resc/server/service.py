@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import redis
+
 from resc.config.models import Config, HttpConfig, parse_listen
 from resc.core.logs import get_logger
-from resc.core.metrics import Observed, registry_for
+from resc.core.metrics import Observed, WatcherStats, registry_for
 from resc.engine.daemon import Daemon
 from resc.server.access import Tokens, produce_queues, todo_queues
 from resc.server.api import Api
@@ -28,7 +30,7 @@ class HttpService:
         config: Config,
         listen: str,
         metrics_of: Observed,
-        readiness: Callable[[], dict[str, str]],
+        readiness: Callable[[], dict[str, str]] | None = None,
         reap_interval_s: float = 1.0,
     ) -> None:
         http = config.http or HttpConfig.model_validate({"listen": listen})
@@ -42,7 +44,7 @@ class HttpService:
             http.max_body_bytes,
             reap_interval_s,
         )
-        app = build_app(registry_for(metrics_of), readiness)
+        app = build_app(registry_for(metrics_of), readiness or self._redis_readiness)
         self.api.install(app)
         try:
             self.listener = HttpListener(app, listen)
@@ -55,6 +57,14 @@ class HttpService:
                 "public address: set http.tokens",
                 address=self.listener.address,
             )
+
+    def _redis_readiness(self) -> dict[str, str]:
+        """Without watchers, resc is ready when Redis answers."""
+        try:
+            self.api.store.redis.ping()
+        except redis.RedisError as exc:
+            return {"redis": f"Redis unavailable: {exc}"}
+        return {}
 
     def start(self) -> None:
         self.api.start()
@@ -74,3 +84,13 @@ class HttpService:
 def daemon_service(daemon: Daemon, listen: str) -> HttpService:
     """The HTTP server of a running daemon: its metrics, its watchers' readiness."""
     return HttpService(daemon.config, listen, daemon, daemon.not_ready)
+
+
+class NoWatchers:
+    """The metrics of a resc without watchers (`resc serve`): none but resc's own."""
+
+    def watchers(self) -> list[tuple[str, WatcherStats]]:
+        return []
+
+    def queue_lengths(self) -> list[tuple[str, str, int]]:
+        return []
