@@ -21,13 +21,14 @@ from starlette.concurrency import run_in_threadpool
 from resc.core.logs import get_logger
 from resc.server.access import Tokens
 from resc.server.claims import Claim, ClaimStore, Outcome, TodoQueue
-from resc.server.durations import parse_duration_ms
+from resc.server.durations import DURATION_PATTERN, parse_duration_ms
 
 log = get_logger("resc.http")
 
 POLL_S = 0.1
 MAX_WAIT_MS = 60_000
-MAX_TIMEOUT_MS = 24 * 3_600_000
+# Longer asks are shortened to these (the answer says the deadline given).
+MAX_TIMEOUT_MS = 7 * 24 * 3_600_000
 DEFAULT_REASON = "failed through the HTTP API"
 TAG_PRODUCE, TAG_CONSUME = "produce", "consume"
 
@@ -233,8 +234,12 @@ class Api:
         async def claim(
             queue: str,
             request: Request,
-            timeout: Annotated[str, Query(description="how long the claim lasts")] = "30s",
-            wait: Annotated[str, Query(description="how long to wait for a task")] = "0s",
+            timeout: Annotated[
+                str, Query(description="how long the claim lasts", pattern=DURATION_PATTERN)
+            ] = "30s",
+            wait: Annotated[
+                str, Query(description="how long to wait for a task", pattern=DURATION_PATTERN)
+            ] = "0s",
         ) -> Any:
             """Claim the next task: it leaves the queue for `timeout`, unless done, failed,
             retried or extended by then it goes back. 204 when none came within `wait`."""
@@ -297,7 +302,9 @@ class Api:
         def retry(
             queue: str,
             claim_id: CLAIM_ID,
-            delay: Annotated[str, Query(description="when to put it back")] = "0s",
+            delay: Annotated[
+                str, Query(description="when to put it back", pattern=DURATION_PATTERN)
+            ] = "0s",
         ) -> Finished:
             """Put the task back into its queue, now or after `delay`."""
             todo = self._todo(queue)
@@ -316,7 +323,9 @@ class Api:
         def extend(
             queue: str,
             claim_id: CLAIM_ID,
-            timeout: Annotated[str, Query(description="the claim's new time left")] = "30s",
+            timeout: Annotated[
+                str, Query(description="the claim's new time left", pattern=DURATION_PATTERN)
+            ] = "30s",
         ) -> Deadline:
             """Keep the claim for `timeout` from now."""
             timeout_ms = _duration(timeout, "timeout", 1, MAX_TIMEOUT_MS)
