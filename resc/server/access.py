@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 from dataclasses import dataclass
 
-from resc.config.models import Config, HttpConfig
+from resc.config.models import Config, HttpConfig, Make
+from resc.config.patterns import Pattern
 from resc.core.errors import RescError
 from resc.server.claims import TodoQueue
 
@@ -23,20 +25,48 @@ def produce_queues(config: Config, http: HttpConfig) -> frozenset[str]:
 
 
 def todo_queues(config: Config, http: HttpConfig) -> dict[str, TodoQueue]:
-    """The todo queues of the makes whose queue has no ${name} (their set too, when it
-    has none either), or those of http.consume."""
-    sets: dict[str, str | None] = {}
-    for watcher in config.watchers:
-        for rule in watcher.rules:
-            for make in rule.make:
-                if make.queue.refs:
-                    continue
-                name = make.queue.source
-                set_name = make.set.source if make.set and not make.set.refs else None
-                if sets.get(name) is None:
-                    sets[name] = set_name
-    names = http.consume if http.consume is not None else list(sets)
-    return {name: TodoQueue(name, sets.get(name), http.zrem) for name in names}
+    """The todo queues of the makes whose queue has no ${name}, or those of
+    http.consume; each with the set of the make that pushes into it."""
+    makes = [m for w in config.watchers for rule in w.rules for m in rule.make]
+    if http.consume is None:
+        names = list(dict.fromkeys(m.queue.source for m in makes if not m.queue.refs))
+    else:
+        names = http.consume
+    return {name: TodoQueue(name, _set_of(name, makes), http.zrem) for name in names}
+
+
+def _set_of(queue: str, makes: list[Make]) -> str | None:
+    """The dedup set of the first make whose queue pattern gives `queue` and whose set
+    pattern is known from it: trt/${p}/todo-queue gives trt/plantA/todo-queue with
+    p = plantA, so its set trt/${p}/todo-set is trt/plantA/todo-set."""
+    for make in makes:
+        if make.set is None:
+            continue
+        values = _values(make.queue, queue)
+        if values is None or not set(make.set.refs) <= set(values):
+            continue
+        parts = [make.set.literals[0].decode()]
+        for ref, literal in zip(make.set.refs, make.set.literals[1:], strict=True):
+            parts += [values[ref], literal.decode()]
+        return "".join(parts)
+    return None
+
+
+def _values(pattern: Pattern, text: str) -> dict[str, str] | None:
+    """The values of the references of `pattern` that give `text`, or None."""
+    regex = re.escape(pattern.literals[0].decode())
+    groups: dict[str, str] = {}
+    for ref, literal in zip(pattern.refs, pattern.literals[1:], strict=True):
+        if ref in groups:
+            regex += f"(?P={groups[ref]})"
+        else:
+            groups[ref] = f"g{len(groups)}"
+            regex += f"(?P<{groups[ref]}>.+?)"
+        regex += re.escape(literal.decode())
+    found = re.fullmatch(regex, text)
+    if found is None:
+        return None
+    return {ref: found[group] for ref, group in groups.items()}
 
 
 @dataclass(frozen=True)
