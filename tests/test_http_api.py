@@ -419,3 +419,25 @@ def test_http_produce_and_consume_lists_replace_the_defaults(
         r.lpush("per/x", "t")
         assert claim(api, "per/x")["task"] == "t"
     assert json.loads(json.dumps(r.lrange("other", 0, -1), default=bytes.decode)) == ["a"]
+
+
+def test_redis_down_is_503_and_the_api_comes_back_with_it(
+    restartable_redis: RedisServer, tmp_path: Path
+):
+    with serving(restartable_redis.url, tmp_path) as api:
+        client = restartable_redis.client()
+        client.lpush("todo", "task/1")
+        promise = claim(api, timeout="1s")
+        client.close()
+        restartable_redis.kill()
+        down = api.post("/v1/queues/in/events", content="job/1")
+        assert down.status_code == 503
+        assert down.json()["error"].startswith("Redis unavailable: ")
+        assert api.post("/v1/queues/todo/promises").status_code == 503
+        restartable_redis.start()
+        client = restartable_redis.client()
+        wait_until(lambda: client.llen("todo") == 1)  # the reaper is back: put back once
+        assert api.post(f"/v1/queues/todo/promises/{promise['id']}/done").status_code == 409
+        assert api.post("/v1/queues/in/events", content="job/1").status_code == 202
+        assert client.lrange("todo", 0, -1) == [b"task/1"]
+        client.close()
