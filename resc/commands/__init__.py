@@ -11,6 +11,7 @@ from typing import Protocol
 # Module names under resc.commands, in the order `resc --help` lists them.
 MODULES = (
     "run",
+    "serve",
     "check",
     "explain",
     "test",

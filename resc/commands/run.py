@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--http",
         metavar="HOST:PORT",
-        help="serve /metrics, /livez and /readyz there (overrides the config's http.listen)",
+        help="serve /metrics, /livez, /readyz and the HTTP API there (overrides the config's "
+        "http.listen)",
     )
     parser.add_argument(
         "--fail-fast",
@@ -68,20 +69,12 @@ def _run(
     on_forced_exit: Callable[[], None] | None = None,
 ) -> int:
     from resc.engine import daemon
-    from resc.ops.todo_metrics import TodoCollector
-    from resc.server.listener import HttpListener
+    from resc.server.service import daemon_service
 
     listen = http_listen or (config.http.listen if config.http else None)
     services: list[daemon.ServiceFactory] = []
     if listen is not None:
-        services.append(
-            lambda running: HttpListener(
-                running,
-                running.not_ready,
-                listen,
-                [TodoCollector(lambda: running.config, running.expiry_stats)],
-            )
-        )
+        services.append(lambda running: daemon_service(running, listen))
     try:
         return daemon.run(config, config_path, watch_config, services, on_forced_exit)
     except RescError as exc:

@@ -379,10 +379,54 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class HttpTokens(_Model):
+    """The names of the environment variables holding the API's bearer tokens: the
+    tokens themselves stay out of config files. A role without a token is open; the
+    admin token is accepted for every role."""
+
+    produce: str | None = Field(None, description="for POST /v1/queues/{queue}/events")
+    consume: str | None = Field(None, description="for the promises of todo queues")
+    admin: str | None = Field(None, description="accepted wherever a token is asked for")
+
+    @field_validator("produce", "consume", "admin")
+    @classmethod
+    def _env_name(cls, name: str | None) -> str | None:
+        if name is not None and not _ENV_NAME.fullmatch(name):
+            raise ValueError(f"{quoted(name)} is not an environment variable name")
+        return name
+
+
 class HttpConfig(_Model):
     listen: str = Field(
-        description="HOST:PORT of the HTTP listener for /metrics, /livez and /readyz"
+        description="HOST:PORT of the HTTP server: /metrics, /livez, /readyz and the API"
     )
+    produce: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None,
+        description="queues that POST /v1/queues/{queue}/events may push into; "
+        "default: every watcher's input queue",
+    )
+    consume: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None,
+        description="todo queues whose tasks the API hands out as promises; default: every "
+        "make queue without ${name} references",
+    )
+    done_queue: str | None = Field(
+        "global/events",
+        min_length=1,
+        description="where a task whose promise is done is pushed, as an event; null: nowhere",
+    )
+    zrem: Literal["before", "after"] = Field(
+        "before",
+        description="when a task leaves its queue's dedup set: at the claim (before) or "
+        "when done or failed (after)",
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1, description="largest request body, in bytes; larger is refused (413)"
+    )
+    tokens: HttpTokens = HttpTokens(produce=None, consume=None, admin=None)
 
     @field_validator("listen")
     @classmethod

@@ -37,7 +37,7 @@ DEFAULT_LEVEL = logging.WARNING
 FORMATS = ("text", "json")
 # Libraries under resc whose debug and info messages are noise to a user of resc
 # (redis-py's at every connection): shown only when named, as in `redis=debug`.
-LIBRARIES = ("redis", "httpx", "httpcore")
+LIBRARIES = ("redis", "httpx", "httpcore", "uvicorn")
 
 # Events, tasks and the values taken from them (bytes, or the fields named below) are
 # logged as an excerpt beyond EXCERPT_CHARS: a 10 MB event must not make a 10 MB line.

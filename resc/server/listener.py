@@ -1,92 +1,62 @@
-"""The HTTP listener (off unless asked for): /metrics in the Prometheus text format,
-/livez (200 while the process runs) and /readyz (200 when every watcher has its Redis
-connection and is taking events, else 503 with a JSON body saying why)."""
+"""The HTTP server (off unless asked for): an ASGI app (resc.server.app) on uvicorn, in a
+thread beside the daemon. The socket is bound here, at once, so that a bad address is a
+clear error before anything starts; uvicorn serves it from start() to close()."""
 
 from __future__ import annotations
 
-import json
+import contextlib
+import socket
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from socketserver import ThreadingMixIn
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.registry import Collector
+import uvicorn
+from fastapi import FastAPI
 
 from resc.config.models import parse_listen
 from resc.core.errors import RescError
 from resc.core.logs import get_logger
-from resc.core.metrics import Observed, registry_for
 
 log = get_logger("resc.http")
 
-StartResponse = Callable[[str, list[tuple[str, str]]], Any]
-
-
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+# The longest close() waits for requests in flight.
+SHUTDOWN_S = 3.0
 
 
 class HttpListener:
-    def __init__(
-        self,
-        daemon: Observed,
-        readiness: Callable[[], dict[str, str]],
-        listen: str,
-        collectors: Sequence[Collector] = (),
-    ) -> None:
-        """`collectors`: more metric families, beside the daemon's."""
-        self._registry = registry_for(daemon)
-        for collector in collectors:
-            self._registry.register(collector)
-        self._readiness = readiness
+    """Serves `app` on `listen` (HOST:PORT) from start() until close()."""
+
+    def __init__(self, app: FastAPI, listen: str) -> None:
         host, port = parse_listen(listen)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_STREAM)
         try:
-            self._server = make_server(host, port, self._app, _Server, _QuietHandler)
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._socket.bind((host, port))
+            self._socket.listen(128)
         except OSError as exc:
+            self._socket.close()
             raise RescError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
-        self.address = f"{host}:{self._server.server_port}"
+        self.address = f"{host}:{self._socket.getsockname()[1]}"
+        self.app = app
+        config = uvicorn.Config(
+            app,
+            log_config=None,  # resc's logging stays as resc.core.logs set it up
+            log_level=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=int(SHUTDOWN_S),
+        )
+        self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, daemon=True, name="http listener"
+            target=self._server.run, args=([self._socket],), daemon=True, name="http server"
         )
 
     def start(self) -> None:
         self._thread.start()
-        log.info("HTTP listener started", address=self.address, paths="/metrics /livez /readyz")
+        log.info("HTTP server started", address=self.address)
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if path == "/metrics":
-            return self._answer(
-                start_response, "200 OK", CONTENT_TYPE_LATEST, generate_latest(self._registry)
-            )
-        if path == "/livez":
-            return self._answer(start_response, "200 OK", "text/plain", b"ok\n")
-        if path == "/readyz":
-            not_ready = self._readiness()
-            body = json.dumps({"ready": not not_ready, "not_ready": not_ready}).encode()
-            status = "503 Service Unavailable" if not_ready else "200 OK"
-            return self._answer(start_response, status, "application/json", body + b"\n")
-        return self._answer(
-            start_response,
-            "404 Not Found",
-            "text/plain",
-            b"resc serves /metrics, /livez and /readyz\n",
-        )
-
-    @staticmethod
-    def _answer(
-        start_response: StartResponse, status: str, content_type: str, body: bytes
-    ) -> list[bytes]:
-        start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
-        return [body]
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(SHUTDOWN_S + 2)
+        with contextlib.suppress(OSError):
+            self._socket.close()

@@ -1,0 +1,105 @@
+"""The HTTP server as a service (resc.engine.daemon.Service): the health paths, the docs
+and the queue API on one listener, with the API's reaper of claims past their deadline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import redis
+from prometheus_client.registry import Collector
+
+from resc.config.models import Config, HttpConfig, parse_listen
+from resc.core.logs import get_logger
+from resc.core.metrics import Observed, WatcherStats, registry_for
+from resc.engine.daemon import Daemon
+from resc.ops.todo_metrics import TodoCollector
+from resc.server.access import Tokens, produce_queues, todo_queues
+from resc.server.api import Api
+from resc.server.app import build_app
+from resc.server.claims import ClaimStore
+from resc.server.listener import HttpListener
+
+log = get_logger("resc.http")
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+class HttpService:
+    """Serves the health paths and the API of `config` on `listen`, from start() to
+    close(). RescError when the address cannot be bound or a token is not set."""
+
+    def __init__(
+        self,
+        config: Config,
+        listen: str,
+        metrics_of: Observed,
+        readiness: Callable[[], dict[str, str]] | None = None,
+        reap_interval_s: float = 1.0,
+        collectors: Sequence[Collector] = (),
+    ) -> None:
+        """`collectors`: more metric families, beside those of `metrics_of`."""
+        http = config.http or HttpConfig.model_validate({"listen": listen})
+        tokens = Tokens.from_environment(http)
+        self.api = Api(
+            ClaimStore(config.redis.url),
+            produce_queues(config, http),
+            todo_queues(config, http),
+            tokens,
+            http.done_queue,
+            http.max_body_bytes,
+            reap_interval_s,
+        )
+        registry = registry_for(metrics_of)
+        for collector in collectors:
+            registry.register(collector)
+        app = build_app(registry, readiness or self._redis_readiness)
+        self.api.install(app)
+        try:
+            self.listener = HttpListener(app, listen)
+        except Exception:
+            self.api.store.close()
+            raise
+        if not tokens.by_role and parse_listen(listen)[0] not in LOOPBACK:
+            log.warning(
+                "the HTTP API takes events and hands out tasks without a token on a "
+                "public address: set http.tokens",
+                address=self.listener.address,
+            )
+
+    def _redis_readiness(self) -> dict[str, str]:
+        """Without watchers, resc is ready when Redis answers."""
+        try:
+            self.api.store.redis.ping()
+        except redis.RedisError as exc:
+            return {"redis": f"Redis unavailable: {exc}"}
+        return {}
+
+    def start(self) -> None:
+        self.api.start()
+        self.listener.start()
+        log.info(
+            "HTTP API ready",
+            produce=" ".join(sorted(self.api.produce)) or "-",
+            consume=" ".join(sorted(self.api.todo)) or "-",
+        )
+
+    def close(self) -> None:
+        self.api.closing.set()
+        self.listener.close()
+        self.api.close()
+
+
+def daemon_service(daemon: Daemon, listen: str) -> HttpService:
+    """The HTTP server of a running daemon: its metrics (with the todo queues' and the
+    set_ttl sweep's), its watchers' readiness."""
+    todo = TodoCollector(lambda: daemon.config, daemon.expiry_stats)
+    return HttpService(daemon.config, listen, daemon, daemon.not_ready, collectors=[todo])
+
+
+class NoWatchers:
+    """The metrics of a resc without watchers (`resc serve`): none but resc's own."""
+
+    def watchers(self) -> list[tuple[str, WatcherStats]]:
+        return []
+
+    def queue_lengths(self) -> list[tuple[str, str, int]]:
+        return []
