@@ -1,4 +1,7 @@
-"""resc's HTTP server, off unless asked for: today the listener with /metrics, /livez and
-/readyz (listener). It runs beside the daemon as one of its services, so it may import
-resc.ops, resc.engine, resc.worker and every layer below them; the daemon never imports
-it."""
+"""resc's HTTP server, off unless asked for: FastAPI on uvicorn (listener) serving one app
+(app) with /metrics, /livez, /readyz, the OpenAPI document and its offline docs, and the
+queue API (api): producing events, and claiming tasks as promises kept in Redis (claims,
+with its Lua scripts in lua/), behind bearer tokens and allowed queues (access), with the
+API's durations (durations). It runs beside the daemon as one of its services (service),
+or alone for `resc serve`, so it may import resc.ops, resc.engine, resc.worker and every
+layer below them; the daemon never imports it."""
