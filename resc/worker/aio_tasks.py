@@ -23,6 +23,9 @@ from resc.worker.tasks import (
     TaskFailed,
     TaskOptions,
     failure_reason,
+    log_done,
+    log_failed,
+    log_stopped_in_outage,
 )
 
 # `async def handler(task)`, or `async def handler(task, context)`.
@@ -228,19 +231,7 @@ class AsyncTaskLoop:
         if outcome is None:
             self._stopped_in_outage(text)
             return
-        done, after_outage = outcome
-        if done:
-            if self.keys.done_queue is None:
-                self.log.info("task done", task=text)
-            else:
-                self.log.info("task done", task=text, done_queue=self.keys.done_queue)
-        elif not after_outage:
-            self.log.warning(
-                "task done, but no longer in the taken list: it was put back into the queue "
-                "(heartbeat expired?) and is done again elsewhere, so it is not notified here",
-                task=text,
-                taken=self.keys.taken,
-            )
+        log_done(self.log, self.keys, text, *outcome)
 
     async def _fail(
         self, task: bytes, reason: str, attempts: int, with_traceback: bool = False
@@ -256,18 +247,7 @@ class AsyncTaskLoop:
         if outcome is None:
             self._stopped_in_outage(text)
         elif outcome[0]:
-            self.log.warning(
-                "task moved to the failed list",
-                task=text,
-                reason=reason,
-                failed=self.keys.failed,
-                exc_info=with_traceback,
-            )
+            log_failed(self.log, self.keys, text, reason, with_traceback)
 
     def _stopped_in_outage(self, text: str) -> None:
-        self.log.warning(
-            "stopped while Redis was unavailable: the task stays in the taken list, to be "
-            "put back into the queue by a reaper",
-            task=text,
-            taken=self.keys.taken,
-        )
+        log_stopped_in_outage(self.log, self.keys, text)

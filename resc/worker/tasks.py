@@ -347,19 +347,7 @@ class TaskLoop:
         if outcome is None:
             self._stopped_in_outage(text)
             return
-        done, after_outage = outcome
-        if done:
-            if self.keys.done_queue is None:
-                self.log.info("task done", task=text)
-            else:
-                self.log.info("task done", task=text, done_queue=self.keys.done_queue)
-        elif not after_outage:
-            self.log.warning(
-                "task done, but no longer in the taken list: it was put back into the queue "
-                "(heartbeat expired?) and is done again elsewhere, so it is not notified here",
-                task=text,
-                taken=self.keys.taken,
-            )
+        log_done(self.log, self.keys, text, *outcome)
         # After an outage, absent means the first try ran and its reply was lost.
 
     def _fail(self, task: bytes, reason: str, attempts: int, with_traceback: bool = False) -> None:
@@ -374,13 +362,7 @@ class TaskLoop:
         if outcome is None:
             self._stopped_in_outage(text)
         elif outcome[0]:
-            self.log.warning(
-                "task moved to the failed list",
-                task=text,
-                reason=reason,
-                failed=self.keys.failed,
-                exc_info=with_traceback,
-            )
+            log_failed(self.log, self.keys, text, reason, with_traceback)
 
     def _give_back(self, task: bytes, text: str) -> None:
         if self._until_answered("giving the task back", lambda: self.store.release(task)) is None:
@@ -389,12 +371,7 @@ class TaskLoop:
             self.log.info("stopping: task given back to the queue before its retry", task=text)
 
     def _stopped_in_outage(self, text: str) -> None:
-        self.log.warning(
-            "stopped while Redis was unavailable: the task stays in the taken list, to be "
-            "put back into the queue by a reaper",
-            task=text,
-            taken=self.keys.taken,
-        )
+        log_stopped_in_outage(self.log, self.keys, text)
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -439,3 +416,41 @@ def log_reaped(log: Any, worker_id: str, moved: int) -> None:
         )
     elif moved == 0:
         log.info("heartbeat of a worker expired: unregistered", dead_worker=worker_id)
+
+
+# What a worker logs about a task's end, the same for threads (TaskLoop) and asyncio.
+
+
+def log_done(log: Any, keys: WorkerKeys, text: str, done: bool, after_outage: bool) -> None:
+    """The notice of a finished task: sent, or not needed any more."""
+    if done:
+        if keys.done_queue is None:
+            log.info("task done", task=text)
+        else:
+            log.info("task done", task=text, done_queue=keys.done_queue)
+    elif not after_outage:
+        log.warning(
+            "task done, but no longer in the taken list: it was put back into the queue "
+            "(heartbeat expired?) and is done again elsewhere, so it is not notified here",
+            task=text,
+            taken=keys.taken,
+        )
+
+
+def log_failed(log: Any, keys: WorkerKeys, text: str, reason: str, with_traceback: bool) -> None:
+    log.warning(
+        "task moved to the failed list",
+        task=text,
+        reason=reason,
+        failed=keys.failed,
+        exc_info=with_traceback,
+    )
+
+
+def log_stopped_in_outage(log: Any, keys: WorkerKeys, text: str) -> None:
+    log.warning(
+        "stopped while Redis was unavailable: the task stays in the taken list, to be "
+        "put back into the queue by a reaper",
+        task=text,
+        taken=keys.taken,
+    )
