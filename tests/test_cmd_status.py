@@ -80,8 +80,8 @@ def test_globs_list_matching_keys_and_wrong_types_are_named(r, redis_server, tmp
         "trt/p1/todo  scan         3",
         "trt/p2/todo  scan         1  a hash",
         "",
-        "TODO QUEUE  TASKS  SET  OLDEST  WORKERS  HELD  FAILED  NOTE",
-        "audit           -    2   2 min        0     0       0  "
+        "TODO QUEUE  TASKS  DELAYED  SET  OLDEST  WORKERS  HELD  FAILED  NOTE",
+        "audit           -        0    2   2 min        0     0       0  "
         "audit holds a string, not a list; set seen",
     ]
 
@@ -305,7 +305,7 @@ def test_todo_queues_show_tasks_sets_oldest_task_workers_held_tasks_and_failed(
         assert 0 <= age <= time.time() - start + 1
         w1 = todo["todo"].pop("workers")
         assert todo["todo"] == {"pattern": "todo", "length": 2, "set": "todo-set", "set_size": 3,
-                                "failed": 0, "wrong_types": []}  # fmt: skip
+                                "failed": 0, "wrong_types": [], "delayed": 0, "next_due": None}  # fmt: skip
         assert [(w["id"], w["alive"], w["held"], w["tasks"]) for w in w1] == [
             ("w1", True, 1, ["job/1"])
         ]

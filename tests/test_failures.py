@@ -187,7 +187,7 @@ def test_task_pushed_into_the_watchers_own_taken_queue_fails_the_event(r, redis_
         wait_until(lambda: r.llen("out") == 1 and r.llen("in/failed") == 1)
         wait_until(lambda: drained(r, "in", "in/taken"))
     assert failed_reason(r, "loop") == (
-        b"in/taken is one of the watcher's own queues, not a todo queue"
+        b"in/taken is one of the watcher's own keys, not a todo queue"
     )
 
 

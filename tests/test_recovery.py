@@ -37,7 +37,7 @@ def recover(store: Store, max_attempts: int = 5) -> Recovered:
 def fail(store: Store, event: str, reason: str) -> str:
     """Commit `event`, taken just now, as failed."""
     return store.commit(
-        "in/taken", "in/failed", [Outcome(event.encode(), failure=reason)], None
+        "in/taken", "in/failed", [Outcome(event.encode(), failure=reason)], None, input_queue="in"
     ).status
 
 
@@ -140,7 +140,7 @@ def test_a_commit_of_one_copy_keeps_the_count_of_the_other(r, store):
     assert store.take("in", "in/taken", 2) == [b"x", b"x"]
     r.hset("in/taken/attempts", "x", 2)
     done = [Outcome(b"x", [Result(b"t", b"todo", None, "rule")])]
-    assert store.commit("in/taken", "in/failed", done, None).status == "c"
+    assert store.commit("in/taken", "in/failed", done, None, input_queue="in").status == "c"
     assert r.hgetall("in/taken/attempts") == {b"x": b"2"}
     # The other copy fails: its record counts the interruptions and this attempt.
     assert fail(store, "x", "bad") == "f"
@@ -203,7 +203,7 @@ def test_only_the_events_being_processed_count_as_interrupted(r, store):
     assert r.hgetall("in/taken/attempts") == {b"e1": b"1"}
     # The next batch in processing: e2 and e3; e4 taken ahead.
     assert store.take("in", "in/taken", 3) == [b"e1", b"e2", b"e3"]
-    store.commit("in/taken", "in/failed", [Outcome(b"e1", [])], None)
+    store.commit("in/taken", "in/failed", [Outcome(b"e1", [])], None, input_queue="in")
     assert store.take("in", "in/taken", 1) == [b"e4"]
     assert recover(store) == Recovered(3, 0, 2)
     assert r.hgetall("in/taken/attempts") == {b"e2": b"1", b"e3": b"1"}

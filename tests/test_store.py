@@ -50,7 +50,7 @@ def test_a_commit_for_an_event_no_longer_taken_pushes_nothing(r, redis_server):
     r.lpush("in", "e1")
     results = [Result(b"t1", b"todo", b"todo-set", "rule")]
     outcomes = [Outcome(b"e1", results), Outcome(b"e2", [Result(b"t2", b"todo", None, "rule")])]
-    report = store.commit("in/taken", "in/failed", outcomes, None)
+    report = store.commit("in/taken", "in/failed", outcomes, None, input_queue="in")
     assert report.status == "mc"
     assert r.lrange("todo", 0, -1) == [b"t2"]
     assert r.zcard("todo-set") == 0

@@ -70,7 +70,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 COLUMNS = ("KEY", "ROLE", "LENGTH", "RATE/S", "NOTE")
-TODO_COLUMNS = ("TODO QUEUE", "TASKS", "SET", "OLDEST", "WORKERS", "HELD", "FAILED", "NOTE")
+TODO_COLUMNS = (
+    "TODO QUEUE",
+    "TASKS",
+    "DELAYED",
+    "SET",
+    "OLDEST",
+    "WORKERS",
+    "HELD",
+    "FAILED",
+    "NOTE",
+)
 WORKER_COLUMNS = ("WORKER", "QUEUE", "HEARTBEAT", "HOLDS")
 
 
@@ -130,6 +140,9 @@ def _todo_cells(s: TodoSample, now: float) -> list[str]:
         size = _number(s.set_size)
         oldest = _age(s.oldest_age_s(now)) if s.oldest_score is not None else "-"
     notes = list(s.wrong_types)
+    if s.next_due is not None:
+        due_in = s.next_due - now
+        notes.append(f"next due in {_age(due_in)}" if due_in > 0 else "next due now")
     if s.set_unknown:
         notes.append("set: its name cannot be made from the queue's")
     elif s.set is None:
@@ -141,6 +154,7 @@ def _todo_cells(s: TodoSample, now: float) -> list[str]:
     return [
         s.queue,
         _number(s.length),
+        _number(s.delayed),
         size,
         oldest,
         workers,
@@ -192,7 +206,7 @@ def _text(url: str, view: View, footer: list[str]) -> str:
     samples = view.todo.samples
     if samples:
         table = [list(TODO_COLUMNS)] + [_todo_cells(s, view.time) for s in samples]
-        lines += ["", *_columns(table, {1, 2, 3, 4, 5, 6})]
+        lines += ["", *_columns(table, {1, 2, 3, 4, 5, 6, 7})]
     workers = [(s, w) for s in samples for w in s.workers]
     if workers:
         table = [list(WORKER_COLUMNS)] + [_worker_cells(s, w, view) for s, w in workers]
@@ -282,6 +296,8 @@ def _json(url: str, view: View, unlisted: list[str]) -> dict[str, Any]:
                 "set": s.set,
                 "set_size": s.set_size,
                 "oldest_task_age_s": s.oldest_age_s(view.time),
+                "delayed": s.delayed,
+                "next_due": s.next_due,
                 "failed": s.failed,
                 "workers": [_worker_json(s, w, view) for w in s.workers],
                 "wrong_types": list(s.wrong_types),

@@ -5,6 +5,7 @@ The checks that tie fields together, and loading a file, are in config_load.py."
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -26,6 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from resc.config.cases import Case
+from resc.config.durations import parse_duration_s, parse_time_s
 from resc.config.patterns import Pattern, parse_pattern, reference_problem
 from resc.config.regex import Regex, compile_regex
 from resc.config.text import quoted, shown
@@ -65,6 +67,13 @@ def json_type(value: Any) -> str:
         type(None): "null",
     }
     return names.get(type(value), type(value).__name__)
+
+
+def _number_as_text(value: Any) -> Any:
+    """A number where a pattern of one is expected (`delay: 30`): its text."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return repr(value)
+    return value
 
 
 def _one_or_many(value: Any) -> Any:
@@ -229,24 +238,15 @@ class Fetch(_FetchSettings):
         return path
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)?")
-_DURATION_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def _to_duration_s(value: Any) -> float:
-    """A duration: a number of seconds, or a text like "90s", "30m", "12h", "7d"."""
+    """A duration: a number of seconds, or a text like "500ms", "90s", "12h", "7d"."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(
             f"must be a number of seconds or a text like '12h', not {json_type(value)}"
         )
     if isinstance(value, str):
-        m = _DURATION.fullmatch(value.strip())
-        if m is None:
-            raise ValueError(
-                f"{quoted(value)} is not a duration: a number with s, m, h or d, like '12h'"
-            )
-        value = float(m[1]) * _DURATION_UNIT_S[m[2] or "s"]
-    if not value > 0:
+        value = parse_duration_s(value)
+    if not value > 0 or not math.isfinite(value):
         raise ValueError("must be more than 0 seconds")
     return float(value)
 
@@ -255,7 +255,10 @@ DurationField = Annotated[
     float,
     BeforeValidator(_to_duration_s),
     WithJsonSchema(
-        {"type": ["number", "string"], "description": "seconds, or a text like 90s, 30m, 12h, 7d"}
+        {
+            "type": ["number", "string"],
+            "description": "seconds, or a text like 500ms, 90s, 30m, 12h, 7d",
+        }
     ),
 ]
 
@@ -280,6 +283,38 @@ class Make(_Model):
         "makes (trt/*/todo-queue), for resc status, resc failed, the metrics and set_ttl",
     )
 
+    delay: Annotated[PatternField | None, BeforeValidator(_number_as_text)] = Field(
+        default=None,
+        description="push the task this long after the event (500ms, 30s, 2h, or seconds); "
+        "a pattern, so ${name} can compute it",
+    )
+    at: Annotated[PatternField | None, BeforeValidator(_number_as_text)] = Field(
+        default=None,
+        description="push the task at this time: unix seconds or RFC 3339 "
+        "(2026-12-01T08:00:00Z); a pattern such as ${ts}",
+    )
+
+    @model_validator(mode="after")
+    def _delay_or_at(self) -> Make:
+        if self.delay is not None and self.at is not None:
+            raise ValueError("give delay or at, not both")
+        return self
+
+    # Without references the value is known now: check it now, not at every event.
+    @field_validator("delay")
+    @classmethod
+    def _a_duration(cls, pattern: Pattern | None) -> Pattern | None:
+        if pattern is not None and pattern.source and not pattern.refs:
+            parse_duration_s(pattern.source)
+        return pattern
+
+    @field_validator("at")
+    @classmethod
+    def _a_time(cls, pattern: Pattern | None) -> Pattern | None:
+        if pattern is not None and pattern.source and not pattern.refs:
+            parse_time_s(pattern.source)
+        return pattern
+
     @model_validator(mode="after")
     def _ttl_needs_a_set(self) -> Make:
         if self.set_ttl is not None and self.set is None:
@@ -293,7 +328,7 @@ class Make(_Model):
             )
         return self
 
-    @field_validator("task", "queue", "set")
+    @field_validator("task", "queue", "set", "delay", "at")
     @classmethod
     def _not_empty(cls, pattern: Pattern | None) -> Pattern | None:
         # Redis takes an empty list name, set name or element: a typo that would push

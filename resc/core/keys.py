@@ -50,3 +50,27 @@ def worker_heartbeat(queue: str, worker_id: str) -> str:
 def queue_workers(queue: str) -> str:
     """Set: the ids of the workers of a queue, for reapers to check their heartbeats."""
     return f"{queue}/workers"
+
+
+# Delayed tasks (a make's delay or at), next to their todo queue.
+
+
+DELAYED = "/delayed"
+DELAYED_COUNTER = "/delayed/n"
+
+
+def delayed_tasks(queue: str) -> str:
+    """Sorted set: the tasks of `queue` that are not due yet, as "<n>:<task>" (n makes
+    equal tasks distinct members), scored by their due time in unix milliseconds."""
+    return queue + DELAYED
+
+
+def delayed_counter(queue: str) -> str:
+    """String: the last n given to a delayed task of `queue` (INCR)."""
+    return queue + DELAYED_COUNTER
+
+
+def delayed_queues(input_queue: str) -> str:
+    """Set: the todo queues into which a watcher committed delayed tasks that may not be
+    due yet, for the scheduler to find (dropped from it when none are left)."""
+    return f"{input_queue}/delayed-queues"

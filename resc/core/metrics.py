@@ -112,6 +112,7 @@ class WatcherStats:
     reconnects: int = 0
     pushed: Counter[str] = field(default_factory=Counter)  # rule -> tasks pushed
     deduplicated: Counter[str] = field(default_factory=Counter)  # rule -> already in set
+    delayed: Counter[str] = field(default_factory=Counter)  # rule -> pushed with a delay
     matches: Counter[str] = field(default_factory=Counter)  # rule -> events matched
     batch_sizes: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
     event_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
@@ -144,6 +145,7 @@ class WatcherStats:
             reconnects=self.reconnects,
             pushed=copy.copy(self.pushed),
             deduplicated=copy.copy(self.deduplicated),
+            delayed=copy.copy(self.delayed),
             matches=copy.copy(self.matches),
             batch_sizes=self.batch_sizes.copy(),
             event_seconds=self.event_seconds.copy(),
@@ -202,6 +204,12 @@ class RescCollector(Collector):
         dedup = _counter(
             "resc_tasks_deduplicated", "tasks not pushed: already in their set", ["watcher", "rule"]
         )
+        delayed = _counter(
+            "resc_tasks_delayed",
+            "tasks pushed with a delay or an at, into their queue's delayed tasks (also "
+            "counted in resc_tasks_pushed)",
+            ["watcher", "rule"],
+        )
         matches = _counter("resc_rule_matches", "events a rule matched", ["watcher", "rule"])
         for name, stats in watchers:
             taken.add_metric([name], stats.taken)
@@ -214,9 +222,11 @@ class RescCollector(Collector):
                 pushed.add_metric([name, rule], count)
             for rule, count in list(stats.deduplicated.items()):
                 dedup.add_metric([name, rule], count)
+            for rule, count in list(stats.delayed.items()):
+                delayed.add_metric([name, rule], count)
             for rule, count in list(stats.matches.items()):
                 matches.add_metric([name, rule], count)
-        yield from (taken, committed, failed, reconnects, ready, pushed, dedup, matches)
+        yield from (taken, committed, failed, reconnects, ready, pushed, dedup, delayed, matches)
 
     @staticmethod
     def _histograms(watchers: Sequence[tuple[str, WatcherStats]]) -> Iterator[Metric]:

@@ -20,6 +20,7 @@ from resc.core.logs import get_logger
 from resc.core.metrics import WatcherStats
 from resc.engine.expiry import ExpiryStats, SetExpiry
 from resc.engine.owner import QueueHeld
+from resc.engine.scheduler import Scheduler, SchedulerStats
 from resc.engine.store import Store
 from resc.engine.watcher import Watcher
 
@@ -74,11 +75,16 @@ class Daemon:
         # Kept across reloads, as the counters they hold.
         self.expiry_stats = ExpiryStats()
         self._expiry = SetExpiry(config, self.expiry_stats)
+        self.scheduler_stats = SchedulerStats()
+        self._scheduler = Scheduler(config, self.scheduler_stats)
         self.services = [make(self) for make in services]
         self._probe: Store | None = None
         self._probe_lock = threading.Lock()
 
     def start(self) -> None:
+        # Before the set expiry: tasks that became due while resc was stopped are pushed
+        # before their set entries could look forgotten.
+        self._scheduler.start()
         for watcher_config in self.config.watchers:
             self._start_watcher(watcher_config)
         self._expiry.start()
@@ -93,7 +99,7 @@ class Daemon:
         name = watcher_config.input_queue
         before = self._stats.get(name)
         stats = before.continued() if before is not None else WatcherStats()
-        watcher = Watcher(watcher_config, self.config, stats=stats)
+        watcher = Watcher(watcher_config, self.config, stats=stats, on_delayed=self._scheduler.wake)
         self._stats[name] = stats
         thread = threading.Thread(
             target=self._run_watcher,
@@ -174,6 +180,7 @@ class Daemon:
         self.config = new
         self.grace_period_s = new.grace_period
         self._expiry.use(new)
+        self._scheduler.use(new)
         for name, watcher_config in wanted.items():
             if name in self._running:
                 self._running[name][0].use_rules(watcher_config)
@@ -263,6 +270,7 @@ class Daemon:
                 watchers=", ".join(unfinished),
             )
         self._expiry.close()
+        self._scheduler.close()
         for service in self.services:
             service.close()
         if self._probe is not None:

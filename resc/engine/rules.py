@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
-from resc.config.models import INPUT_TASK, Fetch, Rule
+from resc.config.durations import parse_duration_s, parse_time_s
+from resc.config.models import INPUT_TASK, Fetch, Make, Rule
+from resc.config.patterns import Pattern
 from resc.config.regex import RegexSet
+from resc.core.errors import EventError
 from resc.core.logs import get_logger
 
 log = get_logger("resc.rules")
@@ -24,13 +28,47 @@ _SET_FROM_RULES = 3
 
 class Result(NamedTuple):
     """One task to push: `set` is the dedup set, or None for no deduplication; `make` is
-    the name of the make that produced it, or None."""
+    the name of the make that produced it, or None; `due` is when to push it (unix
+    seconds, from the make's delay or at), or None for now."""
 
     task: bytes
     queue: bytes
     set: bytes | None
     rule: str
     make: str | None = None
+    due: float | None = None
+
+
+# A make's delay or at, from the event's variables and the time the event is processed
+# to when its task is due.
+When = Callable[[Mapping[str, bytes], float], float]
+# A delay's or an at's text and that time to the due time.
+_Parse = Callable[[str, float], float]
+
+
+def _when(make: Make) -> When | None:
+    """The due time of a make's tasks, or None for a make without delay or at."""
+    if make.delay is not None:
+        return _computed(make, "delay", make.delay, lambda text, now: now + parse_duration_s(text))
+    if make.at is not None:
+        return _computed(make, "at", make.at, lambda text, _: parse_time_s(text))
+    return None
+
+
+def _computed(make: Make, field: str, pattern: Pattern, parse: _Parse) -> When:
+    what = f"make {make.name or make.queue.source}: {field}"
+    if not pattern.refs:
+        text = pattern.source  # checked when the config was loaded
+        return lambda _, now: parse(text, now)
+
+    def due(variables: Mapping[str, bytes], now: float) -> float:
+        text = pattern.expand(variables).decode("utf-8", "replace")
+        try:
+            return parse(text, now)
+        except ValueError as exc:
+            raise EventError(f"{what}: {exc}") from None
+
+    return due
 
 
 class RuleSet:
@@ -45,6 +83,7 @@ class RuleSet:
                     m.queue.expand,
                     m.set.expand if m.set is not None else None,
                     m.name or None,
+                    _when(m),
                 )
                 for m in rule.make
             )
@@ -81,7 +120,7 @@ class RuleSet:
                 found = {k: v for k, v in variables.items() if k != INPUT_TASK}
                 log.debug("rule fired", rule=rule.name, input_task=event, **found)
             if not rule.fetch:
-                for task, queue, dedup, make in self._makes[i]:
+                for task, queue, dedup, make, when in self._makes[i]:
                     results.append(
                         Result(
                             task(variables),
@@ -89,13 +128,14 @@ class RuleSet:
                             dedup(variables) if dedup is not None else None,
                             rule.name,
                             make,
+                            when(variables, time.time()) if when is not None else None,
                         )
                     )
                 continue
             for fetcher in rule.fetch:
                 for fields in fetch(fetcher, variables):
                     merged = {**variables, **fields}
-                    for task, queue, dedup, make in self._makes[i]:
+                    for task, queue, dedup, make, when in self._makes[i]:
                         results.append(
                             Result(
                                 task(merged),
@@ -103,6 +143,7 @@ class RuleSet:
                                 dedup(merged) if dedup is not None else None,
                                 rule.name,
                                 make,
+                                when(merged, time.time()) if when is not None else None,
                             )
                         )
         return results

@@ -26,7 +26,15 @@ from resc.config.models import EMBEDDED_REDIS
 from resc.connection.edge import converted_errors, redact_url
 from resc.core.errors import StoreError
 from resc.core.failures import FailedRecord, decode
-from resc.core.keys import attempts, failed_reasons, taken_ahead, taken_owner
+from resc.core.keys import (
+    DELAYED,
+    DELAYED_COUNTER,
+    attempts,
+    delayed_queues,
+    failed_reasons,
+    taken_ahead,
+    taken_owner,
+)
 from resc.engine.rules import Result
 
 _LUA = {
@@ -301,11 +309,15 @@ class Store:
         failed_queue: str,
         outcomes: Sequence[Outcome],
         listener: Listener | None,
+        *,
+        input_queue: str,
     ) -> Reply[CommitReport]:
         """Commit a batch atomically: each event's tasks pushed (deduplicated through its
-        set) and the event removed from the taken queue, or the event moved to the
-        failed queue. A key of the wrong type fails the events that use it."""
-        return self._send_commit(taken_queue, failed_queue, outcomes, listener, {})
+        set; a task with a due time in the future into its queue's delayed tasks) and
+        the event removed from the taken queue, or the event moved to the failed queue.
+        A key of the wrong type fails the events that use it."""
+        queues = _Queues(taken_queue, failed_queue, delayed_queues(input_queue))
+        return self._send_commit(queues, outcomes, listener, {})
 
     def commit(
         self,
@@ -313,18 +325,22 @@ class Store:
         failed_queue: str,
         outcomes: Sequence[Outcome],
         listener: Listener | None,
+        *,
+        input_queue: str,
     ) -> CommitReport:
-        return self.send_commit(taken_queue, failed_queue, outcomes, listener).get()
+        return self.send_commit(
+            taken_queue, failed_queue, outcomes, listener, input_queue=input_queue
+        ).get()
 
     def _send_commit(
         self,
-        taken_queue: str,
-        failed_queue: str,
+        queues: _Queues,
         outcomes: Sequence[Outcome],
         listener: Listener | None,
         failures: dict[int, str],
     ) -> Reply[CommitReport]:
-        keys, args = _commit_arguments(taken_queue, failed_queue, outcomes, failures, listener)
+        keys, args = _commit_arguments(queues, outcomes, failures, listener)
+        taken_queue = queues.taken
 
         def report(status: bytes) -> CommitReport:
             text = status.decode()
@@ -335,41 +351,63 @@ class Store:
             index, _, actual = text[1:].partition(":")
             key = keys[int(index) - 1]
             name = key.decode(errors="replace")
-            if int(index) <= 4:
-                raise StoreError(f"{name} holds a {actual}, where resc keeps its own list/hash")
+            if int(index) <= _OWN_KEYS:
+                raise StoreError(f"{name} holds a {actual}, where resc keeps its own list/hash/set")
             for i, outcome in enumerate(outcomes):
                 if (
                     i not in failures
                     and outcome.failure is None
-                    and any(key in (r.queue, r.set) for r in outcome.results)
+                    and any(key in _keys_of(r) for r in outcome.results)
                 ):
                     failures[i] = f"key {name} holds a {actual}"
-            return self._send_commit(taken_queue, failed_queue, outcomes, listener, failures).get()
+            return self._send_commit(queues, outcomes, listener, failures).get()
 
         command = self._script("commit", keys, args)
         return self._send(command, f"committing to {taken_queue}", report)
 
 
+class _Queues(NamedTuple):
+    """A watcher's own keys that a commit writes."""
+
+    taken: str
+    failed: str
+    delayed_queues: str
+
+
+# KEYS[1.._OWN_KEYS] of commit.lua are the watcher's own.
+_OWN_KEYS = 5
+_DELAYED, _DELAYED_COUNTER = DELAYED.encode(), DELAYED_COUNTER.encode()
+
+
+def _keys_of(result: Result) -> tuple[bytes | None, ...]:
+    """The keys a result's commit writes."""
+    if result.due is None:
+        return result.queue, result.set
+    return result.queue, result.set, result.queue + _DELAYED, result.queue + _DELAYED_COUNTER
+
+
 def _commit_arguments(
-    taken_queue: str,
-    failed_queue: str,
+    queues: _Queues,
     outcomes: Sequence[Outcome],
     failures: dict[int, str],
     listener: Listener | None,
 ) -> tuple[list[bytes], list[Any]]:
     """KEYS and ARGV of commit.lua (see its header). Records a failure for an event that
-    would use one key both as a queue and as a set, or write into the watcher's own keys."""
+    would use one key in two roles (a queue and a set, say), or write into the watcher's
+    own keys. A result due by now is pushed now."""
+    taken_queue, failed_queue = queues.taken, queues.failed
     keys = [
         taken_queue.encode(),
         failed_queue.encode(),
         failed_reasons(failed_queue).encode(),
         attempts(taken_queue).encode(),
+        queues.delayed_queues.encode(),
     ]
     # Also the keys that only recover.lua, take.lua and the owner logic write.
     own = {*keys, taken_ahead(taken_queue).encode(), taken_owner(taken_queue).encode()}
-    queue_index: dict[bytes, int] = {}
-    set_index: dict[bytes, int] = {}
-    args: list[Any] = [int(time.time())]
+    roles: dict[bytes, tuple[str, int]] = {}
+    now = time.time()
+    args: list[Any] = [int(now)]
     if listener is None:
         args += ("", "text", "")
     else:
@@ -381,16 +419,17 @@ def _commit_arguments(
         if failure is None:
             record: list[Any] = [event, len(results)]
             try:
-                for task, queue, dedup, rule, make in results:
-                    q = queue_index.get(queue) or _register(
-                        queue, "queue", queue_index, set_index, own, keys
-                    )
-                    s = 0
-                    if dedup is not None:
-                        s = set_index.get(dedup) or _register(
-                            dedup, "set", set_index, queue_index, own, keys
-                        )
-                    record += (task, q, s, rule, make or "") if with_rule else (task, q, s)
+                for task, queue, dedup, rule, make, due in results:
+                    q = _index(queue, "todo queue", roles, own, keys)
+                    s = 0 if dedup is None else _index(dedup, "set", roles, own, keys)
+                    d, due_ms = 0, 0
+                    if due is not None and due > now:
+                        d = _index(queue + _DELAYED, "delayed tasks' set", roles, own, keys)
+                        _index(queue + _DELAYED_COUNTER, "delayed tasks' counter", roles, own, keys)
+                        due_ms = int(due * 1000)
+                    record += (task, q, s, d, due_ms)
+                    if with_rule:
+                        record += (rule, make or "")
             except _KeyConflict as exc:
                 failure = str(exc)
             if failure is None:
@@ -409,23 +448,22 @@ class _KeyConflict(Exception):
     """An event would use a key in two roles: the message is its reason to fail."""
 
 
-def _register(
-    key: bytes,
-    role: str,
-    mine: dict[bytes, int],
-    other: dict[bytes, int],
-    own: set[bytes],
-    keys: list[bytes],
+def _index(
+    key: bytes, role: str, roles: dict[bytes, tuple[str, int]], own: set[bytes], keys: list[bytes]
 ) -> int:
-    """Add `key` to KEYS for `role` ("queue" or "set") and return its index, or raise
-    _KeyConflict when it is one of the watcher's own keys or already has the other role."""
-    name = key.decode("utf-8", "replace")
+    """The index in KEYS of `key` in `role` ("todo queue", "set", ...), added when new;
+    _KeyConflict when it is one of the watcher's own keys or already has another role."""
+    known = roles.get(key)
+    if known is not None:
+        if known[0] != role:
+            name = key.decode("utf-8", "replace")
+            raise _KeyConflict(f"{name} would be used both as a {known[0]} and as a {role}")
+        return known[1]
     if key in own:
-        raise _KeyConflict(f"{name} is one of the watcher's own queues, not a todo {role}")
-    if key in other:
-        raise _KeyConflict(f"{name} would be used both as a todo queue and as a set")
+        name = key.decode("utf-8", "replace")
+        raise _KeyConflict(f"{name} is one of the watcher's own keys, not a {role}")
     keys.append(key)
-    mine[key] = len(keys)
+    roles[key] = (role, len(keys))
     return len(keys)
 
 

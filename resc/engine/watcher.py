@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from datetime import UTC, datetime
 from functools import partial
 from typing import NamedTuple, TypeVar
 
@@ -41,8 +42,12 @@ class Watcher:
         store: Store | None = None,
         fetcher: Fetcher | None = None,
         stats: WatcherStats | None = None,
+        on_delayed: Callable[[], None] | None = None,
     ) -> None:
+        """`on_delayed` is called after a commit that put a task into its queue's
+        delayed tasks (the daemon's scheduler.wake)."""
         self.config = config
+        self._on_delayed = on_delayed
         self.listener = (
             Listener(
                 settings.listener_channel,
@@ -208,7 +213,13 @@ class Watcher:
                 self._committed(committing)
             committing = _Committing(
                 outcomes,
-                store.send_commit(cfg.taken_queue, cfg.failed_queue, outcomes, self.listener),
+                store.send_commit(
+                    cfg.taken_queue,
+                    cfg.failed_queue,
+                    outcomes,
+                    self.listener,
+                    input_queue=cfg.input_queue,
+                ),
                 taken_at,
             )
             events = next_events.get()
@@ -312,12 +323,18 @@ class Watcher:
         stats.committed += report.status.count("c")
         stats.failed += report.status.count("f")
         pushed_by_rule, deduplicated_by_rule = stats.pushed, stats.deduplicated
+        delayed = 0
         for outcome, pushed in zip(outcomes, report.pushed, strict=True):
             for result, was_pushed in zip(outcome.results, pushed, strict=False):
                 if was_pushed:
                     pushed_by_rule[result.rule] += 1
+                    if result.due is not None:
+                        delayed += 1
+                        stats.delayed[result.rule] += 1
                 else:
                     deduplicated_by_rule[result.rule] += 1
+        if delayed and self._on_delayed is not None:
+            self._on_delayed()
         info = self.log.isEnabledFor(logging.INFO)
         if info or "m" in report.status or "f" in report.status:
             self._log_report(outcomes, report, info)
@@ -347,7 +364,12 @@ class Watcher:
                         rule=result.rule,
                         **({"make": result.make} if result.make else {}),
                         **({"set": result.set} if result.set else {}),
+                        **({"due": _iso(result.due)} if result.due is not None else {}),
                     )
+
+
+def _iso(unix_s: float) -> str:
+    return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="milliseconds")
 
 
 def _in_order(

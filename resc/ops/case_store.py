@@ -69,7 +69,13 @@ class CaseStore:
         """Take the event (into the taken queue) and commit its outcome."""
         cfg = self._watcher
         self._client.lpush(cfg.taken_queue, outcome.event)
-        report = self._store.commit(cfg.taken_queue, cfg.failed_queue, [outcome], self._listener)
+        report = self._store.commit(
+            cfg.taken_queue,
+            cfg.failed_queue,
+            [outcome],
+            self._listener,
+            input_queue=cfg.input_queue,
+        )
         messages = self._messages()
         if report.status == "f":
             return Committed([], report.failures.get(0, outcome.failure), messages)

@@ -6,7 +6,10 @@ a set the age is unknown), its failed list's length, and the workers registered 
 
 Todo queues named by patterns with variables are found by SCAN with a glob (the make's
 `queue_glob`, or given by the user), at most `most_keys` names per glob: the queues
-themselves, and `<glob>/workers` and `<glob>/failed` for the queues that are empty now.
+themselves, and `<glob>/workers`, `<glob>/failed` and `<glob>/delayed` for the queues
+that are empty now.
+
+It also counts the queue's delayed tasks (a make's delay or at) and when the first is due.
 
 Only reads: TYPE, LLEN, ZCARD, ZRANGE, SMEMBERS, PTTL, LRANGE, SCAN. A heartbeat holds
 no time: what is known of it is how long it has left (PTTL). Its age is that of the
@@ -26,10 +29,17 @@ import redis
 
 from resc.config.models import Config
 from resc.config.todo import TodoSpec, glob_of, match_pattern, todo_specs
-from resc.core.keys import default_failed_queue, queue_workers, worker_heartbeat, worker_taken_list
+from resc.core.keys import (
+    DELAYED,
+    default_failed_queue,
+    delayed_tasks,
+    queue_workers,
+    worker_heartbeat,
+    worker_taken_list,
+)
 
 MOST_TASKS_SHOWN = 100
-_SUFFIXES = (("", "list"), ("/failed", "list"), ("/workers", "set"))
+_SUFFIXES = (("", "list"), ("/failed", "list"), ("/workers", "set"), (DELAYED, "zset"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +67,8 @@ class TodoSample:
     workers: tuple[WorkerSample, ...]
     wrong_types: tuple[str, ...] = ()  # "KEY holds a T, not a U" for each such key
     set_unknown: bool = False  # the make has a set that cannot be named from the queue
+    delayed: int | None = 0  # tasks not due yet (a make's delay or at)
+    next_due: float | None = None  # when the first of them is due, unix seconds
 
     def oldest_age_s(self, now: float) -> float | None:
         """The age of the oldest task its set holds; None without a set, or an empty one."""
@@ -156,8 +168,11 @@ def read_todo_queues(client: redis.Redis, queues: TodoQueues) -> list[TodoSample
         pipe.type(default_failed_queue(queue))
         pipe.llen(default_failed_queue(queue))
         pipe.smembers(queue_workers(queue))
+        pipe.type(delayed_tasks(queue))
+        pipe.zcard(delayed_tasks(queue))
+        pipe.zrange(delayed_tasks(queue), 0, 0, withscores=True)
     replies = [_value(r) for r in pipe.execute(raise_on_error=False)]
-    per_queue = [replies[i : i + 8] for i in range(0, len(replies), 8)]
+    per_queue = [replies[i : i + 11] for i in range(0, len(replies), 11)]
     pipe = client.pipeline(transaction=False)
     worker_ids: list[list[str]] = []
     for (queue, _, _, _), reply in zip(named, per_queue, strict=True):
@@ -188,12 +203,14 @@ def read_todo_queues(client: redis.Redis, queues: TodoQueues) -> list[TodoSample
                 )
             )
         queue_type, set_type, failed_type = _kind(reply[0]), _kind(reply[2]), _kind(reply[5])
+        delayed_type = _kind(reply[8])
         wrong = [
             f"{key} holds a {kind}, not a {wanted}"
             for key, kind, wanted in (
                 (queue, queue_type, "list"),
                 (set_name, set_type, "zset"),
                 (default_failed_queue(queue), failed_type, "list"),
+                (delayed_tasks(queue), delayed_type, "zset"),
             )
             if key is not None and kind not in ("none", wanted)
         ]
@@ -210,6 +227,8 @@ def read_todo_queues(client: redis.Redis, queues: TodoQueues) -> list[TodoSample
                 tuple(workers),
                 tuple(wrong),
                 unknown,
+                reply[9] if delayed_type in ("zset", "none") else None,
+                reply[10][0][1] / 1000 if delayed_type == "zset" and reply[10] else None,
             )
         )
     return samples

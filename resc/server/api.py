@@ -18,10 +18,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from resc.config.durations import DURATION_PATTERN, parse_duration_s
 from resc.core.logs import get_logger
 from resc.server.access import Tokens
 from resc.server.claims import Claim, ClaimStore, Outcome, TodoQueue
-from resc.server.durations import DURATION_PATTERN, parse_duration_ms
 
 log = get_logger("resc.http")
 
@@ -371,10 +371,13 @@ def _events(body: bytes, content_type: str | None) -> list[str]:
 
 
 def _duration(text: str, name: str, low_ms: int, high_ms: int) -> int:
+    """Milliseconds, brought within [low_ms, high_ms]; a 422 naming `name` when `text` is
+    not a duration."""
     try:
-        return parse_duration_ms(text, name, low_ms, high_ms)
+        value_ms = round(parse_duration_s(text) * 1000)
     except ValueError as exc:
-        raise ApiError(422, str(exc)) from None
+        raise ApiError(422, f"{name}: {exc}") from None
+    return min(max(value_ms, low_ms), high_ms)
 
 
 def _time(unix_ms: int) -> str:

@@ -5,22 +5,27 @@
 -- KEYS[3]   failed reasons hash (event -> JSON array of records, one per failed copy:
 --             reason, time, attempts; see resc/core/failures.py)
 -- KEYS[4]   attempts hash (event -> interruptions, see recover.lua)
--- KEYS[5..] the todo queues and dedup sets named by the records below
+-- KEYS[5]   the watcher's set of todo queues with delayed tasks (scheduler.lua)
+-- KEYS[6..] the todo queues, dedup sets, delayed tasks' sorted sets and their counters
+--           named by the records below
 -- ARGV[1]   score of new set members (unix time, whole seconds)
 -- ARGV[2]   listener channel, or '' for none
 -- ARGV[3]   listener format: 'text' (the original's messages) or 'json'
 -- ARGV[4]   the watcher's name (its input queue), for json messages
 -- ARGV[5..] one record per event, in the order they were taken:
 --             event, n, then n times: task, queue key index, set key index (0: no
---               set), and with the json format the rule's name and the make's name
---               ('' for none)
+--               set), delayed key index d (0: push now; else KEYS[d] is the queue's
+--               sorted set of delayed tasks and KEYS[d + 1] their counter), due time
+--               (unix milliseconds, with d > 0), and with the json format the rule's
+--               name and the make's name ('' for none)
 --             event, -1, reason                       (the event failed)
 -- Returns   a status string: per event 'c' (committed), 'f' (moved to the failed
 --           queue) or 'm' (no longer in the taken queue: nothing done); after a 'c',
 --           one letter per result: 'p' (pushed) or 'd' (already in its set).
 --           Or '!<key index>:<type>' when a key holds the wrong type: nothing was done.
--- Touches   KEYS[1] (LREM), KEYS[2] (LPUSH), KEYS[3] (HSET), KEYS[4] (HDEL), todo
---           queues (LPUSH), dedup sets (ZADD NX); PUBLISHes to the listener channel.
+-- Touches   KEYS[1] (LREM), KEYS[2] (LPUSH), KEYS[3] (HSET), KEYS[4] (HDEL), KEYS[5]
+--           (SADD), todo queues (LPUSH), dedup sets (ZADD NX), delayed tasks (ZADD)
+--           and their counters (INCR); PUBLISHes to the listener channel.
 --
 -- The event is removed from the taken queue first: when it is no longer there (another
 -- process put it back into the input queue), it will be processed again, so nothing of
@@ -29,11 +34,16 @@
 --
 -- Identical events share their attempts count and their reasons field: the count goes
 -- only with the last copy in the taken queue, and each failed copy adds its own record.
+--
+-- A delayed task enters its dedup set now, scored by its due time, so that the set
+-- holds it from the commit until a worker is done with it, and set_ttl counts from
+-- when it is due; scheduler.lua pushes it into its queue when it is due.
 
 local taken, failed, reasons, attempts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local delayed_queues = KEYS[5]
 local score, channel = ARGV[1], ARGV[2]
 local json, watcher = ARGV[3] == 'json', ARGV[4]
-local stride = json and 5 or 3
+local stride = json and 7 or 5
 local now
 if channel ~= '' and json then
   -- A string: cjson writes numbers with 14 significant digits, which would keep only
@@ -43,7 +53,7 @@ if channel ~= '' and json then
 end
 
 -- Pass 1: every key must hold its expected type or not exist.
-local expected = {[1] = 'list', [2] = 'list', [3] = 'hash', [4] = 'hash'}
+local expected = {[1] = 'list', [2] = 'list', [3] = 'hash', [4] = 'hash', [5] = 'set'}
 local i, nargs = 5, #ARGV
 while i <= nargs do
   local count = tonumber(ARGV[i + 1])
@@ -56,6 +66,11 @@ while i <= nargs do
       local set_index = tonumber(ARGV[i + 2])
       if set_index > 0 then
         expected[set_index] = 'zset'
+      end
+      local delayed_index = tonumber(ARGV[i + 3])
+      if delayed_index > 0 then
+        expected[delayed_index] = 'zset'
+        expected[delayed_index + 1] = 'string'
       end
       i = i + stride
     end
@@ -126,17 +141,31 @@ while i <= nargs do
     for _ = 1, count do
       local task = ARGV[i]
       local set_index = tonumber(ARGV[i + 2])
+      local delayed_index = tonumber(ARGV[i + 3])
       local queue = KEYS[tonumber(ARGV[i + 1])]
-      if set_index == 0 or redis.call('ZADD', KEYS[set_index], 'NX', score, task) == 1 then
-        redis.call('LPUSH', queue, task)
+      local due, task_score = nil, score
+      if delayed_index > 0 then
+        due = ARGV[i + 4]
+        task_score = string.format('%d', math.floor(tonumber(due) / 1000))
+      end
+      if set_index == 0 or redis.call('ZADD', KEYS[set_index], 'NX', task_score, task) == 1 then
+        if due then
+          local n = redis.call('INCR', KEYS[delayed_index + 1])
+          redis.call('ZADD', KEYS[delayed_index], due, n .. ':' .. task)
+          redis.call('SADD', delayed_queues, queue)
+        else
+          redis.call('LPUSH', queue, task)
+        end
         status[#status + 1] = 'p'
         if channel == '' then
           -- no message
         elseif json then
           redis.call('PUBLISH', channel, cjson.encode({
             kind = 'trigger', event = event, task = task, queue = queue,
-            set = set_index > 0 and KEYS[set_index] or nil, rule = ARGV[i + 3],
-            make = ARGV[i + 4] ~= '' and ARGV[i + 4] or nil,
+            set = set_index > 0 and KEYS[set_index] or nil, rule = ARGV[i + 5],
+            make = ARGV[i + 6] ~= '' and ARGV[i + 6] or nil,
+            due = due and string.format('%d.%03d', math.floor(tonumber(due) / 1000),
+              tonumber(due) % 1000) or nil,
             watcher = watcher, taken_queue = taken, time = now}))
         else
           redis.call('PUBLISH', channel, taken .. ' TRIGGER ' .. event .. ' -> ' .. task)
