@@ -305,7 +305,8 @@ def test_todo_queues_show_tasks_sets_oldest_task_workers_held_tasks_and_failed(
         assert 0 <= age <= time.time() - start + 1
         w1 = todo["todo"].pop("workers")
         assert todo["todo"] == {"pattern": "todo", "length": 2, "set": "todo-set", "set_size": 3,
-                                "failed": 0, "wrong_types": [], "delayed": 0, "next_due": None}  # fmt: skip
+                                "failed": 0, "wrong_types": [], "delayed": 0,
+                                "next_due": None}  # fmt: skip
         assert [(w["id"], w["alive"], w["held"], w["tasks"]) for w in w1] == [
             ("w1", True, 1, ["job/1"])
         ]

@@ -112,7 +112,11 @@ def test_due_times_from_delay_and_at():
     [
         ({"delay": "${when}"}, b"a1 soon", "make q: delay: 'soon' is not a duration"),
         ({"delay": "${when}"}, b"a1 1e999", "make q: delay: '1e999' is not a duration"),
-        ({"at": "${when}"}, "a1 \u00fc\u00fc".encode(), "make q: at: '\u00fc\u00fc' is not a point"),
+        (
+            {"at": "${when}"},
+            "a1 \u00fc\u00fc".encode(),
+            "make q: at: '\u00fc\u00fc' is not a point",
+        ),
         ({"at": "${when}"}, b"a1 " + b"9" * 5000, "is not a point in time"),
     ],
 )
@@ -312,10 +316,7 @@ def test_schedulers_racing_on_a_stream_of_commits_push_each_task_once(r, redis_s
     """Commits of delayed tasks (two watchers, one todo queue) while two schedulers run."""
     config = make_config(
         redis_server.url,
-        [
-            {"input_queue": f"in{n}", "rules": [rule(queue="q", delay="${when}")]}
-            for n in (1, 2)
-        ],
+        [{"input_queue": f"in{n}", "rules": [rule(queue="q", delay="${when}")]} for n in (1, 2)],
     )
     loaded = config_from_source(read_source(write_config(tmp_path, config)))
     extra = Scheduler(loaded, SchedulerStats())

@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,8 @@ def test_events_produced_one_and_many_become_tasks(
             "claims": None,
             "failed": None,
             "set": None,
+            "delayed": None,
+            "next_due": None,
         }
 
 
@@ -269,7 +272,27 @@ def test_the_queue_info_counts_queued_claimed_and_failed(r: redis.Redis, api: ht
         "claims": 1,
         "failed": 1,
         "set": 1,
+        "delayed": 0,
+        "next_due": None,
     }
+
+
+def test_the_queue_info_counts_delayed_tasks_and_says_when_the_first_is_due(
+    r: redis.Redis, redis_server: RedisServer, tmp_path: Path
+):
+    watchers = [
+        {"input_queue": "in", "rules": [{"on": "^d", "make": {"queue": "todo", "delay": "1h"}}]}
+    ]
+    with running(make_config(redis_server.url, watchers), tmp_path):
+        r.lpush("in", "d1", "d2")
+        wait_until(lambda: r.zcard("todo/delayed") == 2)
+    first_ms = r.zrange("todo/delayed", 0, 0, withscores=True)[0][1]
+    with serving(redis_server.url, tmp_path) as api:
+        info = api.get("/v1/queues/todo").json()
+    assert (info["length"], info["delayed"]) == (0, 2)
+    due = datetime.fromisoformat(info["next_due"])
+    assert abs(due.timestamp() - first_ms / 1000) < 0.001
+    assert 3590 < due.timestamp() - time.time() <= 3600
 
 
 @pytest.mark.parametrize(

@@ -79,6 +79,10 @@ class QueueInfo(BaseModel):
     claims: int | None = None
     failed: int | None = None
     set: int | None = Field(None, description="entries of its dedup set")
+    delayed: int | None = Field(
+        default=None, description="tasks not due yet (a make's delay or at)"
+    )
+    next_due: str | None = Field(default=None, description="when the first delayed task is due")
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -203,7 +207,8 @@ class Api:
             responses=_errors(404, 409),
         )
         def info(queue: str, authorization: Annotated[str | None, Header()] = None) -> QueueInfo:
-            """The lengths of a queue, its claims, its failed list and its dedup set."""
+            """The lengths of a queue, its claims, its failed list, its dedup set and its
+            delayed tasks."""
             todo, produce = self.todo.get(queue), queue in self.produce
             if todo is None and not produce:
                 raise ApiError(404, f"{queue!r} is not a queue of the HTTP API")
@@ -211,15 +216,17 @@ class Api:
             if todo is None:
                 length = self.store.redis.llen(queue)
                 return QueueInfo(queue=queue, produce=True, consume=False, length=length, set=None)
-            length, claims, failed, entries = self.store.lengths(todo)
+            found = self.store.lengths(todo)
             return QueueInfo(
                 queue=queue,
                 produce=produce,
                 consume=True,
-                length=length,
-                claims=claims,
-                failed=failed,
-                set=entries,
+                length=found.queue,
+                claims=found.claims,
+                failed=found.failed,
+                set=found.set,
+                delayed=found.delayed,
+                next_due=None if found.next_due is None else _time(round(found.next_due * 1000)),
             )
 
         @app.post(

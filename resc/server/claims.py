@@ -8,6 +8,7 @@ Keys, beside the queue `<queue>`:
   `<queue>/claims/deadlines`  sorted set: claim id -> deadline, unix milliseconds
   `<queue>/claims/attempts`   hash: task -> times claimed, until done or failed
   `<queue>/failed` and its reasons hash (resc.core.failures): the failed tasks
+and reads `<queue>/delayed` (resc.core.keys.delayed_tasks): the tasks not due yet.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import uuid
 from dataclasses import dataclass
 from enum import Enum
 from importlib.resources import files
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from resc.core.keys import failed_reasons
+from resc.core.keys import delayed_tasks, failed_reasons
 
 _SCRIPTS = ("claim", "finish", "extend", "requeue")
 _SOURCES = {
@@ -161,16 +162,36 @@ class ClaimStore:
         expired, retried = self._run("requeue", keys, args)
         return int(expired), int(retried)
 
-    def lengths(self, queue: TodoQueue) -> tuple[int, int, int, int | None]:
-        """The lengths of the queue, its claims, its failed list and its dedup set."""
+    def lengths(self, queue: TodoQueue) -> QueueLengths:
+        """The lengths of the queue, its claims, its failed list, its dedup set and its
+        delayed tasks, in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.llen(queue.name)
         pipe.hlen(claims_key(queue.name))
         pipe.llen(failed_key(queue.name))
+        pipe.zcard(delayed_tasks(queue.name))
+        pipe.zrange(delayed_tasks(queue.name), 0, 0, withscores=True)
         if queue.set:
             pipe.zcard(queue.set)
         found = pipe.execute()
-        return found[0], found[1], found[2], found[3] if queue.set else None
+        first = found[4]
+        return QueueLengths(
+            found[0],
+            found[1],
+            found[2],
+            found[5] if queue.set else None,
+            found[3],
+            first[0][1] / 1000 if first else None,
+        )
+
+
+class QueueLengths(NamedTuple):
+    queue: int
+    claims: int
+    failed: int
+    set: int | None  # None: the queue has no dedup set
+    delayed: int  # tasks not due yet (a make's delay or at)
+    next_due: float | None  # when the first of them is due, unix seconds
 
 
 def _outcome(result: int) -> Outcome:
