@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from datetime import datetime
 from pathlib import Path
 
 from tests.conftest import make_config, run_resc, write_config
@@ -161,8 +163,15 @@ def test_json_output_for_scripts(tmp_path, web):
                             "queue": "trt/p/todo",
                             "set": "trt/p/set",
                             "rule": "lookup",
+                            "due": None,
                         },
-                        {"task": "acq/p/1", "queue": "audit", "set": None, "rule": "lookup"},
+                        {
+                            "task": "acq/p/1",
+                            "queue": "audit",
+                            "set": None,
+                            "rule": "lookup",
+                            "due": None,
+                        },
                     ],
                     "rules": [
                         {
@@ -185,12 +194,14 @@ def test_json_output_for_scripts(tmp_path, web):
                                     "queue": "trt/p/todo",
                                     "set": "trt/p/set",
                                     "rule": "lookup",
+                                    "due": None,
                                 },
                                 {
                                     "task": "acq/p/1",
                                     "queue": "audit",
                                     "set": None,
                                     "rule": "lookup",
+                                    "due": None,
                                 },
                             ],
                             "failure": None,
@@ -216,3 +227,24 @@ def test_config_errors_exit_2_without_traceback(tmp_path):
     done = run_resc("explain", str(tmp_path / "nope.hjson"), "x")
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr.startswith(f"resc: {tmp_path / 'nope.hjson'}: cannot read: ")
+
+
+def test_a_delayed_task_is_explained_with_its_due_time(tmp_path):
+    config = {
+        "redis": {"url": "redis://127.0.0.1:1/0"},
+        "watchers": [
+            {
+                "input_queue": "in",
+                "rules": [{"on": r"^a(?P<n>\d+)$", "make": {"queue": "q", "delay": "${n}m"}}],
+            }
+        ],
+    }
+    path = tmp_path / "conf.json"
+    path.write_text(json.dumps(config))
+    done = run_resc("explain", str(path), "a5")
+    assert done.returncode == 0, done.stderr
+    assert "task=a5 queue=q due=20" in done.stdout
+    assert "(in 300.0 s)" in done.stdout or "(in 299.9 s)" in done.stdout
+    as_json = json.loads(run_resc("explain", "--json", str(path), "a5").stdout)
+    (task,) = as_json[0]["watchers"][0]["tasks"]
+    assert 299 < datetime.fromisoformat(task["due"]).timestamp() - time.time() <= 300

@@ -12,8 +12,10 @@ queues) are not simulated; `resc check` warns about those it can see in the conf
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from resc.config.models import INPUT_TASK, Fetch, Rule
@@ -149,9 +151,14 @@ def _partial(pattern: Pattern, variables: Mapping[str, bytes]) -> str:
     return "".join(out)
 
 
-def result_line(task: str, queue: str, dedup: str | None) -> str:
+def result_line(task: str, queue: str, dedup: str | None, due: float | None = None) -> str:
     line = f"task={shown(task)} queue={shown(queue)}"
-    return line + (f" set={shown(dedup)}" if dedup is not None else "")
+    line += f" set={shown(dedup)}" if dedup is not None else ""
+    return line + (f" due={_iso(due)} (in {due - time.time():.1f} s)" if due is not None else "")
+
+
+def _iso(unix_s: float) -> str:
+    return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="milliseconds")
 
 
 def _verdict(found: WatcherTrace) -> str:
@@ -203,7 +210,9 @@ def _rule_lines(found: RuleTrace, event: bytes) -> list[str]:
     else:
         lines += [
             "      "
-            + result_line(text(r.task), text(r.queue), None if r.set is None else text(r.set))
+            + result_line(
+                text(r.task), text(r.queue), None if r.set is None else text(r.set), r.due
+            )
             for r in found.results
         ]
     return lines
@@ -225,6 +234,7 @@ def _result_json(result: Result) -> dict[str, Any]:
         "queue": text(result.queue),
         "set": None if result.set is None else text(result.set),
         "rule": result.rule,
+        "due": None if result.due is None else _iso(result.due),
     }
 
 
