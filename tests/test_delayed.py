@@ -3,6 +3,7 @@ the commit, and the scheduler pushes it into the queue when it is due, exactly o
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
@@ -16,9 +17,19 @@ from resc.config.models import Make
 from resc.config.source import read_source
 from resc.core.errors import EventError
 from resc.core.failures import decode
+from resc.dev.embedded import free_port
 from resc.engine.rules import RuleSet
 from resc.engine.scheduler import BATCH, Scheduler, SchedulerStats
-from tests.conftest import drained, make_config, run_resc, running, wait_until, write_config
+from tests.conftest import (
+    drained,
+    make_config,
+    resc_process,
+    run_resc,
+    running,
+    wait_until,
+    write_config,
+)
+from tests.test_metrics import _answers, get, metric
 
 
 def rule(**make: Any) -> dict[str, Any]:
@@ -365,3 +376,42 @@ def test_resc_status_shows_delayed_counts_and_the_next_due_time(r, redis_server,
     queue = next(q for q in json.loads(as_json.stdout)["todo"] if q["queue"] == "q")
     assert queue["delayed"] == 3
     assert time.time() + 3500 < queue["next_due"] < time.time() + 3601
+
+
+def test_metrics_count_delayed_tasks_and_those_made_due(r, redis_server, tmp_path):
+    config = make_config(
+        redis_server.url,
+        [
+            {
+                "input_queue": "in",
+                "rules": [
+                    {"name": "soon", "on": "^s", "make": {"queue": "q", "delay": "500ms"}},
+                    {"name": "late", "on": "^l", "make": {"queue": "q", "delay": "1h"}},
+                ],
+            }
+        ],
+    )
+    port = free_port()
+    process = resc_process(
+        "run", "--http", f"127.0.0.1:{port}", str(write_config(tmp_path, config))
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(base))
+        r.lpush("in", "s1", "s2", "l1")
+        wait_until(lambda: r.llen("q") == 2)
+
+        def scraped() -> bool:
+            text = get(base + "/metrics")[1]
+            return (
+                metric(text, "resc_delayed_tasks_due_total") == 2
+                and metric(text, "resc_tasks_delayed_total", rule="soon", watcher="in") == 2
+                and metric(text, "resc_tasks_delayed_total", rule="late", watcher="in") == 1
+                and metric(text, "resc_todo_delayed", queue="q") == 1
+                and 3500 < metric(text, "resc_todo_next_due_seconds", queue="q") <= 3600
+            )
+
+        wait_until(scraped)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0

@@ -1,6 +1,6 @@
 """Metric families for what users wait on, read from Redis when /metrics is scraped: the
-todo queues of the daemon's running config (resc.ops.todo_status), and what the dedup
-set expiry removed (resc.engine.expiry).
+todo queues of the daemon's running config (resc.ops.todo_status), what the dedup set
+expiry removed (resc.engine.expiry), and the delayed tasks made due (resc.engine.scheduler).
 
 Labels are bounded: `queue` is a make's queue pattern as the config writes it (the
 queues one pattern names are summed, or their maximum taken), `set` a make's set
@@ -23,6 +23,7 @@ from redis.retry import Retry
 from resc.config.models import Config
 from resc.core.logs import get_logger
 from resc.engine.expiry import ExpiryStats
+from resc.engine.scheduler import SchedulerStats
 from resc.ops.todo_status import TodoSample, find_todo_queues, read_todo_queues
 
 log = get_logger("resc.http")
@@ -34,15 +35,22 @@ class TodoCollector(Collector):
     """Reads the todo queues of `config()` (the daemon's config, which a reload
     replaces) at each scrape, over a connection of its own."""
 
-    def __init__(self, config: Callable[[], Config], expiry: ExpiryStats) -> None:
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        expiry: ExpiryStats,
+        scheduler: SchedulerStats | None = None,
+    ) -> None:
         self._config = config
         self._expiry = expiry
+        self._scheduler = scheduler
         self._lock = threading.Lock()  # scrapes run in threads of their own
         self._redis: redis.Redis | None = None
         self._url = ""
 
     def collect(self) -> Iterable[Metric]:
         yield from self._expiry_counters()
+        yield from self._scheduler_counters()
         config = self._config()
         with self._lock:
             try:
@@ -87,6 +95,21 @@ class TodoCollector(Collector):
         yield removed
         yield failed
 
+    def _scheduler_counters(self) -> Iterator[Metric]:
+        if self._scheduler is None:
+            return
+        pushed = CounterMetricFamily(
+            "resc_delayed_tasks_due", "delayed tasks pushed into their queue when due"
+        )
+        failed = CounterMetricFamily(
+            "resc_delayed_failed_passes", "passes over the delayed tasks that Redis failed"
+        )
+        with self._scheduler.lock:
+            pushed.add_metric([], self._scheduler.pushed)
+            failed.add_metric([], self._scheduler.failed_passes)
+        yield pushed
+        yield failed
+
 
 def _gauge(name: str, doc: str, labels: tuple[str, ...] = ("queue",)) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, labels=list(labels))
@@ -102,6 +125,11 @@ def _families(samples: list[TodoSample]) -> Iterator[Metric]:
         "age of the oldest task a dedup set holds (its lowest score); absent without a set",
     )
     failed = _gauge("resc_todo_failed", "tasks in the failed lists of a pattern's queues")
+    delayed = _gauge("resc_todo_delayed", "tasks of a pattern's queues not due yet (delay, at)")
+    next_due = _gauge(
+        "resc_todo_next_due_seconds",
+        "how long until the first delayed task of a pattern's queues is due (negative: late)",
+    )
     workers = _gauge(
         "resc_todo_workers",
         "workers registered on a pattern's queues, alive (heartbeat) or dead",
@@ -120,6 +148,10 @@ def _families(samples: list[TodoSample]) -> Iterator[Metric]:
         queues.add_metric(label, len(group))
         tasks.add_metric(label, sum(s.length or 0 for s in group))
         failed.add_metric(label, sum(s.failed or 0 for s in group))
+        delayed.add_metric(label, sum(s.delayed or 0 for s in group))
+        dues = [s.next_due for s in group if s.next_due is not None]
+        if dues:
+            next_due.add_metric(label, min(dues) - now)
         held.add_metric(label, sum(s.held for s in group))
         alive = [w for s in group for w in s.workers if w.alive]
         workers.add_metric([pattern, "alive"], len(alive))
@@ -132,4 +164,4 @@ def _families(samples: list[TodoSample]) -> Iterator[Metric]:
         left = [w.heartbeat_ttl_ms for w in alive if w.heartbeat_ttl_ms is not None]
         if left:
             heartbeat.add_metric(label, min(left) / 1000)
-    yield from (queues, tasks, members, oldest, failed, workers, held, heartbeat)
+    yield from (queues, tasks, members, oldest, failed, delayed, next_due, workers, held, heartbeat)

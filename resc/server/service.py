@@ -91,7 +91,7 @@ class HttpService:
 def daemon_service(daemon: Daemon, listen: str) -> HttpService:
     """The HTTP server of a running daemon: its metrics (with the todo queues' and the
     set_ttl sweep's), its watchers' readiness."""
-    todo = TodoCollector(lambda: daemon.config, daemon.expiry_stats)
+    todo = TodoCollector(lambda: daemon.config, daemon.expiry_stats, daemon.scheduler_stats)
     return HttpService(daemon.config, listen, daemon, daemon.not_ready, collectors=[todo])
 
 
