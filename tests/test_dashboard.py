@@ -424,3 +424,55 @@ def test_resc_dashboard_alone_shows_the_queues_of_a_config_without_watchers(
     finally:
         process.terminate()
         assert process.wait(15) == 0
+
+
+def test_resc_run_with_the_dashboard_on_loopback_needs_no_password(
+    r: redis.Redis, redis_server: RedisServer, tmp_path: Path
+):
+    config = make_config(redis_server.url, [{"input_queue": "in", "rules": RULES}])
+    conf = write_config(tmp_path, config)
+    port = free_port()
+    env = {"RESC_DASHBOARD_PASSWORD": ""}
+    process = resc_process("run", str(conf), "--http", f"127.0.0.1:{port}", "--dashboard", env=env)
+    base = f"http://127.0.0.1:{port}"
+
+    def session() -> Any:
+        try:
+            answer = httpx.get(f"{base}/dashboard/api/session")
+        except httpx.TransportError:
+            return None
+        return answer.json() if answer.status_code == 200 else None
+
+    try:
+        found = wait_until(session, 30)
+        assert (found["in_daemon"], found["actions"], found["watchers"]) == (True, False, ["in"])
+        assert httpx.get(base + "/").status_code == 200
+        r.lpush("in", "order/5")
+        wait_until(lambda: r.llen("todo/orders") == 1, 15)
+        rows = httpx.get(f"{base}/dashboard/api/rules").json()["rules"]
+        assert {row["rule"]: row["pushed"] for row in rows} == {
+            "orders": 1,
+            "never": 0,
+            "broken": 0,
+        }
+    finally:
+        process.terminate()
+        assert process.wait(15) == 0
+
+
+def test_keys_of_the_wrong_type_are_said_not_crashed_on(
+    r: redis.Redis, redis_server: RedisServer, tmp_path: Path
+):
+    r.set("todo/orders/delayed", "not a sorted set")
+    r.set("todo/orders", "not a list")
+    r.set("in/failed/reasons", "not a hash")
+    with serve(redis_server, tmp_path, Access(None, actions=False)) as served:
+        queues = httpx.get(f"{served.base}/dashboard/api/queues").json()["queues"]
+        orders = next(q for q in queues if q["queue"] == "todo/orders")
+        assert orders["delayed"] is None and orders["length"] is None
+        assert "todo/orders holds a string, not a list" in orders["wrong_types"]
+        failed = httpx.get(f"{served.base}/dashboard/api/failed")
+        assert failed.status_code == 503
+        assert "in/failed/reasons holds a string, not a hash" in failed.json()["error"]
+        too_long = httpx.post(f"{served.base}/dashboard/api/explain", json={"event": "x" * 70_000})
+        assert too_long.status_code == 422
