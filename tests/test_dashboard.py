@@ -398,8 +398,10 @@ def test_resc_dashboard_alone_shows_the_queues_of_a_config_without_watchers(
     r.lpush("in", "order/1", "order/2", "order/3")
     r.lpush("in/failed", "bad/1")
     port = free_port()
-    env = {"RESC_DASHBOARD_PASSWORD": PASSWORD}
-    process = resc_process("dashboard", str(conf), "--http", f"127.0.0.1:{port}", env=env)
+    env = {"RESC_DASHBOARD_PASSWORD": PASSWORD, "RESC_LOG": "info"}
+    process = resc_process(
+        "dashboard", str(conf), "--http", f"127.0.0.1:{port}", "--dashboard-actions", env=env
+    )
     base, auth = f"http://127.0.0.1:{port}", basic(PASSWORD)
 
     def overview() -> Any:
@@ -421,9 +423,22 @@ def test_resc_dashboard_alone_shows_the_queues_of_a_config_without_watchers(
         assert httpx.get(f"{base}/readyz").status_code == 200
         # Nothing is taken: no watcher runs here.
         assert r.llen("in") == 3
+        token = csrf(base, auth)
+        delete = {"action": "delete", "select": "one", "text": "bad/1", "confirm": True}
+        done = httpx.post(
+            f"{base}/dashboard/api/failed", json=delete, headers={**auth, "X-CSRF-Token": token}
+        )
+        assert done.json() == {
+            "lists": [{"name": "in/failed", "deleted": 1, "already_queued": 0, "gone": 0}]
+        }
+        assert r.llen("in/failed") == 0
     finally:
         process.terminate()
-        assert process.wait(15) == 0
+        _, stderr = process.communicate(timeout=15)
+    assert process.returncode == 0
+    (logged,) = [line for line in stderr.splitlines() if "dashboard action" in line]
+    assert "in/failed" in logged and "delete" in logged and "127.0.0.1" in logged
+    assert PASSWORD not in stderr
 
 
 def test_resc_run_with_the_dashboard_on_loopback_needs_no_password(
