@@ -432,12 +432,30 @@ def test_resc_dashboard_alone_shows_the_queues_of_a_config_without_watchers(
             "lists": [{"name": "in/failed", "deleted": 1, "already_queued": 0, "gone": 0}]
         }
         assert r.llen("in/failed") == 0
+        r.lpush("in/failed", "bad/2", "bad/3")
+        r.hset("in/failed/reasons", "bad/2", encode([FailedRecord("HTTP 503", 1.0, 1)]))
+        r.hset("in/failed/reasons", "bad/3", encode([FailedRecord("timeout", 2.0, 1)]))
+        by_reason = {"action": "requeue", "select": "filter", "reason": "50[0-9]$"}
+        answer = httpx.post(
+            f"{base}/dashboard/api/failed",
+            json={**by_reason, "confirm": True},
+            headers={**auth, "X-CSRF-Token": token},
+        )
+        assert answer.json()["lists"][0]["requeued"] == 1
+        assert (r.lrange("in/failed", 0, -1), r.lrange("in", 0, 0)) == ([b"bad/3"], [b"bad/2"])
+        huge = httpx.post(
+            f"{base}/dashboard/api/failed",
+            content=b"[" + b" " * 2_000_000 + b"]",
+            headers={**auth, "X-CSRF-Token": token, "Content-Type": "application/json"},
+        )
+        assert huge.status_code == 413
     finally:
         process.terminate()
         _, stderr = process.communicate(timeout=15)
     assert process.returncode == 0
-    (logged,) = [line for line in stderr.splitlines() if "dashboard action" in line]
-    assert "in/failed" in logged and "delete" in logged and "127.0.0.1" in logged
+    deleted, requeued = [line for line in stderr.splitlines() if "dashboard action" in line]
+    assert "in/failed" in deleted and "delete" in deleted and "127.0.0.1" in deleted
+    assert "requeue" in requeued and "50[0-9]$" in requeued
     assert PASSWORD not in stderr
 
 

@@ -48,6 +48,7 @@ HEADERS = {
     "Cache-Control": "no-store",
 }
 MOST_EVENT_BYTES = 64 * 1024
+MOST_BODY_BYTES = 1024 * 1024
 
 
 class ExplainBody(BaseModel):
@@ -146,13 +147,13 @@ class Dashboard:
         @app.post("/dashboard/api/explain", include_in_schema=False)
         async def explain_event(request: Request) -> Response:
             access.check_reader(request)
-            body = _parsed(ExplainBody, await request.body())
+            body = _parsed(ExplainBody, await _body(request))
             return _json(self._explain(body))
 
         @app.post("/dashboard/api/failed", include_in_schema=False)
         async def act(request: Request) -> Response:
             access.check_action(request)
-            asked = _parsed(FailedAction, await request.body())
+            asked = _parsed(FailedAction, await _body(request))
             client = request.client.host if request.client else "?"
             try:
                 done = await run_in_threadpool(self.failed.act, self.config(), asked, client)
@@ -187,6 +188,20 @@ class Dashboard:
         event = body.event.encode()
         # No fetch is called from the page: fetch rules show their URLs.
         return explain.to_json(event, [explain.trace(i, w, event, None) for i, w in watchers])
+
+
+async def _body(request: Request) -> bytes:
+    """The request's body, refused (413) past MOST_BODY_BYTES."""
+    too_large = Refused(413, f"the body is larger than {MOST_BODY_BYTES} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MOST_BODY_BYTES:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MOST_BODY_BYTES:
+            raise too_large
+    return bytes(body)
 
 
 def _reading(read: Callable[[], Any]) -> Any:
