@@ -33,6 +33,7 @@ from resc.dashboard.views import quantile_s
 from resc.dev.embedded import free_port
 from resc.engine.daemon import Daemon
 from resc.server.service import daemon_service
+from resc.worker import Worker
 from tests.conftest import (
     RedisServer,
     make_config,
@@ -109,7 +110,21 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             "in/failed/reasons", "order/7", encode([FailedRecord("HTTP 503", time.time(), 2)])
         )
         client.zadd("todo/orders/delayed", {"ship later": time.time() + 600})
-        yield served
+        # A worker of a queue that stays empty: registered, alive, nothing in hand.
+        worker = Worker(
+            server.url,
+            queue="todo/never",
+            done_queue=None,
+            handler=lambda task: None,
+            heartbeat_ttl_s=30.0,
+            worker_id="worker-1",
+        )
+        worker.start()
+        try:
+            yield served
+        finally:
+            worker.stop()
+            assert worker.wait(10)
     client.close()
     server.kill()
 
@@ -198,6 +213,10 @@ def test_the_queues_page_shows_lengths_sets_and_delayed_counts(
     expect(row.nth(2)).to_have_text("todo/orders/set")
     expect(row.nth(3)).to_have_text("4")  # in the set
     expect(row.nth(5)).to_have_text("1")  # delayed
+    worker = page.locator("#queues-workers .panel", has_text="worker-1")
+    expect(worker).to_contain_text("alive")
+    expect(worker).to_contain_text("todo/never")
+    expect(worker).to_contain_text("no task in hand")
     shoot(page, "queues", tmp_path_factory)
 
 
