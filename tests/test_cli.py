@@ -54,8 +54,8 @@ def test_an_unknown_command_like_no_other_lists_the_commands():
     done = run_resc("frobnicate")
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr.splitlines()[-1] == (
-        "resc: error: unknown command 'frobnicate' (commands: run, serve, check, explain, "
-        "test, status, schema, failed, replay, work, demo)"
+        "resc: error: unknown command 'frobnicate' (commands: run, serve, dashboard, check, "
+        "explain, test, status, schema, failed, replay, work, demo)"
     )
 
 

@@ -17,6 +17,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("resc.cli",),
     ("resc.commands",),
     ("resc.dev",),
+    ("resc.dashboard",),
     ("resc.server",),
     ("resc.ops",),
     ("resc.engine", "resc.worker"),

@@ -12,6 +12,7 @@ from typing import Protocol
 MODULES = (
     "run",
     "serve",
+    "dashboard",
     "check",
     "explain",
     "test",

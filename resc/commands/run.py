@@ -6,10 +6,15 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from resc.commands.common import load_config_or_exit
+from resc.commands.dashboard import access_of, add_options, daemon_dashboard
 from resc.config.models import EMBEDDED_REDIS, Config, RedisConfig, parse_listen
 from resc.core.errors import EXIT_FATAL, EXIT_USAGE, RescError, StoreError
+
+if TYPE_CHECKING:
+    from resc.dashboard.access import Access
 
 NAME = "run"
 HELP = "run the daemon on a config file"
@@ -40,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="exit at once (status 1) when Redis cannot be reached at start, "
         "instead of waiting for it",
     )
+    add_options(parser, standalone=False)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -50,15 +56,29 @@ def main(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"resc: --http: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    dashboard = None
+    if args.dashboard or args.dashboard_actions:
+        listen = args.http or (config.http.listen if config.http else None)
+        if not args.dashboard or listen is None:
+            print(
+                "resc: the dashboard needs --dashboard and --http HOST:PORT (or http.listen)",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        try:
+            dashboard = access_of(args, listen)
+        except RescError as exc:
+            print(f"resc: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     if args.embedded_redis or config.redis.url == EMBEDDED_REDIS:
         if args.watch_config:
             # A reloaded config would point the watchers away from the private server.
             print("resc: --watch-config cannot be used with an embedded Redis", file=sys.stderr)
             return EXIT_USAGE
-        return _run_with_private_redis(config, args.http)
+        return _run_with_private_redis(config, args.http, dashboard)
     if args.fail_fast and not _redis_reachable(config):
         return EXIT_FATAL
-    return _run(config, Path(args.config), args.watch_config, args.http)
+    return _run(config, Path(args.config), args.watch_config, args.http, dashboard)
 
 
 def _run(
@@ -66,6 +86,7 @@ def _run(
     config_path: Path | None,
     watch_config: bool,
     http_listen: str | None,
+    dashboard: Access | None,
     on_forced_exit: Callable[[], None] | None = None,
 ) -> int:
     from resc.engine import daemon
@@ -74,7 +95,13 @@ def _run(
     listen = http_listen or (config.http.listen if config.http else None)
     services: list[daemon.ServiceFactory] = []
     if listen is not None:
-        services.append(lambda running: daemon_service(running, listen))
+        services.append(
+            lambda running: daemon_service(
+                running,
+                listen,
+                [daemon_dashboard(running, dashboard)] if dashboard is not None else [],
+            )
+        )
     try:
         return daemon.run(config, config_path, watch_config, services, on_forced_exit)
     except RescError as exc:
@@ -96,7 +123,9 @@ def _redis_reachable(config: Config) -> bool:
         store.close()
 
 
-def _run_with_private_redis(config: Config, http_listen: str | None) -> int:
+def _run_with_private_redis(
+    config: Config, http_listen: str | None, dashboard: Access | None
+) -> int:
     """The daemon on a private Redis server that lives as long as it does (a second
     signal, which exits at once, kills the server first). Not reloadable: a reloaded
     config would point the watchers away from the server."""
@@ -115,7 +144,12 @@ def _run_with_private_redis(config: Config, http_listen: str | None) -> int:
     try:
         private = config.model_copy(update={"redis": RedisConfig(url=server.url)})
         return _run(
-            private, None, False, http_listen, on_forced_exit=lambda: server.close(at_once=True)
+            private,
+            None,
+            False,
+            http_listen,
+            dashboard,
+            on_forced_exit=lambda: server.close(at_once=True),
         )
     finally:
         server.close()

@@ -4,8 +4,10 @@ and the queue API on one listener, with the API's reaper of claims past their de
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import redis
+from fastapi import FastAPI
 from prometheus_client.registry import Collector
 
 from resc.config.models import Config, HttpConfig, parse_listen
@@ -23,6 +25,17 @@ log = get_logger("resc.http")
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
+class Extension(Protocol):
+    """More paths on the same server (the dashboard): installed into the app before it
+    serves, started after the API and closed before it."""
+
+    def install(self, app: FastAPI) -> None: ...
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class HttpService:
     """Serves the health paths and the API of `config` on `listen`, from start() to
     close(). RescError when the address cannot be bound or a token is not set."""
@@ -35,8 +48,10 @@ class HttpService:
         readiness: Callable[[], dict[str, str]] | None = None,
         reap_interval_s: float = 1.0,
         collectors: Sequence[Collector] = (),
+        extensions: Sequence[Extension] = (),
     ) -> None:
-        """`collectors`: more metric families, beside those of `metrics_of`."""
+        """`collectors`: more metric families, beside those of `metrics_of`;
+        `extensions`: more paths, installed into the same app."""
         http = config.http or HttpConfig.model_validate({"listen": listen})
         tokens = Tokens.from_environment(http)
         self.api = Api(
@@ -51,8 +66,11 @@ class HttpService:
         registry = registry_for(metrics_of)
         for collector in collectors:
             registry.register(collector)
-        app = build_app(registry, readiness or self._redis_readiness)
+        app = build_app(registry, readiness or self.redis_readiness)
         self.api.install(app)
+        self.extensions = list(extensions)
+        for extension in self.extensions:
+            extension.install(app)
         try:
             self.listener = HttpListener(app, listen)
         except Exception:
@@ -65,7 +83,7 @@ class HttpService:
                 address=self.listener.address,
             )
 
-    def _redis_readiness(self) -> dict[str, str]:
+    def redis_readiness(self) -> dict[str, str]:
         """Without watchers, resc is ready when Redis answers."""
         try:
             self.api.store.redis.ping()
@@ -75,6 +93,8 @@ class HttpService:
 
     def start(self) -> None:
         self.api.start()
+        for extension in self.extensions:
+            extension.start()
         self.listener.start()
         log.info(
             "HTTP API ready",
@@ -85,14 +105,20 @@ class HttpService:
     def close(self) -> None:
         self.api.closing.set()
         self.listener.close()
+        for extension in self.extensions:
+            extension.close()
         self.api.close()
 
 
-def daemon_service(daemon: Daemon, listen: str) -> HttpService:
+def daemon_service(
+    daemon: Daemon, listen: str, extensions: Sequence[Extension] = ()
+) -> HttpService:
     """The HTTP server of a running daemon: its metrics (with the todo queues' and the
     set_ttl sweep's), its watchers' readiness."""
     todo = TodoCollector(lambda: daemon.config, daemon.expiry_stats, daemon.scheduler_stats)
-    return HttpService(daemon.config, listen, daemon, daemon.not_ready, collectors=[todo])
+    return HttpService(
+        daemon.config, listen, daemon, daemon.not_ready, collectors=[todo], extensions=extensions
+    )
 
 
 class NoWatchers:
