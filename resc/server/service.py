@@ -54,7 +54,7 @@ class HttpService:
         app = build_app(registry, readiness or self._redis_readiness)
         self.api.install(app)
         try:
-            self.listener = HttpListener(app, listen)
+            self.listener = HttpListener(app, listen, on_close=self.api.store.aclose)
         except Exception:
             self.api.store.close()
             raise
