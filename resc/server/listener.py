@@ -11,7 +11,7 @@ import threading
 from collections.abc import Awaitable, Callable
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from resc.config.models import parse_listen
 from resc.core.errors import RescError
@@ -30,7 +30,7 @@ class HttpListener:
 
     def __init__(
         self,
-        app: FastAPI,
+        app: ASGIApp,
         listen: str,
         on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:

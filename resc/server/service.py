@@ -17,6 +17,7 @@ from resc.server.access import Tokens, produce_queues, todo_queues
 from resc.server.api import Api
 from resc.server.app import build_app
 from resc.server.claims import ClaimStore
+from resc.server.fastpath import FastPaths
 from resc.server.listener import HttpListener
 
 log = get_logger("resc.http")
@@ -54,7 +55,9 @@ class HttpService:
         app = build_app(registry, readiness or self._redis_readiness)
         self.api.install(app)
         try:
-            self.listener = HttpListener(app, listen, on_close=self.api.store.aclose)
+            self.listener = HttpListener(
+                FastPaths(app, self.api), listen, on_close=self.api.store.aclose
+            )
         except Exception:
             self.api.store.close()
             raise
