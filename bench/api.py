@@ -306,17 +306,20 @@ def running_with_http(server: EmbeddedRedis, workdir: Path) -> Iterator[int]:
 
 
 def run_backlog_once(
-    pool: ProcessPoolExecutor | None, server: EmbeddedRedis, port: int, sizes: ApiSizes
+    pool: ProcessPoolExecutor | None,
+    server: EmbeddedRedis,
+    port: int,
+    sizes: ApiSizes,
+    load_s: float = 0.0,
 ) -> tuple[float, dict[str, float] | None]:
-    """Backlog events/s; with `pool`, while its client posts at `sizes.rate`/s, and the
-    latencies it saw."""
+    """Backlog events/s; with `pool`, while its client posts at `sizes.rate`/s for
+    `load_s` seconds (which must outlast the backlog), and the latencies it saw."""
     r = server.client()
     r.flushall()
     count = sizes.backlog
     preload(r, "bench/staging", 0, count)
     queues = list(expected_tasks("set", count))
-    # Long enough to cover the backlog on a slow machine; checked below.
-    load = rate_load(sizes, port, 2.0 + count / 5_000)
+    load = rate_load(sizes, port, load_s)
     future = None
     if pool is not None:
         future = pool.submit(client.run, replace(load, start_at=time.time() + 0.5))
@@ -354,7 +357,9 @@ def run_backlog(server: EmbeddedRedis, workdir: Path, sizes: ApiSizes) -> dict[s
     with running_with_http(server, workdir) as port, pool_of(1) as pool:
         for _ in range(sizes.runs):
             quiet.append(run_backlog_once(None, server, port, sizes)[0])
-            rate, latency = run_backlog_once(pool, server, port, sizes)
+            # Three times the quiet backlog's time: the load covers it even when slowed.
+            load_s = 2.0 + 3 * sizes.backlog / quiet[-1]
+            rate, latency = run_backlog_once(pool, server, port, sizes, load_s)
             loaded.append(rate)
             assert latency is not None
             p99.append(latency["p99_ms"])
