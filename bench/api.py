@@ -11,6 +11,8 @@ keep-alive client of bench.client running in child processes of its own.
   api_backlog     the backlog_set scenario on resc run with its HTTP server, without and
                   with an open-loop HTTP load at the api_latency rate (events/s of both,
                   alternating, in the same run, and their ratio)
+  api_backlog_serve  the same with the load on a resc serve process beside resc run,
+                  which then shares no interpreter with the watchers
 
 Every run checks its result: each answer is the expected one, and Redis then holds
 exactly the events posted, or exactly the tasks done, and nothing else.
@@ -352,9 +354,23 @@ def run_backlog_once(
     return count / (finished - started), latency
 
 
-def run_backlog(server: EmbeddedRedis, workdir: Path, sizes: ApiSizes) -> dict[str, Any]:
+@contextmanager
+def running_beside_serve(server: EmbeddedRedis, workdir: Path) -> Iterator[int]:
+    """`resc run` without its HTTP server, and `resc serve` as a process of its own."""
+    from bench.run import resc
+
+    with serving(server, workdir) as port, resc(server, [EXAMPLE_RULE], workdir):
+        yield port
+
+
+def run_backlog(
+    server: EmbeddedRedis, workdir: Path, sizes: ApiSizes, separate: bool = False
+) -> dict[str, Any]:
+    """The backlog without and with HTTP load: on `resc run --http`, or with `separate`,
+    on `resc run` beside a `resc serve` that takes the load."""
     quiet, loaded, p99 = [], [], []
-    with running_with_http(server, workdir) as port, pool_of(1) as pool:
+    servers = running_beside_serve if separate else running_with_http
+    with servers(server, workdir) as port, pool_of(1) as pool:
         for _ in range(sizes.runs):
             quiet.append(run_backlog_once(None, server, port, sizes)[0])
             # Three times the quiet backlog's time: the load covers it even when slowed.
@@ -424,10 +440,12 @@ def run_all(
                         f"max {lat['max_ms']:.2f} ms",
                         flush=True,
                     )
-    if "api_backlog" in scenarios:
-        b = results["api_backlog"] = run_backlog(server, workdir, sizes)
+    for name in ("api_backlog", "api_backlog_serve"):
+        if name not in scenarios:
+            continue
+        b = results[name] = run_backlog(server, workdir, sizes, name == "api_backlog_serve")
         print(
-            f"  api_backlog        {b['quiet']:>10,.0f} events/s quiet, "
+            f"  {name:<18} {b['quiet']:>10,.0f} events/s quiet, "
             f"{b['loaded']:,.0f} under {b['http_rate']} requests/s "
             f"({b['ratio']:.0%}; HTTP p99 {b['http_p99_ms']:.2f} ms)",
             flush=True,
@@ -435,4 +453,12 @@ def run_all(
     return results
 
 
-SCENARIOS = ["api_client", "api_produce", "api_batch", "api_cycle", "api_latency", "api_backlog"]
+SCENARIOS = [
+    "api_client",
+    "api_produce",
+    "api_batch",
+    "api_cycle",
+    "api_latency",
+    "api_backlog",
+    "api_backlog_serve",
+]
