@@ -14,6 +14,7 @@ Scenarios:
   memory    RSS of the resc process before and after many events.
   original  the original resc's protocol re-enacted: one event at a time, seven round
             trips each (BRPOPLPUSH, ZSCORE, ZADD, LPUSH, PUBLISH, LREM, PUBLISH).
+  api_*     the HTTP API under a keep-alive load client (bench/api.py).
 
 Every run checks its result (exact task counts, no duplicates, queues empty) and a wrong
 result is an error, never a number.
@@ -134,16 +135,24 @@ def check_backlog(client: redis.Redis, variant: str, count: int) -> None:
 
 @contextmanager
 def resc(
-    server: EmbeddedRedis, rules: list[dict[str, Any]], workdir: Path, batch: int | None = None
+    server: EmbeddedRedis,
+    rules: list[dict[str, Any]],
+    workdir: Path,
+    batch: int | None = None,
+    http: dict[str, Any] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """resc running as a child process on a one-watcher config, ready to take events."""
+    """resc running as a child process on a one-watcher config, ready to take events;
+    with `http` (the config's http section), its HTTP server too."""
     watcher: dict[str, Any] = {"input_queue": INPUT, "taken_queue": TAKEN, "rules": rules}
     if batch is not None:
         watcher["batch"] = batch
-    config = workdir / "bench.json"
-    config.write_text(json.dumps({"redis": {"url": server.url}, "watchers": [watcher]}))
+    config: dict[str, Any] = {"redis": {"url": server.url}, "watchers": [watcher]}
+    if http is not None:
+        config["http"] = http
+    path = workdir / "bench.json"
+    path.write_text(json.dumps(config))
     process = subprocess.Popen(
-        [sys.executable, "-m", "resc", str(config)], env={**os.environ, "RESC_LOG": "warn"}
+        [sys.executable, "-m", "resc", str(path)], env={**os.environ, "RESC_LOG": "warn"}
     )
     client = server.client()
     try:
@@ -344,7 +353,12 @@ def median_of(runs: int, measure: Callable[[], float]) -> float:
     return statistics.median(measure() for _ in range(runs))
 
 
+SCENARIOS = ["original", "backlog", "latency", "ceiling", "memory"]
+
+
 def main(argv: list[str] | None = None) -> int:
+    from bench import api  # it builds on this module's scenarios
+
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description=__doc__,
@@ -361,12 +375,12 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         nargs="+",
         metavar="SCENARIO",
-        choices=["original", "backlog", "latency", "ceiling", "memory"],
+        choices=[*SCENARIOS, *api.SCENARIOS],
         help="run only these scenarios",
     )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    scenarios = set(args.only or ["original", "backlog", "latency", "ceiling", "memory"])
+    scenarios = set(args.only or [*SCENARIOS, *api.SCENARIOS])
     results: dict[str, Any] = {
         "resc": __version__,
         "python": platform.python_version(),
@@ -427,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"(+{mem['growth_mb']:.1f} MB)",
                     flush=True,
                 )
+            results.update(api.run_all(server, workdir, args.quick, scenarios))
     except WrongResult as exc:
         print(f"bench: WRONG RESULT, no numbers reported: {exc}", file=sys.stderr)
         return 1

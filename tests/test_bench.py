@@ -30,9 +30,19 @@ def test_quick_benchmark_runs_every_scenario_with_correct_results(tmp_path: Path
         "backlog_noset",
         "backlog_10rules",
         "backlog_3makes",
+        "api_client",
+        "api_produce",
+        "api_batch",
+        "api_cycle",
     ]
     assert all(results[name] > 0 for name in scenarios)
     assert results["latency"]["p99_ms"] > 0
     assert results["memory"]["events"] == 20_000
+    assert results["api_latency"]["rate"] == 200 and results["api_latency"]["p99_ms"] > 0
+    for name in ("api_backlog", "api_backlog_serve"):
+        backlog = results[name]
+        assert backlog["quiet"] > 0 and backlog["loaded"] > 0 and backlog["http_p99_ms"] > 0
+        assert name in done.stdout
+    assert "api_latency" in done.stdout
     for name in scenarios:
         assert name in done.stdout

@@ -8,7 +8,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -16,7 +16,6 @@ import redis
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
 from resc.config.durations import DURATION_PATTERN, parse_duration_s
 from resc.core.logs import get_logger
@@ -145,8 +144,8 @@ class Api:
 
     # --- access ----------------------------------------------------------------------
 
-    def _role(self, role: str) -> Callable[[str | None], None]:
-        def check(authorization: Annotated[str | None, Header()] = None) -> None:
+    def _role(self, role: str) -> Callable[[str | None], Awaitable[None]]:
+        async def check(authorization: Annotated[str | None, Header()] = None) -> None:
             self._check(role, authorization)
 
         return check
@@ -198,7 +197,7 @@ class Api:
             if queue not in self.produce:
                 raise ApiError(404, f"{queue!r} is not a queue resc takes events into")
             events = _events(await self._body(request), request.headers.get("content-type"))
-            await run_in_threadpool(self.store.redis.lpush, queue, *events)
+            await self.store.push(queue, events)
             return Queued(queued=len(events))
 
         @app.get(
@@ -255,7 +254,7 @@ class Api:
             wait_ms = _duration(wait, "wait", 0, MAX_WAIT_MS)
             until = time.monotonic() + wait_ms / 1000
             while True:
-                found = await run_in_threadpool(self.store.claim, todo, timeout_ms)
+                found = await self.store.claim(todo, timeout_ms)
                 if found is not None:
                     return _promise(queue, found)
                 if time.monotonic() >= until or self.closing.is_set():
@@ -263,17 +262,6 @@ class Api:
                 await asyncio.sleep(min(POLL_S, max(0.0, until - time.monotonic())))
                 if await request.is_disconnected():
                     return Response(status_code=204)
-
-        def finished(queue: str, claim_id: str, outcome: Outcome, what: str) -> Finished:
-            if outcome is Outcome.UNKNOWN:
-                raise ApiError(409, f"no claim {claim_id} on {queue!r}: unknown, or finished")
-            if outcome is Outcome.EXPIRED:
-                raise ApiError(
-                    409,
-                    f"claim {claim_id} on {queue!r} is no longer held: its deadline passed "
-                    "or it was retried; the task goes back to the queue",
-                )
-            return Finished(id=claim_id, outcome=what)
 
         promise_path = "/v1/queues/{queue:path}/promises/{claim_id}"
 
@@ -283,9 +271,9 @@ class Api:
             dependencies=consume_role,
             responses=_errors(404, 409, 422),
         )
-        def done(queue: str, claim_id: CLAIM_ID) -> Finished:
+        async def done(queue: str, claim_id: CLAIM_ID) -> Finished:
             """The task is done: notified in the done queue, the claim forgotten."""
-            outcome = self.store.done(self._todo(queue), claim_id, self.done_queue)
+            outcome = await self.store.done(self._todo(queue), claim_id, self.done_queue)
             return finished(queue, claim_id, outcome, "done")
 
         @app.post(
@@ -294,10 +282,10 @@ class Api:
             dependencies=consume_role,
             responses=_errors(404, 409, 422),
         )
-        def fail(queue: str, claim_id: CLAIM_ID, body: FailBody | None = None) -> Finished:
+        async def fail(queue: str, claim_id: CLAIM_ID, body: FailBody | None = None) -> Finished:
             """The task failed for good: moved to `<queue>/failed` with the reason."""
             reason = body.reason if body is not None else DEFAULT_REASON
-            outcome = self.store.fail(self._todo(queue), claim_id, reason)
+            outcome = await self.store.fail(self._todo(queue), claim_id, reason)
             return finished(queue, claim_id, outcome, "failed")
 
         @app.post(
@@ -306,7 +294,7 @@ class Api:
             dependencies=consume_role,
             responses=_errors(404, 409, 422),
         )
-        def retry(
+        async def retry(
             queue: str,
             claim_id: CLAIM_ID,
             delay: Annotated[
@@ -317,8 +305,9 @@ class Api:
             todo = self._todo(queue)
             delay_ms = _duration(delay, "delay", 0, MAX_TIMEOUT_MS)
             if delay_ms == 0:
-                return finished(queue, claim_id, self.store.retry_now(todo, claim_id), "retried")
-            outcome, _ = self.store.retry_later(todo, claim_id, delay_ms)
+                outcome = await self.store.retry_now(todo, claim_id)
+                return finished(queue, claim_id, outcome, "retried")
+            outcome, _ = await self.store.retry_later(todo, claim_id, delay_ms)
             return finished(queue, claim_id, outcome, "retry scheduled")
 
         @app.post(
@@ -327,7 +316,7 @@ class Api:
             dependencies=consume_role,
             responses=_errors(404, 409, 422),
         )
-        def extend(
+        async def extend(
             queue: str,
             claim_id: CLAIM_ID,
             timeout: Annotated[
@@ -336,7 +325,7 @@ class Api:
         ) -> Deadline:
             """Keep the claim for `timeout` from now."""
             timeout_ms = _duration(timeout, "timeout", 1, MAX_TIMEOUT_MS)
-            outcome, deadline_ms = self.store.extend(self._todo(queue), claim_id, timeout_ms)
+            outcome, deadline_ms = await self.store.extend(self._todo(queue), claim_id, timeout_ms)
             finished(queue, claim_id, outcome, "extended")
             return Deadline(id=claim_id, deadline=_time(deadline_ms))
 
@@ -352,6 +341,19 @@ class Api:
             if len(body) > limit:
                 raise too_large
         return bytes(body)
+
+
+def finished(queue: str, claim_id: str, outcome: Outcome, what: str) -> Finished:
+    """The answer to done, fail, retry or extend; ApiError 409 when the claim is not held."""
+    if outcome is Outcome.UNKNOWN:
+        raise ApiError(409, f"no claim {claim_id} on {queue!r}: unknown, or finished")
+    if outcome is Outcome.EXPIRED:
+        raise ApiError(
+            409,
+            f"claim {claim_id} on {queue!r} is no longer held: its deadline passed "
+            "or it was retried; the task goes back to the queue",
+        )
+    return Finished(id=claim_id, outcome=what)
 
 
 def _events(body: bytes, content_type: str | None) -> list[str]:

@@ -21,6 +21,8 @@ from importlib.resources import files
 from typing import Any, NamedTuple
 
 import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -81,43 +83,59 @@ def _now_ms() -> int:
 
 class ClaimStore:
     """The claims of todo queues in one Redis. Commands go without client retry: a
-    script re-sent after a lost reply would claim or notify twice."""
+    script re-sent after a lost reply would claim or notify twice.
+
+    The requests' calls (claim, done, fail, extend, retry, push) are coroutines on the
+    asyncio client `aio`, which belongs to the event loop of the HTTP server: a request
+    waiting on Redis holds no thread. The reaper's thread and the other callers use the
+    blocking client `redis`."""
 
     def __init__(self, url: str) -> None:
-        self.redis = redis.Redis.from_url(
-            url,
-            socket_timeout=5,
-            socket_connect_timeout=5,
-            retry=Retry(NoBackoff(), 0),
-        )
+        options: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
+        self.redis = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
+        # Connects on first use, in the loop that uses it; aclose() there.
+        self.aio = redis.asyncio.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 0), **options)
         self._scripts = {name: self.redis.register_script(src) for name, src in _SOURCES.items()}
+        self._aio_scripts = {name: self.aio.register_script(src) for name, src in _SOURCES.items()}
 
     def close(self) -> None:
         self.redis.close()
 
+    async def aclose(self) -> None:
+        await self.aio.aclose()
+
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return self._scripts[name](keys=keys, args=args)
 
-    def claim(self, queue: TodoQueue, timeout_ms: int) -> Claim | None:
+    async def _arun(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await self._aio_scripts[name](keys=keys, args=args)
+
+    async def push(self, queue: str, events: list[str]) -> int:
+        """LPUSH `events` to `queue` in one command: the queue's new length."""
+        length: int = await self.aio.lpush(queue, *events)
+        return length
+
+    async def claim(self, queue: TodoQueue, timeout_ms: int) -> Claim | None:
         claim_id = uuid.uuid4().hex
         zrem = queue.set is not None and queue.zrem == "before"
         keys = [queue.name, claims_key(queue.name), deadlines_key(queue.name)]
         keys += [attempts_key(queue.name)] + ([queue.set] if zrem and queue.set else [])
-        found = self._run("claim", keys, [claim_id, _now_ms(), timeout_ms, "1" if zrem else "0"])
+        args = [claim_id, _now_ms(), timeout_ms, "1" if zrem else "0"]
+        found = await self._arun("claim", keys, args)
         if found is None:
             return None
         task, deadline, attempt = found
         return Claim(claim_id, task, int(deadline), int(attempt))
 
-    def done(self, queue: TodoQueue, claim_id: str, done_queue: str | None) -> Outcome:
-        return self._finish(queue, claim_id, "done", done_queue, [])
+    async def done(self, queue: TodoQueue, claim_id: str, done_queue: str | None) -> Outcome:
+        return await self._finish(queue, claim_id, "done", done_queue, [])
 
-    def fail(self, queue: TodoQueue, claim_id: str, reason: str) -> Outcome:
-        return self._finish(
+    async def fail(self, queue: TodoQueue, claim_id: str, reason: str) -> Outcome:
+        return await self._finish(
             queue, claim_id, "fail", failed_key(queue.name), [reason, f"{time.time():.6f}"]
         )
 
-    def _finish(
+    async def _finish(
         self, queue: TodoQueue, claim_id: str, verb: str, target: str | None, extra: list[str]
     ) -> Outcome:
         zrem = queue.set is not None and queue.zrem == "after"
@@ -125,25 +143,28 @@ class ClaimStore:
         keys += [target or queue.name, failed_reasons(failed_key(queue.name))]
         keys += [queue.set] if zrem and queue.set else []
         args = [claim_id, _now_ms(), verb, "1" if target else "0", "1" if zrem else "0"]
-        return _outcome(self._run("finish", keys, args + extra))
+        return _outcome(await self._arun("finish", keys, args + extra))
 
-    def extend(self, queue: TodoQueue, claim_id: str, timeout_ms: int) -> tuple[Outcome, int]:
-        return self._extend(queue, claim_id, timeout_ms, "extend")
+    async def extend(self, queue: TodoQueue, claim_id: str, timeout_ms: int) -> tuple[Outcome, int]:
+        return await self._extend(queue, claim_id, timeout_ms, "extend")
 
-    def retry_later(self, queue: TodoQueue, claim_id: str, delay_ms: int) -> tuple[Outcome, int]:
+    async def retry_later(
+        self, queue: TodoQueue, claim_id: str, delay_ms: int
+    ) -> tuple[Outcome, int]:
         """Keep the claim until now + delay, then the reaper puts the task back."""
-        return self._extend(queue, claim_id, delay_ms, "later")
+        return await self._extend(queue, claim_id, delay_ms, "later")
 
-    def _extend(
+    async def _extend(
         self, queue: TodoQueue, claim_id: str, timeout_ms: int, mode: str
     ) -> tuple[Outcome, int]:
         keys = [claims_key(queue.name), deadlines_key(queue.name)]
-        result = int(self._run("extend", keys, [claim_id, _now_ms(), timeout_ms, mode]))
+        result = int(await self._arun("extend", keys, [claim_id, _now_ms(), timeout_ms, mode]))
         return _outcome(min(result, 1)), result
 
-    def retry_now(self, queue: TodoQueue, claim_id: str) -> Outcome:
-        expired, retried = self._requeue(queue, "one", claim_id)
-        return Outcome.EXPIRED if expired == -1 else _outcome(retried)
+    async def retry_now(self, queue: TodoQueue, claim_id: str) -> Outcome:
+        keys, args = self._requeue_call(queue, "one", claim_id)
+        expired, retried = await self._arun("requeue", keys, args)
+        return Outcome.EXPIRED if int(expired) == -1 else _outcome(int(retried))
 
     def reap(self, queue: TodoQueue) -> tuple[int, int]:
         """Put back the claims of `queue` whose deadline has passed: (expired, retried)."""
@@ -155,12 +176,14 @@ class ClaimStore:
                 return expired, retried
 
     def _requeue(self, queue: TodoQueue, mode: str, what: str) -> tuple[int, int]:
+        expired, retried = self._run("requeue", *self._requeue_call(queue, mode, what))
+        return int(expired), int(retried)
+
+    def _requeue_call(self, queue: TodoQueue, mode: str, what: str) -> tuple[list[str], list[Any]]:
         keys = [queue.name, claims_key(queue.name), deadlines_key(queue.name)]
         keys += [queue.set] if queue.set else []
         now_ms = _now_ms()
-        args = [now_ms, mode, what, "1" if queue.set else "0", f"{now_ms / 1000:.6f}"]
-        expired, retried = self._run("requeue", keys, args)
-        return int(expired), int(retried)
+        return keys, [now_ms, mode, what, "1" if queue.set else "0", f"{now_ms / 1000:.6f}"]
 
     def lengths(self, queue: TodoQueue) -> QueueLengths:
         """The lengths of the queue, its claims, its failed list, its dedup set and its

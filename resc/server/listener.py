@@ -4,12 +4,14 @@ clear error before anything starts; uvicorn serves it from start() to close().""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
+from collections.abc import Awaitable, Callable
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from resc.config.models import parse_listen
 from resc.core.errors import RescError
@@ -22,12 +24,21 @@ SHUTDOWN_S = 3.0
 
 
 class HttpListener:
-    """Serves `app` on `listen` (HOST:PORT) from start() until close()."""
+    """Serves `app` on `listen` (HOST:PORT) from start() until close(); `on_close` runs
+    in the server's event loop once it has stopped serving (to close what lives in that
+    loop, such as asyncio Redis connections)."""
 
-    def __init__(self, app: FastAPI, listen: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        listen: str,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         host, port = parse_listen(listen)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP, and
+        # without it a response written in two parts waits out the client's delayed ACK.
+        self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self._socket.bind((host, port))
@@ -37,6 +48,8 @@ class HttpListener:
             raise RescError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
         self.address = f"{host}:{self._socket.getsockname()[1]}"
         self.app = app
+        self._on_close = on_close
+        # uvloop and httptools when installed (they are dependencies), as "auto" picks.
         config = uvicorn.Config(
             app,
             log_config=None,  # resc's logging stays as resc.core.logs set it up
@@ -46,9 +59,22 @@ class HttpListener:
             timeout_graceful_shutdown=int(SHUTDOWN_S),
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, args=([self._socket],), daemon=True, name="http server"
-        )
+        self._loop_factory = config.get_loop_factory()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="http server")
+
+    def _run(self) -> None:
+        with asyncio.Runner(loop_factory=self._loop_factory) as runner:
+            runner.run(self._serve())
+
+    async def _serve(self) -> None:
+        try:
+            await self._server.serve([self._socket])
+        finally:
+            if self._on_close is not None:
+                try:
+                    await self._on_close()
+                except Exception as exc:  # closing must not hide how serving ended
+                    log.warning("HTTP server: closing failed", error=str(exc))
 
     def start(self) -> None:
         self._thread.start()

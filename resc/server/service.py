@@ -19,6 +19,7 @@ from resc.server.access import Tokens, produce_queues, todo_queues
 from resc.server.api import Api
 from resc.server.app import build_app
 from resc.server.claims import ClaimStore
+from resc.server.fastpath import FastPaths
 from resc.server.listener import HttpListener
 
 log = get_logger("resc.http")
@@ -72,7 +73,9 @@ class HttpService:
         for extension in self.extensions:
             extension.install(app)
         try:
-            self.listener = HttpListener(app, listen)
+            self.listener = HttpListener(
+                FastPaths(app, self.api), listen, on_close=self.api.store.aclose
+            )
         except Exception:
             self.api.store.close()
             raise
