@@ -19,10 +19,10 @@ from enum import Enum
 from importlib.resources import files
 from typing import Any
 
-import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from resc.connection import clients
 from resc.core.keys import failed_reasons
 
 _SCRIPTS = ("claim", "finish", "extend", "requeue")
@@ -83,7 +83,7 @@ class ClaimStore:
     script re-sent after a lost reply would claim or notify twice."""
 
     def __init__(self, url: str) -> None:
-        self.redis = redis.Redis.from_url(
+        self.redis = clients.client(
             url,
             socket_timeout=5,
             socket_connect_timeout=5,
