@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import secrets
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -25,15 +24,20 @@ MASTER_NAME = "mym"
 class Sentinel:
     """One sentinel process."""
 
-    def __init__(self, binary: str, folder: Path, port: int, sentinel_id: str) -> None:
+    def __init__(
+        self, binary: str, folder: Path, port: int, sentinel_id: str, password: str | None
+    ) -> None:
         self.binary = binary
+        self.password = password
         self.folder = folder
         self.port = port
         self.id = sentinel_id
         self.process: subprocess.Popen[bytes] | None = None
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=5)
+        return redis.Redis(
+            port=self.port, password=self.password, decode_responses=True, socket_timeout=5
+        )
 
     def start(self, config: str) -> None:
         path = self.folder / "sentinel.conf"
@@ -54,28 +58,45 @@ class Sentinel:
 
 
 class Topology:
-    """A master, a replica of it, and three sentinels monitoring them as MASTER_NAME."""
+    """A master, a replica of it, and three sentinels monitoring them as MASTER_NAME;
+    `password` for the nodes, `sentinel_password` for the sentinels."""
 
-    def __init__(self, folder: Path, master_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        master_args: tuple[str, ...] = (),
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> None:
+        self.password = password
+        self.sentinel_password = sentinel_password
         (folder / "a").mkdir(parents=True)
         (folder / "b").mkdir()
         # Either node may become the master: both sync a new replica at once.
-        common = ("--repl-diskless-sync-delay", "0")
-        self.master = RedisServer(folder / "a", *common, *master_args)
-        self.replica = RedisServer(folder / "b", *common, *master_args)
+        common = ("--repl-diskless-sync-delay", "0", *master_args)
+        if password:
+            common += ("--masterauth", password)
+        self.master = RedisServer(folder / "a", *common, password=password)
+        self.replica = RedisServer(folder / "b", *common, password=password)
         self.nodes = {self.master.port: self.master, self.replica.port: self.replica}
         self.sentinels = []
         for i in range(3):
             (folder / f"sentinel{i}").mkdir()
             self.sentinels.append(
                 Sentinel(
-                    self.master.binary, folder / f"sentinel{i}", free_port(), secrets.token_hex(20)
+                    self.master.binary,
+                    folder / f"sentinel{i}",
+                    free_port(),
+                    secrets.token_hex(20),
+                    sentinel_password,
                 )
             )
 
     def url(self, db: int = 0) -> str:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{hosts}/{MASTER_NAME}/{db}"
+        auth = f":{self.password}@" if self.password else ""
+        query = f"?sentinel_password={self.sentinel_password}" if self.sentinel_password else ""
+        return f"redis+sentinel://{auth}{hosts}/{MASTER_NAME}/{db}{query}"
 
     def start(self) -> None:
         self.master.start()
@@ -103,6 +124,13 @@ class Topology:
             f"sentinel parallel-syncs {MASTER_NAME} 1",
             f"sentinel known-replica {MASTER_NAME} 127.0.0.1 {self.replica.port}",
         ]
+        if self.password:
+            lines.append(f"sentinel auth-pass {MASTER_NAME} {self.password}")
+        if self.sentinel_password:
+            lines += [
+                f"requirepass {self.sentinel_password}",
+                f"sentinel sentinel-pass {self.sentinel_password}",
+            ]
         lines += [
             f"sentinel known-sentinel {MASTER_NAME} 127.0.0.1 {other.port} {other.id}"
             for other in self.sentinels
@@ -154,12 +182,15 @@ class Topology:
 
 
 @contextmanager
-def sentinel_topology(folder: Path, master_args: tuple[str, ...] = ()) -> Iterator[Topology]:
-    topology = Topology(folder, master_args)
+def sentinel_topology(
+    folder: Path,
+    master_args: tuple[str, ...] = (),
+    password: str | None = None,
+    sentinel_password: str | None = None,
+) -> Iterator[Topology]:
+    topology = Topology(folder, master_args, password, sentinel_password)
     try:
-        started = time.monotonic()
         topology.start()
-        topology.started_in_s = time.monotonic() - started
         yield topology
     finally:
         topology.kill()
