@@ -58,7 +58,7 @@ def test_the_kubernetes_deployment_runs_three_resc_with_probes_on_the_config_por
 
 def test_kubernetes_waits_the_grace_period_and_a_margin_before_killing_resc():
     pod = _kubernetes()["Deployment"]["spec"]["template"]["spec"]
-    assert pod["terminationGracePeriodSeconds"] == _config()["grace_period"] + 5
+    assert pod["terminationGracePeriodSeconds"] == _config()["grace_period"] + 2
 
 
 def test_the_config_comes_from_the_config_map_and_the_url_from_the_secret(tmp_path: Path):
@@ -105,7 +105,7 @@ def test_the_compose_file_runs_a_master_a_replica_three_sentinels_two_resc_and_a
         service = services[name]
         assert service["environment"]["RESC_REDIS_URL"] == url
         assert service["volumes"] == [f"./resc.hjson:{CONFIG_PATH}:ro"]
-        assert service["stop_grace_period"] == f"{_config()['grace_period'] + 5}s"
+        assert service["stop_grace_period"] == f"{_config()['grace_period'] + 2}s"
         assert any(p.endswith(":9090") for p in service["ports"])
         assert "/readyz" in " ".join(service["healthcheck"]["test"])
     worker = services["worker"]["command"]
