@@ -4,6 +4,7 @@ HTTP API; a master pausing its clients; passwords never logged."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
@@ -15,7 +16,8 @@ import pytest
 import redis
 
 from resc.dev.embedded import free_port
-from resc.worker import Worker
+from resc.engine.store import Store
+from resc.worker import AsyncWorker, Worker
 from tests.conftest import (
     make_config,
     resc_process,
@@ -24,7 +26,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
-from tests.topology import Topology, sentinel_topology
+from tests.topology import MASTER_NAME, Topology, sentinel_topology
 
 RULES = [
     {
@@ -171,3 +173,32 @@ def _up(base: str) -> bool:
         return httpx.get(base + "/readyz").status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_the_asyncio_worker_takes_a_sentinel_url(topology: Topology):
+    handled: list[str] = []
+
+    async def handle(task: str) -> None:
+        handled.append(task)
+        if len(handled) == 3:
+            worker.stop()
+
+    worker = AsyncWorker(topology.url(), queue="todo", heartbeat_ttl_s=2.0, handler=handle)
+    with topology.current_master().client() as client:
+        client.lpush("todo", "a", "b", "c")
+        asyncio.run(asyncio.wait_for(worker.run(signals=False), 30))
+        assert client.lrange("global/events", 0, -1) == [b"c", b"b", b"a"]
+    assert handled == ["a", "b", "c"]
+
+
+def test_the_sentinels_are_asked_only_while_a_client_is_open(topology: Topology):
+    def checking() -> bool:
+        return any(t.name == f"sentinels of {MASTER_NAME}" for t in threading.enumerate())
+
+    wait_until(lambda: not checking())
+    store = Store(topology.url())
+    store.connect()
+    assert store.lengths(["in"]) == [0]
+    assert checking()
+    store.close()
+    wait_until(lambda: not checking())

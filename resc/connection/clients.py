@@ -37,7 +37,7 @@ def connection_pool(url: str, **options: Any) -> redis.ConnectionPool:
 
 def client(url: str, **options: Any) -> redis.Redis:
     """A client of the server or master the URL names."""
-    return redis.Redis(connection_pool=connection_pool(url, **options))
+    return redis.Redis.from_pool(connection_pool(url, **options))
 
 
 def async_client(url: str, **options: Any) -> aioredis.Redis:
@@ -53,7 +53,7 @@ def async_client(url: str, **options: Any) -> aioredis.Redis:
         **ssl,
         **options,
     )
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)
 
 
 def master_moved(connection: Any) -> str | None:
@@ -120,7 +120,11 @@ class _MasterSSLConnection(_MasterConnection, redis.SSLConnection):
 
 
 class _MasterPool(redis.ConnectionPool):
+    """Connections to the master; the tracker checks the sentinels while the pool is
+    open (from its first connection until disconnect(), its close)."""
+
     def get_connection(self, *args: Any, **options: Any) -> Any:
+        self.connection_kwargs["tracker"].attach(self)
         connection = super().get_connection(*args, **options)
         if master_moved(connection):
             try:
@@ -130,6 +134,10 @@ class _MasterPool(redis.ConnectionPool):
                 self.release(connection)
                 raise
         return connection
+
+    def disconnect(self, inuse_connections: bool = True) -> None:
+        self.connection_kwargs["tracker"].detach(self)
+        super().disconnect(inuse_connections)
 
 
 class _AsyncMasterConnection(aioredis.Connection):
@@ -157,6 +165,14 @@ class _AsyncMasterSSLConnection(_AsyncMasterConnection, aioredis.SSLConnection):
 
 
 class _AsyncMasterPool(aioredis.ConnectionPool):
+    async def get_connection(self, *args: Any, **options: Any) -> Any:
+        self.connection_kwargs["tracker"].attach(self)
+        return await super().get_connection(*args, **options)  # type: ignore[no-untyped-call]
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        self.connection_kwargs["tracker"].detach(self)
+        await super().disconnect(inuse_connections)
+
     async def ensure_connection(self, connection: Any) -> None:
         if master_moved(connection):
             await connection.disconnect()

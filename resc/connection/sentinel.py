@@ -12,7 +12,7 @@ so a sentinel that has not heard of the failover yet is outvoted at once.
 from __future__ import annotations
 
 import threading
-import time
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,8 +30,6 @@ Address = tuple[str, int]
 CHECK_EVERY_S = 0.5
 # A sentinel answers from memory: longer than this is a sentinel in trouble.
 SENTINEL_TIMEOUT_S = 0.5
-# The checking thread ends when no connection has asked for its answer this long.
-IDLE_END_S = 30.0
 # A sentinel that did not answer is asked again only after this many checks.
 _SKIP_AFTER_FAILURE = 4
 
@@ -73,7 +71,9 @@ class MasterTracker:
         self._skip = [0] * len(self._clients)
         self._lock = threading.Lock()
         self._master: Address | None = None
-        self._last_used = time.monotonic()
+        # The open pools of connections to this master: the thread checks while any is.
+        self._pools: weakref.WeakSet[object] = weakref.WeakSet()
+        self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._warned = False
 
@@ -84,20 +84,37 @@ class MasterTracker:
             raise NoMaster(f"no sentinel names a master for {self.name!r} that is up now")
         return master
 
+    def attach(self, pool: object) -> None:
+        """Check the sentinels while `pool` is open (until detach() or its end)."""
+        if pool in self._pools:
+            return
+        with self._lock:
+            self._pools.add(pool)
+            if self._thread is None:
+                self._stopped.clear()
+                self._thread = threading.Thread(
+                    target=self._check, name=f"sentinels of {self.name}", daemon=True
+                )
+                self._thread.start()
+
+    def detach(self, pool: object) -> None:
+        with self._lock:
+            self._pools.discard(pool)
+            if not self._pools:
+                self._stopped.set()
+
     def current(self) -> Address | None:
-        """The master as last seen (cheap: no network); keeps the checking thread going."""
-        self._last_used = time.monotonic()
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._check, name=f"sentinels of {self.name}", daemon=True
-                    )
-                    self._thread.start()
+        """The master as last seen (no network)."""
         return self._master
 
     def _check(self) -> None:
-        while time.monotonic() - self._last_used < IDLE_END_S:
+        while True:
+            self._stopped.wait(CHECK_EVERY_S)  # set by the last detach(): end at once
+            with self._lock:
+                if not self._pools:
+                    self._thread = None
+                    return
+                self._stopped.clear()
             before = self._master
             master = self._ask(skip_failed=True)
             if master is not None and before is not None and master != before:
@@ -107,9 +124,6 @@ class MasterTracker:
                     old=_shown(before),
                     new=_shown(master),
                 )
-            time.sleep(CHECK_EVERY_S)
-        with self._lock:
-            self._thread = None
 
     def _ask(self, skip_failed: bool) -> Address | None:
         answers: list[tuple[int, Address]] = []
