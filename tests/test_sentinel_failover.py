@@ -25,12 +25,13 @@ def topology(tmp_path: Path) -> Iterator[Topology]:
         yield started
 
 
-def _config(url: str, with_set: bool) -> dict[str, Any]:
+def _config(url: str, with_set: bool, batch: int = 100) -> dict[str, Any]:
     make: dict[str, Any] = {"task": "t${n}", "queue": "todo"}
     if with_set:
         make["set"] = "todo/set"
     rule = {"on": r"^e(?P<n>\d+)$", "make": make}
-    return make_config(url, [{"input_queue": "in", "taken_queue": TAKEN, "rules": [rule]}])
+    watcher = {"input_queue": "in", "taken_queue": TAKEN, "batch": batch, "rules": [rule]}
+    return make_config(url, [watcher])
 
 
 def _push_backlog(master: RedisServer) -> None:
@@ -74,8 +75,11 @@ def test_a_planned_failover_in_the_middle_of_a_backlog(
 ) -> None:
     old = topology.current_master()
     _push_backlog(old)
-    with old.client() as before, running(_config(topology.url(), with_set), tmp_path):
-        wait_until(lambda: before.llen("todo") >= EVENTS // 10, 60)
+    # One event at a time: the backlog lasts longer than the failover (up to about a
+    # second), also on a fast machine.
+    config = _config(topology.url(), with_set, batch=1)
+    with old.client() as before, running(config, tmp_path):
+        wait_until(lambda: before.llen("todo") >= EVENTS // 50, 60)
         new = topology.failover()
         wait_until(lambda: topology.promoted(new), 30)
         with new.client() as after:
@@ -98,7 +102,7 @@ def test_the_master_killed_in_the_middle_of_a_backlog(
     _push_backlog(old)
     new = next(node for node in topology.nodes.values() if node is not old)
     with old.client() as before, running(_config(topology.url(), with_set), tmp_path):
-        wait_until(lambda: before.llen("todo") >= EVENTS // 10, 60)
+        wait_until(lambda: before.llen("todo") >= EVENTS // 50, 60)
         old.kill()
         started = time.monotonic()
         wait_until(lambda: topology.promoted(new), 30)
