@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+import redis
 
 from resc.config.load import load_config
 from resc.config.redis_url import SentinelUrl, ServerUrl, parse_redis_url
+from resc.connection.clients import connection_pool
 from resc.connection.edge import redact_url
 from resc.connection.sentinel import master_of
 from resc.core.errors import ConfigError
@@ -148,3 +150,17 @@ def test_the_master_is_the_answer_of_the_highest_config_epoch():
     assert master_of([(1, old), (2, new), (1, old)]) == new
     assert master_of([(3, old), (3, new), (3, new)]) == new
     assert master_of([]) is None
+
+
+def test_rediss_sentinel_speaks_tls_to_the_master_and_to_the_sentinels():
+    url = "rediss+sentinel://:pw@127.0.0.1:1/tlsm/4?ssl_ca_certs=/etc/ca.pem&ssl_cert_reqs=required"
+    pool = connection_pool(url, socket_timeout=3)
+    assert issubclass(pool.connection_class, redis.SSLConnection)
+    kwargs = pool.connection_kwargs
+    assert (kwargs["db"], kwargs["password"], kwargs["ssl_ca_certs"]) == (4, "pw", "/etc/ca.pem")
+    assert kwargs["socket_timeout"] == 3
+    [sentinel] = kwargs["tracker"]._clients
+    assert issubclass(sentinel.connection_pool.connection_class, redis.SSLConnection)
+    assert sentinel.connection_pool.connection_kwargs["ssl_ca_certs"] == "/etc/ca.pem"
+    plain = connection_pool("redis+sentinel://127.0.0.1:1/plainm")
+    assert not issubclass(plain.connection_class, redis.SSLConnection)
