@@ -15,6 +15,9 @@ import httpx
 import pytest
 import redis
 
+from resc.config.redis_url import SentinelUrl, parse_redis_url
+from resc.connection.sentinel import tracker_for
+from resc.core.errors import RedisUnavailable
 from resc.dev.embedded import free_port
 from resc.engine.store import Store
 from resc.worker import AsyncWorker, Worker
@@ -202,3 +205,24 @@ def test_the_sentinels_are_asked_only_while_a_client_is_open(topology: Topology)
     assert checking()
     store.close()
     wait_until(lambda: not checking())
+
+
+def test_a_server_that_is_no_master_is_refused_when_connecting(
+    topology: Topology, monkeypatch: pytest.MonkeyPatch
+):
+    """Sentinels that name a replica (stale, or during a failover) give no connection:
+    ROLE is checked, and the refusal is waited out as a lost connection."""
+    replica = next(n for n in topology.nodes.values() if n is not topology.current_master())
+    target = parse_redis_url(topology.url())
+    assert isinstance(target, SentinelUrl)
+    tracker = tracker_for(target)
+    monkeypatch.setattr(tracker, "resolve", lambda: ("127.0.0.1", replica.port))
+    store = Store(topology.url())
+    try:
+        with pytest.raises(RedisUnavailable) as info:
+            store.connect()
+    finally:
+        store.close()
+    assert f"127.0.0.1:{replica.port}, which the sentinels name as the master, is a " in str(
+        info.value
+    )
