@@ -41,7 +41,8 @@ RULES = [
 
 @pytest.fixture(scope="module")
 def shared_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
-    with sentinel_topology(tmp_path_factory.mktemp("topology")) as started:
+    # A master paused for 1.5 s answers no sentinel meanwhile: it is not failed over.
+    with sentinel_topology(tmp_path_factory.mktemp("topology"), down_after_ms=5000) as started:
         yield started
 
 
@@ -101,6 +102,7 @@ def test_a_master_pausing_its_clients_is_waited_out(
             assert client.llen("todo") == paused_at < events  # nothing written meanwhile
             wait_until(lambda: client.llen("todo") == events, 60)
             assert [stats.reconnects for _, stats in daemon.watchers()] == [0]
+            assert topology.master_port() == master.port  # no failover meanwhile
         assert sorted(client.lrange("todo", 0, -1)) == sorted(
             f"t{n}".encode() for n in range(events)
         )

@@ -67,7 +67,9 @@ class Topology:
         master_args: tuple[str, ...] = (),
         password: str | None = None,
         sentinel_password: str | None = None,
+        down_after_ms: int = 1000,
     ) -> None:
+        self.down_after_ms = down_after_ms
         self.password = password
         self.sentinel_password = sentinel_password
         (folder / "a").mkdir(parents=True)
@@ -119,7 +121,7 @@ class Topology:
             f"dir {sentinel.folder}",
             f"sentinel myid {sentinel.id}",
             f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master.port} 2",
-            f"sentinel down-after-milliseconds {MASTER_NAME} 1000",
+            f"sentinel down-after-milliseconds {MASTER_NAME} {self.down_after_ms}",
             f"sentinel failover-timeout {MASTER_NAME} 3000",
             f"sentinel parallel-syncs {MASTER_NAME} 1",
             f"sentinel known-replica {MASTER_NAME} 127.0.0.1 {self.replica.port}",
@@ -187,8 +189,11 @@ def sentinel_topology(
     master_args: tuple[str, ...] = (),
     password: str | None = None,
     sentinel_password: str | None = None,
+    down_after_ms: int = 1000,
 ) -> Iterator[Topology]:
-    topology = Topology(folder, master_args, password, sentinel_password)
+    """A started Topology; `down_after_ms`: how long a master may not answer the sentinels
+    before they fail it over."""
+    topology = Topology(folder, master_args, password, sentinel_password, down_after_ms)
     try:
         topology.start()
         yield topology
