@@ -10,6 +10,11 @@ RUN useradd --create-home --uid 10001 resc
 USER resc
 WORKDIR /home/resc
 
-# docker run -v $PWD/configs:/configs IMAGE /configs/example.hjson
+# The Redis URL comes from the environment, RESC_REDIS_URL, which overrides the config's
+# redis.url (a config's 127.0.0.1 would be this container itself):
+#   docker run -e RESC_REDIS_URL=redis://redis:6379/0 -v $PWD/configs:/configs IMAGE /configs/example.hjson
+# examples/deploy/ runs it on Kubernetes and with docker compose.
+# /metrics, /livez and /readyz, where examples/deploy/resc.hjson's http.listen puts them.
+EXPOSE 9090
 ENTRYPOINT ["resc"]
 CMD ["--help"]

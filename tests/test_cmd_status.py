@@ -235,7 +235,8 @@ def test_an_embedded_redis_is_read_at_the_url_given_with_redis(r, redis_server, 
     done = run_resc("status", path, "--redis", "http://x")
     assert (done.returncode, done.stderr) == (
         2,
-        "resc: --redis: must start with redis://, rediss:// or unix://\n",
+        "resc: --redis: must start with redis://, rediss://, unix://, redis+sentinel:// or "
+        "rediss+sentinel://\n",
     )
 
 

@@ -246,7 +246,9 @@ def test_missing_on_is_reported_at_the_line_of_its_rule(tmp_path: Path) -> None:
 def test_missing_redis_is_reported_at_the_line_of_the_root(tmp_path: Path) -> None:
     path = write(tmp_path, '# no redis\n\n{\n  watchers: [ { input_queue: "in", rules: [] } ]\n}\n')
 
-    assert problems_of(path) == [f"{path}:3: redis: required field is missing"]
+    assert problems_of(path) == [
+        f"{path}:3: redis: required field is missing (or set RESC_REDIS_URL)"
+    ]
 
 
 def test_wrong_type_names_the_json_type(tmp_path: Path) -> None:
@@ -269,7 +271,8 @@ def test_redis_url_must_have_a_redis_scheme(tmp_path: Path) -> None:
     path = write(tmp_path, '{\n  redis: {\n    url: "http://127.0.0.1/"\n  }\n  watchers: []\n}\n')
 
     assert problems_of(path) == [
-        f"{path}:3: redis.url: must start with redis://, rediss:// or unix://",
+        f"{path}:3: redis.url: must start with redis://, rediss://, unix://, redis+sentinel:// or "
+        "rediss+sentinel://",
         f"{path}:5: watchers: List should have at least 1 item after validation, not 0",
     ]
 

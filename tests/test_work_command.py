@@ -302,7 +302,8 @@ def test_a_bad_redis_url_is_a_usage_error():
     done = run_resc("work", "--redis", "http://x/", "--queue", "q", "--", "echo")
     assert (done.returncode, done.stderr.strip()) == (
         2,
-        "resc work: --redis http://x/: must start with redis://, rediss:// or unix://",
+        "resc work: --redis http://x/: must start with redis://, rediss://, unix://, "
+        "redis+sentinel:// or rediss+sentinel://",
     )
 
 

@@ -100,6 +100,7 @@ def main(args: argparse.Namespace) -> int:
 
     from resc.config.models import RedisConfig
     from resc.config.regex import compile_regex
+    from resc.connection.edge import redact_url
     from resc.core import logs
     from resc.worker import Worker, WorkerError
     from resc.worker.command import CommandHandler
@@ -113,7 +114,7 @@ def main(args: argparse.Namespace) -> int:
         RedisConfig(url=args.redis)
     except ValidationError as exc:
         reason = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
-        return _usage_error(f"--redis {args.redis}: {reason}")
+        return _usage_error(f"--redis {redact_url(args.redis)}: {reason}")
     try:
         match = compile_regex(args.match) if args.match is not None else None
     except ValueError as exc:

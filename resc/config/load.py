@@ -6,7 +6,9 @@ Everything is checked before resc touches Redis.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from resc.config.models import (
     SPELLED_TWICE,
     SPELLINGS,
     Config,
+    RedisConfig,
     Rule,
     json_type,
 )
@@ -26,6 +29,8 @@ from resc.config.source import Loc, SourceFile, dotted, read_source
 from resc.config.text import quoted, shown
 from resc.core.errors import ConfigError
 
+# Overrides (or gives) redis.url: see _with_redis_url_from.
+REDIS_URL_VARIABLE = "RESC_REDIS_URL"
 _ENV_NAME = re.compile(re.escape(ENV_PREFIX) + r"\w+")
 _HTTP_SCHEMES = ("http://", "https://")
 
@@ -218,17 +223,45 @@ def validation_problems(source: SourceFile, exc: ValidationError) -> list[str]:
     return [_pydantic_problem(source, e) for e in exc.errors()]
 
 
-def config_from_source(source: SourceFile) -> Config:
+def config_from_source(source: SourceFile, environ: Mapping[str, str] | None = None) -> Config:
+    """The config read from `source`, with redis.url from RESC_REDIS_URL when `environ`
+    (the process's environment by default) sets it."""
     if not isinstance(source.data, dict):
         raise ConfigError([f"{source.path}: the config must be an object"])
+    data = _with_redis_url_from(os.environ if environ is None else environ, source.data)
     try:
-        config = Config.model_validate(source.data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(validation_problems(source, exc)) from None
+        located = [
+            f"{problem} (or set {REDIS_URL_VARIABLE})"
+            if problem.endswith(": redis: required field is missing")
+            else problem
+            for problem in validation_problems(source, exc)
+        ]
+        raise ConfigError(located) from None
     problems = _check(config)
     if problems:
         raise ConfigError([_located(source, loc, message) for loc, message in problems])
     return config
+
+
+def _with_redis_url_from(environ: Mapping[str, str], data: dict[str, Any]) -> dict[str, Any]:
+    """The config's data with redis.url replaced by RESC_REDIS_URL when that is set (the
+    URL of a container or a Kubernetes Secret, kept out of the config file); the file
+    may then leave `redis` out. The variable is checked as the field is, and its value
+    never shown: it may hold a password."""
+    url = environ.get(REDIS_URL_VARIABLE, "")
+    if not url:
+        return data
+    try:
+        RedisConfig(url=url)
+    except ValidationError as exc:
+        reason = _pydantic_message(exc.errors()[0])
+        raise ConfigError(
+            [f"{REDIS_URL_VARIABLE} (the environment variable that overrides redis.url): {reason}"]
+        ) from None
+    redis = data.get("redis")
+    return {**data, "redis": {**redis, "url": url} if isinstance(redis, dict) else {"url": url}}
 
 
 def load_config(path: str | Path) -> Config:

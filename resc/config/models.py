@@ -9,7 +9,6 @@ import math
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -29,13 +28,13 @@ from pydantic_core import PydanticCustomError
 from resc.config.cases import Case
 from resc.config.durations import parse_duration_s, parse_time_s
 from resc.config.patterns import Pattern, parse_pattern, reference_problem
+from resc.config.redis_url import parse_redis_url
 from resc.config.regex import Regex, compile_regex
 from resc.config.text import quoted, shown
 from resc.core.keys import default_failed_queue, default_taken_queue
 
 INPUT_TASK = "input_task"
 DEFAULT_RULE_NAME = "<anonymous rule>"
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 # redis.url for a private server started with the daemon (resc/private_redis.py).
 EMBEDDED_REDIS = "embedded"
 
@@ -105,26 +104,17 @@ class _Model(BaseModel):
 
 class RedisConfig(_Model):
     url: str = Field(
-        description="redis://, rediss:// or unix:// URL, with password and db; or "
-        '"embedded": a private server that `resc run` starts (pip install "resc[embedded]")'
+        description="redis://, rediss:// or unix:// URL, with password and db; "
+        "redis+sentinel://[[user]:password@]host:port[,host:port...]/MASTER_NAME[/DB] for the "
+        'master that sentinels name; or "embedded": a private server that `resc run` starts '
+        '(pip install "resc[embedded]")'
     )
 
     @field_validator("url")
     @classmethod
     def _usable_url(cls, url: str) -> str:
-        if url == EMBEDDED_REDIS:
-            return url
-        if not url.startswith(REDIS_SCHEMES):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        parts = urlsplit(url)
-        try:
-            parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
-        except ValueError:
-            raise ValueError("the port must be a number from 0 to 65535") from None
-        db = parts.path.strip("/") if parts.scheme != "unix" else ""
-        query_db = dict(parse_qsl(parts.query)).get("db", "0")
-        if not (db or "0").isdigit() or not query_db.isdigit():
-            raise ValueError("the database must be a number: redis://host:6379/0")
+        if url != EMBEDDED_REDIS:
+            parse_redis_url(url)
         return url
 
 

@@ -31,20 +31,20 @@ def reconnect_delay_s(failures: int) -> float:
     return delay * (1 - random.random() / 5)
 
 
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*")
+_QUERY_PASSWORD = re.compile(r"([?&](?:sentinel_)?password=)[^&#]*")
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password (in the user part or a `password=` query parameter)
-    replaced by ***, for messages and logs.
+    """The URL with its passwords (in the user part, or a `password=` or
+    `sentinel_password=` query parameter) replaced by ***, for messages and logs.
 
-    The user part runs to the last `@` before the query: a password may hold `@`, `:` or
-    `/` as typed (redis-py splits at the last `@` too). The user name, before the first
-    `:`, is kept; without a `:` the whole user part is hidden, as it may be a password."""
+    The user part runs to the last `@`: a password may hold `@`, `:`, `/`, `?` or `#` as
+    typed (redis-py splits at the last `@` too; an `@` in the query hides more than the
+    password, never less). The user name, before the first `:`, is kept; without a `:`
+    the whole user part is hidden, as it may be a password."""
     scheme, separator, rest = url.partition("://")
     if separator:
-        query = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
-        at = rest.rfind("@", 0, query)
+        at = rest.rfind("@")
         if at >= 0:
             user, colon, _ = rest[:at].partition(":")
             rest = f"{user}{colon}***{rest[at:]}" if colon else f"***{rest[at:]}"

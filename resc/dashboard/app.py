@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from resc import __version__
 from resc.config.models import Config
+from resc.connection import clients
 from resc.core.errors import RescError
 from resc.core.metrics import Observed
 from resc.dashboard.access import Access, Refused
@@ -79,7 +80,7 @@ class Dashboard:
         self.in_daemon = in_daemon
         url = config().redis.url
         self.reader = StatusReader(url)
-        self.redis = redis.Redis.from_url(
+        self.redis = clients.client(
             url, socket_timeout=5, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0)
         )
         self.failed = FailedLists(FailedStore(url))

@@ -16,6 +16,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from resc.connection import clients
 from resc.core.logs import get_logger
 
 log = get_logger("resc.dashboard")
@@ -63,9 +64,7 @@ class LiveTail:
     def _loop(self) -> None:
         assert self.channel is not None
         while not self._stop.is_set():
-            client = redis.Redis.from_url(
-                self.url, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0)
-            )
+            client = clients.client(self.url, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0))
             try:
                 pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                 pubsub.subscribe(self.channel)

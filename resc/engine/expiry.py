@@ -27,6 +27,7 @@ from redis.retry import Retry
 from resc.config.models import Config
 from resc.config.patterns import Pattern
 from resc.config.todo import glob_of, match_pattern
+from resc.connection import clients
 from resc.connection.edge import converted_errors, redact_url
 from resc.core.errors import StoreError
 from resc.core.keys import queue_workers, worker_taken_list
@@ -151,7 +152,7 @@ class SetExpiry:
             if self._redis is not None:
                 self._redis.close()
             # No retry: every call is re-read and re-decided at the next sweep anyway.
-            self._redis = redis.Redis.from_url(
+            self._redis = clients.client(
                 url,
                 socket_timeout=10,
                 socket_connect_timeout=5,

@@ -25,6 +25,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from resc.config.models import Config
+from resc.connection import clients
 from resc.connection.edge import converted_errors, reconnect_delay_s, redact_url
 from resc.core.errors import StoreError
 from resc.core.keys import delayed_counter, delayed_queues, delayed_tasks
@@ -110,7 +111,7 @@ class Scheduler:
                 self._redis.close()
             # No retry: a pass is made again at once anyway, and the script's state is
             # in Redis (a task pushed is no longer in the sorted set).
-            self._redis = redis.Redis.from_url(
+            self._redis = clients.client(
                 url,
                 socket_timeout=10,
                 socket_connect_timeout=5,

@@ -23,8 +23,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from resc.config.models import EMBEDDED_REDIS
+from resc.connection.clients import connection_pool, master_moved
 from resc.connection.edge import converted_errors, redact_url
-from resc.core.errors import StoreError
+from resc.core.errors import RedisUnavailable, StoreError
 from resc.core.failures import FailedRecord, decode
 from resc.core.keys import (
     DELAYED,
@@ -129,7 +130,7 @@ class Store:
         # BLOCK_TIMEOUT_S at most), so the socket timeout is its health check; TCP
         # keepalive also finds a peer that vanished from the network.
         tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
-        self._pool = pool or redis.ConnectionPool.from_url(
+        self._pool = pool or connection_pool(
             url,
             socket_timeout=BLOCK_TIMEOUT_S + 10,
             socket_connect_timeout=5,
@@ -150,6 +151,11 @@ class Store:
 
     def _send(self, args: tuple[Any, ...], action: str, convert: Callable[[Any], T]) -> Reply[T]:
         reply: Reply[T] = Reply(self, action, convert)
+        # A master that the sentinels replaced may still answer as one: nothing more is
+        # sent to it (the caller recovers its taken queue on the new master).
+        if self._conn is not None and (moved := master_moved(self._conn)):
+            self._broken()
+            raise RedisUnavailable(f"{action}: {moved}")
         try:
             if self._conn is None:
                 self._conn = self._pool.get_connection()

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Literal
 
-import redis
 from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
 
 from resc.config.models import Config
 from resc.config.todo import TodoSpec, match_pattern, todo_specs
+from resc.connection import clients
 from resc.connection.edge import converted_errors, redact_url
 from resc.core.errors import StoreError
 from resc.core.failures import FailedRecord, decode
@@ -113,7 +113,7 @@ class FailedStore:
         self.display_url = redact_url(url)
         # No retry: a re-sent script whose reply was lost would move a second copy.
         try:
-            self._redis = redis.Redis.from_url(
+            self._redis = clients.client(
                 url,
                 socket_timeout=10,
                 socket_connect_timeout=5,

@@ -22,6 +22,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from resc.config.models import Config
+from resc.connection import clients
 from resc.connection.edge import redact_url
 from resc.core.errors import StoreError
 from resc.core.keys import failed_reasons
@@ -78,7 +79,7 @@ class StatusReader:
         self.display_url = redact_url(url)
         # No retry: an unreachable Redis is reported at once rather than after backoff.
         try:
-            self._redis = redis.Redis.from_url(
+            self._redis = clients.client(
                 url,
                 socket_timeout=5,
                 socket_connect_timeout=5,

@@ -21,6 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from resc.config.models import Config
+from resc.connection import clients
 from resc.core.logs import get_logger
 from resc.engine.expiry import ExpiryStats
 from resc.engine.scheduler import SchedulerStats
@@ -67,7 +68,7 @@ class TodoCollector(Collector):
             if self._redis is not None:
                 self._redis.close()
             # No retry: a scrape that fails shows no todo samples, the next one tries again.
-            self._redis = redis.Redis.from_url(
+            self._redis = clients.client(
                 url,
                 socket_timeout=5,
                 socket_connect_timeout=2,

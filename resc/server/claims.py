@@ -20,12 +20,11 @@ from enum import Enum
 from importlib.resources import files
 from typing import Any, NamedTuple
 
-import redis
-import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from resc.connection import clients
 from resc.core.keys import delayed_tasks, failed_reasons
 
 _SCRIPTS = ("claim", "finish", "extend", "requeue")
@@ -92,9 +91,9 @@ class ClaimStore:
 
     def __init__(self, url: str) -> None:
         options: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
-        self.redis = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **options)
+        self.redis = clients.client(url, retry=Retry(NoBackoff(), 0), **options)
         # Connects on first use, in the loop that uses it; aclose() there.
-        self.aio = redis.asyncio.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 0), **options)
+        self.aio = clients.async_client(url, retry=AsyncRetry(NoBackoff(), 0), **options)
         self._scripts = {name: self.redis.register_script(src) for name, src in _SOURCES.items()}
         self._aio_scripts = {name: self.aio.register_script(src) for name, src in _SOURCES.items()}
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.asyncio.client import Redis
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.retry import Retry
 
+from resc.connection import clients
 from resc.connection.edge import converted_errors, redact_url
 from resc.worker import store as worker_store
 from resc.worker.store import Call, Calls, WorkerKeys, script_sources, server_version
@@ -28,7 +28,7 @@ class AsyncWorkerStore:
         if client is None:
             assert url is not None
             self.display_url = redact_url(url)
-            client = aioredis.Redis.from_url(
+            client = clients.async_client(
                 url,
                 socket_timeout=worker_store.TAKE_BLOCK_S + 10,
                 socket_connect_timeout=5,

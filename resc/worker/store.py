@@ -18,6 +18,7 @@ from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
 
+from resc.connection import clients
 from resc.connection.edge import converted_errors, redact_url
 from resc.core.keys import failed_reasons, worker_heartbeat, worker_taken_list
 
@@ -188,7 +189,7 @@ class WorkerStore:
         if client is None:
             assert url is not None
             self.display_url = redact_url(url)
-            client = redis.Redis.from_url(
+            client = clients.client(
                 url,
                 socket_timeout=TAKE_BLOCK_S + 10,
                 socket_connect_timeout=5,

@@ -1,0 +1,179 @@
+"""redis-py clients and connection pools for any URL resc accepts (resc.config.redis_url).
+
+A server URL goes to redis-py's from_url as it is. A sentinel URL gives a pool whose
+connections ask the sentinels for the master when they connect, refuse a server that
+says it is no master (ROLE), and are dropped when the sentinels name another master
+(resc.connection.sentinel): a pool hands out no connection to a replaced master, and
+master_moved() tells a connection kept across commands (the watcher's) to let go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from resc.config.redis_url import SentinelUrl, ServerUrl, parse_redis_url
+from resc.connection.sentinel import MasterTracker, tls_arguments, tracker_for
+
+
+def connection_pool(url: str, **options: Any) -> redis.ConnectionPool:
+    """A pool of connections to the server or master the URL names; `options` are
+    redis-py's connection arguments (timeouts, retry, client_name...)."""
+    target = parse_redis_url(url)
+    if isinstance(target, ServerUrl):
+        return redis.ConnectionPool.from_url(url, **options)
+    ssl = tls_arguments(target)
+    ssl.pop("ssl", None)
+    return _MasterPool(
+        connection_class=_MasterSSLConnection if target.tls else _MasterConnection,
+        **_master_arguments(target),
+        **ssl,
+        **options,
+    )
+
+
+def client(url: str, **options: Any) -> redis.Redis:
+    """A client of the server or master the URL names."""
+    return redis.Redis.from_pool(connection_pool(url, **options))
+
+
+def async_client(url: str, **options: Any) -> aioredis.Redis:
+    """An asyncio client of the server or master the URL names."""
+    target = parse_redis_url(url)
+    if isinstance(target, ServerUrl):
+        return aioredis.Redis.from_url(url, **options)
+    ssl = tls_arguments(target)
+    ssl.pop("ssl", None)
+    pool = _AsyncMasterPool(
+        connection_class=_AsyncMasterSSLConnection if target.tls else _AsyncMasterConnection,
+        **_master_arguments(target),
+        **ssl,
+        **options,
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
+def master_moved(connection: Any) -> str | None:
+    """Why a connection must be dropped because its server is no longer the master the
+    sentinels name; None when it need not (or was made from a server URL)."""
+    if isinstance(connection, _MasterConnection):
+        connected = connection._sock is not None
+    elif isinstance(connection, _AsyncMasterConnection):
+        connected = connection.is_connected
+    else:
+        return None
+    return _moved(connection.tracker, connection.host, connection.port) if connected else None
+
+
+def _master_arguments(target: SentinelUrl) -> dict[str, Any]:
+    return {
+        "tracker": tracker_for(target),
+        "db": target.db,
+        "username": target.username,
+        "password": target.password,
+    }
+
+
+def _moved(tracker: MasterTracker, host: str, port: int) -> str | None:
+    current = tracker.current()
+    if current is None or current == (host, port):
+        return None
+    return (
+        f"the sentinels name {current[0]}:{current[1]} as the master of "
+        f"{tracker.name!r}, no longer {host}:{port}"
+    )
+
+
+def _not_a_master(host: str, port: int, role: Any) -> redis.ConnectionError:
+    shown = role.decode() if isinstance(role, bytes) else str(role)
+    return redis.ConnectionError(
+        f"{host}:{port}, which the sentinels name as the master, is a {shown} now"
+    )
+
+
+class _MasterConnection(redis.Connection):
+    """A connection to the master the sentinels name when it connects."""
+
+    def __init__(self, *, tracker: MasterTracker, **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
+        self.tracker = tracker
+
+    def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if self._sock:
+            return
+        self.host, self.port = self.tracker.resolve()
+        super().connect_check_health(check_health, retry_socket_connect)
+        self.send_command("ROLE")  # type: ignore[no-untyped-call]
+        role = self.read_response()[0]
+        if role not in (b"master", "master"):
+            self.disconnect()  # type: ignore[no-untyped-call]
+            raise _not_a_master(self.host, self.port, role)
+
+
+class _MasterSSLConnection(_MasterConnection, redis.SSLConnection):
+    pass
+
+
+class _MasterPool(redis.ConnectionPool):
+    """Connections to the master; the tracker checks the sentinels while the pool is
+    open (from its first connection until disconnect(), its close)."""
+
+    def get_connection(self, *args: Any, **options: Any) -> Any:
+        self.connection_kwargs["tracker"].attach(self)
+        connection = super().get_connection(*args, **options)
+        if master_moved(connection):
+            try:
+                connection.disconnect()  # type: ignore[no-untyped-call]
+                connection.connect()  # type: ignore[no-untyped-call]
+            except BaseException:
+                self.release(connection)
+                raise
+        return connection
+
+    def disconnect(self, inuse_connections: bool = True) -> None:
+        self.connection_kwargs["tracker"].detach(self)
+        super().disconnect(inuse_connections)
+
+
+class _AsyncMasterConnection(aioredis.Connection):
+    def __init__(self, *, tracker: MasterTracker, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.tracker = tracker
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if self.is_connected:
+            return
+        # The sentinels are asked with blocking calls: off the event loop.
+        self.host, self.port = await asyncio.to_thread(self.tracker.resolve)
+        await super().connect_check_health(check_health, retry_socket_connect)
+        await self.send_command("ROLE")
+        role = (await self.read_response())[0]
+        if role not in (b"master", "master"):
+            await self.disconnect()
+            raise _not_a_master(self.host, self.port, role)
+
+
+class _AsyncMasterSSLConnection(_AsyncMasterConnection, aioredis.SSLConnection):
+    pass
+
+
+class _AsyncMasterPool(aioredis.ConnectionPool):
+    async def get_connection(self, *args: Any, **options: Any) -> Any:
+        self.connection_kwargs["tracker"].attach(self)
+        return await super().get_connection(*args, **options)  # type: ignore[no-untyped-call]
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        self.connection_kwargs["tracker"].detach(self)
+        await super().disconnect(inuse_connections)
+
+    async def ensure_connection(self, connection: Any) -> None:
+        if master_moved(connection):
+            await connection.disconnect()
+        await super().ensure_connection(connection)
