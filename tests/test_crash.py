@@ -8,6 +8,7 @@ import socket
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import redis
 
 from tests.conftest import (
@@ -100,6 +101,8 @@ def test_redis_killed_and_restarted_during_a_backlog_loses_and_duplicates_nothin
         server.kill()
 
 
+# The refusal is tested on each server by test_owner.py; this long run on Redis only.
+@pytest.mark.slow
 def test_a_second_resc_during_a_backlog_is_refused_and_the_first_killed_loses_nothing(
     r: redis.Redis, redis_server: RedisServer, tmp_path: Path
 ):
