@@ -22,14 +22,44 @@ from resc.config.models import Config
 from resc.config.source import read_source
 from resc.dev.embedded import EmbeddedRedis
 from resc.engine.daemon import Daemon
+from tests import servers
 from tests.webservice import ScriptedService, scripted_service
 
 
 class RedisServer(EmbeddedRedis):
-    """A private Redis server for a test; the redis-server on PATH when there is one."""
+    """A private Redis server for a test, of the kind RESC_TEST_SERVER names (see
+    tests/servers.py)."""
 
     def __init__(self, tmp: Path, *args: str, password: str | None = None) -> None:
-        super().__init__(*args, prefer="path", password=password, directory=tmp)
+        servers.check_the_test_may_start_a_server()
+        binary = servers.chosen().binary
+        super().__init__(*args, password=password, directory=tmp, binary=binary)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        servers.chosen()
+    except servers.ServerChoiceError as e:
+        raise pytest.UsageError(str(e)) from None
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"test server ({servers.ENV}): {servers.chosen().describe()}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if servers.needs_a_server(item):
+            item.add_marker(pytest.mark.server)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
+    servers.current_item = item
+    try:
+        return (yield)
+    finally:
+        servers.current_item = None
 
 
 @pytest.fixture(scope="session", autouse=True)

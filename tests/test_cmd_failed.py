@@ -265,6 +265,8 @@ def test_queues_named_with_variables_are_found_by_glob(r, redis_server, tmp_path
     assert "more than 1 failed lists match trt/*/todo/failed" in bounded.stderr
 
 
+# Many resc processes, each a message: the server changes none of them.
+@pytest.mark.slow
 def test_user_errors_are_clear_messages(r, redis_server, tmp_path):
     conf = write_config(tmp_path, config(redis_server.url))
     cases = [

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import signal
 import socket
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import redis
 
 from tests.conftest import (
@@ -100,23 +103,43 @@ def test_redis_killed_and_restarted_during_a_backlog_loses_and_duplicates_nothin
         server.kill()
 
 
+# The refusal is tested on each server by test_owner.py; this long run on Redis only.
+@pytest.mark.slow
 def test_a_second_resc_during_a_backlog_is_refused_and_the_first_killed_loses_nothing(
     r: redis.Redis, redis_server: RedisServer, tmp_path: Path
 ):
-    count = 10 * BACKLOG  # still busy with it when the second one gives up
-    preload(r, count)
+    preload(r, BACKLOG)
+    pushed = [BACKLOG]
+    refused = threading.Event()
+
+    def keep_the_first_busy() -> None:
+        # Events keep coming until the second resc gives up, however fast the first is.
+        producer = redis.Redis(port=redis_server.port)
+        while not refused.is_set():
+            if producer.llen("in") < BACKLOG // 2:
+                start = pushed[0]
+                producer.lpush("in", *(f"ev/{i}" for i in range(start, start + 1000)))
+                pushed[0] = start + 1000
+            time.sleep(0.01)
+        producer.close()
+
     path = str(write_config(tmp_path, backlog_config(redis_server.url)))
     first = resc_process(path)
+    producer = threading.Thread(target=keep_the_first_busy)
+    producer.start()
     try:
         wait_until(lambda: r.llen("todo") >= 2_000, timeout_s=60)
         second = resc_process(path)
-        _, err = second.communicate(timeout=30)
+        _, err = second.communicate(timeout=60)
         assert second.returncode == 1
         assert f"in/taken is held by another resc ({socket.gethostname()}:{first.pid}:" in err
         assert first.poll() is None
     finally:
+        refused.set()
+        producer.join()
         first.send_signal(signal.SIGKILL)
         first.wait()
+    count = pushed[0]
     in_flight = r.llen("in/taken")
     assert in_flight > 0
     third = resc_process(path)

@@ -214,7 +214,7 @@ def test_readyz_is_503_from_the_first_answer_until_redis_can_be_reached(tmp_path
         "run", "--http", f"127.0.0.1:{port}", str(write_config(tmp_path, config))
     )
     try:
-        wait_until(lambda: _answers(base))
+        wait_until(lambda: _answers(base), timeout_s=60)  # a loaded machine starts slowly
         statuses = [get(base + "/readyz")[0] for _ in range(20)]
         assert statuses == [503] * 20
         server.start()

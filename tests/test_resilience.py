@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from resc.config.load import config_from_source
@@ -344,6 +345,8 @@ def test_redis_outage_is_logged_once_each_way_and_processing_resumes(tmp_path):
     assert log.count("Redis is back") == 1
 
 
+# kill -9 in a backlog is tested on each server by test_crash.py; this long run on Redis only.
+@pytest.mark.slow
 def test_sigkill_at_random_points_of_a_fetch_backlog_then_every_task_once(
     r, redis_server, tmp_path, web
 ):

