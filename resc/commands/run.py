@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from resc.commands.common import load_config_or_exit
 from resc.config.models import EMBEDDED_REDIS, Config, RedisConfig, parse_listen
@@ -35,6 +38,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "http.listen)",
     )
     parser.add_argument(
+        "--instance",
+        metavar="ID",
+        type=_instance_id,
+        default=os.environ.get("RESC_INSTANCE") or None,
+        help="this resc's instance id (default: $RESC_INSTANCE, else host:pid:random); "
+        "each watcher takes into <taken_queue>/ID",
+    )
+    parser.add_argument(
+        "--heartbeat-ttl",
+        metavar="S",
+        type=_heartbeat_ttl,
+        help="seconds a watcher's heartbeat lives unless refreshed, after which another "
+        "resc puts its events back (overrides the config's heartbeat_ttl, default 15)",
+    )
+    parser.add_argument(
         "--fail-fast",
         action="store_true",
         help="exit at once (status 1) when Redis cannot be reached at start, "
@@ -42,8 +60,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _Instance(NamedTuple):
+    """--instance and --heartbeat-ttl."""
+
+    id: str | None
+    heartbeat_ttl_s: float | None
+
+
+def _instance_id(text: str) -> str:
+    from resc.engine.instances import check_instance_id
+
+    try:
+        return check_instance_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _heartbeat_ttl(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or not 3 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(
+            f"{text} s: the heartbeat must live from 3 to 3600 seconds (refreshed every "
+            "third of it)"
+        )
+    return seconds
+
+
 def main(args: argparse.Namespace) -> int:
     config = load_config_or_exit(args.config)
+    instance = _Instance(args.instance, args.heartbeat_ttl)
     if args.http is not None:
         try:
             parse_listen(args.http)
@@ -55,10 +103,10 @@ def main(args: argparse.Namespace) -> int:
             # A reloaded config would point the watchers away from the private server.
             print("resc: --watch-config cannot be used with an embedded Redis", file=sys.stderr)
             return EXIT_USAGE
-        return _run_with_private_redis(config, args.http)
+        return _run_with_private_redis(config, args.http, instance)
     if args.fail_fast and not _redis_reachable(config):
         return EXIT_FATAL
-    return _run(config, Path(args.config), args.watch_config, args.http)
+    return _run(config, Path(args.config), args.watch_config, args.http, instance)
 
 
 def _run(
@@ -66,6 +114,7 @@ def _run(
     config_path: Path | None,
     watch_config: bool,
     http_listen: str | None,
+    instance: _Instance,
     on_forced_exit: Callable[[], None] | None = None,
 ) -> int:
     from resc.engine import daemon
@@ -76,7 +125,15 @@ def _run(
     if listen is not None:
         services.append(lambda running: daemon_service(running, listen))
     try:
-        return daemon.run(config, config_path, watch_config, services, on_forced_exit)
+        return daemon.run(
+            config,
+            config_path,
+            watch_config,
+            services,
+            on_forced_exit,
+            instance=instance.id,
+            heartbeat_ttl_s=instance.heartbeat_ttl_s,
+        )
     except RescError as exc:
         print(f"resc: {exc}", file=sys.stderr)
         return EXIT_FATAL
@@ -96,7 +153,7 @@ def _redis_reachable(config: Config) -> bool:
         store.close()
 
 
-def _run_with_private_redis(config: Config, http_listen: str | None) -> int:
+def _run_with_private_redis(config: Config, http_listen: str | None, instance: _Instance) -> int:
     """The daemon on a private Redis server that lives as long as it does (a second
     signal, which exits at once, kills the server first). Not reloadable: a reloaded
     config would point the watchers away from the server."""
@@ -115,7 +172,12 @@ def _run_with_private_redis(config: Config, http_listen: str | None) -> int:
     try:
         private = config.model_copy(update={"redis": RedisConfig(url=server.url)})
         return _run(
-            private, None, False, http_listen, on_forced_exit=lambda: server.close(at_once=True)
+            private,
+            None,
+            False,
+            http_listen,
+            instance,
+            on_forced_exit=lambda: server.close(at_once=True),
         )
     finally:
         server.close()

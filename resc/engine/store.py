@@ -24,14 +24,14 @@ from redis.retry import Retry
 
 from resc.config.models import EMBEDDED_REDIS
 from resc.connection.edge import converted_errors, redact_url
-from resc.core.errors import StoreError
+from resc.core.errors import HeartbeatLost, StoreError
 from resc.core.failures import FailedRecord, decode
-from resc.core.keys import attempts, failed_reasons, taken_ahead, taken_owner
+from resc.core.keys import attempts, failed_reasons, instances, taken_ahead, taken_owner
 from resc.engine.rules import Result
 
 _LUA = {
     name: (files("resc.engine") / "lua" / f"{name}.lua").read_text("utf-8")
-    for name in ("take", "recover", "commit", "replay", "owner")
+    for name in ("take", "recover", "commit", "replay", "heartbeat")
 }
 
 # A blocking take waits this long, so that a stop request is seen promptly.
@@ -49,7 +49,8 @@ class Listener(NamedTuple):
 
 
 class Recovered(NamedTuple):
-    """What a recovery did with the events of a taken queue."""
+    """What a recovery did with the events of a taken list (all 0 when its holder was
+    alive: see Store.recover)."""
 
     back: int  # put back into the input queue
     failed: int  # interrupted max_attempts times: moved to the failed queue
@@ -200,24 +201,44 @@ class Store:
     # --- commands -----------------------------------------------------------------
 
     def recover(
-        self, input_queue: str, taken_queue: str, failed_queue: str, max_attempts: int
-    ) -> Recovered:
-        """Move every event of the taken queue back to the input queue, to be taken first.
+        self,
+        input_queue: str,
+        taken_list: str,
+        failed_queue: str,
+        max_attempts: int,
+        *,
+        attempts_of: str | None = None,
+        liveness: str = "",
+        registry: str = "",
+        leaving: str = "",
+        only_if_dead: bool = False,
+    ) -> Recovered | None:
+        """Move every event of the taken list back to the input queue, to be taken first.
 
         With max_attempts > 0 the move counts as an interruption of each event that was
         being processed (not of those taken ahead; each text once), and an event
-        interrupted that often goes to the failed queue instead. A key of the wrong
-        type: StoreError, and nothing moved."""
+        interrupted that often goes to the failed queue instead. `attempts_of` is the
+        watcher's taken queue, which names the attempts hash (default: `taken_list`).
+
+        `liveness` is the list holder's heartbeat (or an older resc's owner key):
+        with `only_if_dead`, nothing is done while it exists, and None is returned.
+        `leaving`: the holder's id, deleted with its heartbeat from `registry`. A key
+        of the wrong type: StoreError, and nothing moved."""
         keys = (
             input_queue,
-            taken_queue,
-            attempts(taken_queue),
+            taken_list,
+            attempts(attempts_of or taken_list),
             failed_queue,
             failed_reasons(failed_queue),
-            taken_ahead(taken_queue),
+            taken_ahead(taken_list),
+            liveness or taken_owner(taken_list),
+            registry or f"{taken_list}/instances",
         )
-        command = self._script("recover", keys, (max_attempts,))
-        back, failed, interrupted = self._call(command, f"recovering {taken_queue}", list)
+        args = (max_attempts, leaving, "1" if only_if_dead else "0")
+        command = self._script("recover", keys, args)
+        back, failed, interrupted = self._call(command, f"recovering {taken_list}", list)
+        if int(back) < 0:
+            return None
         return Recovered(int(back), int(failed), int(interrupted))
 
     def replay_one(self, failed_queue: str, input_queue: str) -> bytes | None:
@@ -250,34 +271,66 @@ class Store:
             listed.append((event, mine[n] if n < len(mine) else None))
         return length.get(), listed
 
-    def claim_owner(
-        self, owner_key: str, instance: str, ttl_ms: int, dead_holder: str = ""
-    ) -> tuple[str, int] | None:
-        """Claim or renew the owner key (ttl_ms > 0), or release it (0). None when done;
-        (holder, its time to live in ms) when another instance holds it."""
-        command = self._script("owner", (owner_key,), (instance, ttl_ms, dead_holder))
+    def heartbeat(
+        self,
+        heartbeat: str,
+        registry: str,
+        taken_list: str,
+        instance: str,
+        value: str,
+        ttl_ms: int,
+        join: bool,
+    ) -> tuple[str, int] | bool:
+        """Join (register with a heartbeat) or refresh the heartbeat. True when done;
+        False when refreshing an expired heartbeat (nothing refreshed, the id registered
+        again); (value, its time to live in ms) when another process holds it."""
+        keys = (heartbeat, registry, taken_list)
+        command = self._script(
+            "heartbeat", keys, (instance, ttl_ms, value, "join" if join else "beat")
+        )
 
-        def held(reply: Any) -> tuple[str, int] | None:
-            if not isinstance(reply, list):
-                return None
-            return reply[0].decode("utf-8", "replace"), int(reply[1])
+        def done(reply: Any) -> tuple[str, int] | bool:
+            if isinstance(reply, list):
+                return reply[0].decode("utf-8", "replace"), int(reply[1])
+            return int(reply) == 0
 
-        return self._call(command, f"claiming {owner_key}", held)
+        return self._call(command, f"refreshing {heartbeat}", done)
+
+    def members(self, registry: str) -> list[str]:
+        """The instance ids registered in `registry`."""
+        ids = self._call((b"SMEMBERS", registry), f"reading {registry}", list)
+        return sorted(i.decode("utf-8", "replace") for i in ids)
+
+    def existing(self, keys: Sequence[str]) -> list[bool]:
+        """Whether each key exists, in one round trip."""
+        replies = [self._send((b"EXISTS", k), f"reading {k}", int) for k in keys]
+        return [reply.get() == 1 for reply in replies]
 
     def lengths(self, queues: Sequence[str]) -> list[int]:
         """LLEN of each queue, in one round trip."""
         replies = [self._send((b"LLEN", q), f"reading {q}", int) for q in queues]
         return [reply.get() for reply in replies]
 
-    def send_take(self, input_queue: str, taken_queue: str, most: int) -> Reply[list[bytes]]:
-        """Move up to `most` waiting events to the taken queue, oldest first, marked as
-        taken ahead (the events taken before them are being processed); no wait."""
-        keys = (input_queue, taken_queue, taken_ahead(taken_queue))
+    def send_take(
+        self, input_queue: str, taken_list: str, most: int, heartbeat: str = ""
+    ) -> Reply[list[bytes]]:
+        """Move up to `most` waiting events to the taken list, oldest first, marked as
+        taken ahead (the events taken before them are being processed); no wait. With a
+        `heartbeat` that has expired: HeartbeatLost, and nothing taken."""
+        keys = (input_queue, taken_list, taken_ahead(taken_list), *([heartbeat] * bool(heartbeat)))
         command = self._script("take", keys, (most,))
-        return self._send(command, f"taking from {input_queue}", list)
 
-    def take(self, input_queue: str, taken_queue: str, most: int) -> list[bytes]:
-        return self.send_take(input_queue, taken_queue, most).get()
+        def taken(reply: Any) -> list[bytes]:
+            if not isinstance(reply, list):
+                raise HeartbeatLost(f"{heartbeat} has expired: nothing taken into {taken_list}")
+            return reply
+
+        return self._send(command, f"taking from {input_queue}", taken)
+
+    def take(
+        self, input_queue: str, taken_list: str, most: int, heartbeat: str = ""
+    ) -> list[bytes]:
+        return self.send_take(input_queue, taken_list, most, heartbeat).get()
 
     def wait_take(self, input_queue: str, taken_queue: str) -> bytes | None:
         """Wait up to BLOCK_TIMEOUT_S for one event and move it to the taken queue."""
@@ -297,34 +350,39 @@ class Store:
 
     def send_commit(
         self,
-        taken_queue: str,
+        taken_list: str,
         failed_queue: str,
         outcomes: Sequence[Outcome],
         listener: Listener | None,
+        taken_queue: str = "",
     ) -> Reply[CommitReport]:
         """Commit a batch atomically: each event's tasks pushed (deduplicated through its
-        set) and the event removed from the taken queue, or the event moved to the
-        failed queue. A key of the wrong type fails the events that use it."""
-        return self._send_commit(taken_queue, failed_queue, outcomes, listener, {})
+        set) and the event removed from the taken list, or the event moved to the
+        failed queue. A key of the wrong type fails the events that use it.
+        `taken_queue`: the watcher's (default `taken_list`), which names the attempts
+        hash and is named in the listener's messages."""
+        where = _Where(taken_list, taken_queue or taken_list)
+        return self._send_commit(where, failed_queue, outcomes, listener, {})
 
     def commit(
         self,
-        taken_queue: str,
+        taken_list: str,
         failed_queue: str,
         outcomes: Sequence[Outcome],
         listener: Listener | None,
+        taken_queue: str = "",
     ) -> CommitReport:
-        return self.send_commit(taken_queue, failed_queue, outcomes, listener).get()
+        return self.send_commit(taken_list, failed_queue, outcomes, listener, taken_queue).get()
 
     def _send_commit(
         self,
-        taken_queue: str,
+        where: _Where,
         failed_queue: str,
         outcomes: Sequence[Outcome],
         listener: Listener | None,
         failures: dict[int, str],
     ) -> Reply[CommitReport]:
-        keys, args = _commit_arguments(taken_queue, failed_queue, outcomes, failures, listener)
+        keys, args = _commit_arguments(where, failed_queue, outcomes, failures, listener)
 
         def report(status: bytes) -> CommitReport:
             text = status.decode()
@@ -344,14 +402,21 @@ class Store:
                     and any(key in (r.queue, r.set) for r in outcome.results)
                 ):
                     failures[i] = f"key {name} holds a {actual}"
-            return self._send_commit(taken_queue, failed_queue, outcomes, listener, failures).get()
+            return self._send_commit(where, failed_queue, outcomes, listener, failures).get()
 
         command = self._script("commit", keys, args)
-        return self._send(command, f"committing to {taken_queue}", report)
+        return self._send(command, f"committing to {where.taken_list}", report)
+
+
+class _Where(NamedTuple):
+    """The taken list a commit removes its events from, and the watcher's taken queue."""
+
+    taken_list: str
+    taken_queue: str
 
 
 def _commit_arguments(
-    taken_queue: str,
+    where: _Where,
     failed_queue: str,
     outcomes: Sequence[Outcome],
     failures: dict[int, str],
@@ -359,21 +424,40 @@ def _commit_arguments(
 ) -> tuple[list[bytes], list[Any]]:
     """KEYS and ARGV of commit.lua (see its header). Records a failure for an event that
     would use one key both as a queue and as a set, or write into the watcher's own keys."""
+    taken_list, taken_queue = where
     keys = [
-        taken_queue.encode(),
+        taken_list.encode(),
         failed_queue.encode(),
         failed_reasons(failed_queue).encode(),
         attempts(taken_queue).encode(),
     ]
-    # Also the keys that only recover.lua, take.lua and the owner logic write.
-    own = {*keys, taken_ahead(taken_queue).encode(), taken_owner(taken_queue).encode()}
+    # Also the keys that only recover.lua, take.lua and the instances' logic write.
+    own = {
+        *keys,
+        *(
+            key.encode()
+            for key in (
+                taken_queue,
+                taken_ahead(taken_list),
+                taken_ahead(taken_queue),
+                taken_owner(taken_queue),
+                instances(taken_queue),
+                f"{taken_list}/heartbeat",
+            )
+        ),
+    }
     queue_index: dict[bytes, int] = {}
     set_index: dict[bytes, int] = {}
     args: list[Any] = [int(time.time())]
     if listener is None:
-        args += ("", "text", "")
+        args += ("", "text", "", taken_queue)
     else:
-        args += (listener.channel, "json" if listener.json else "text", listener.watcher)
+        args += (
+            listener.channel,
+            "json" if listener.json else "text",
+            listener.watcher,
+            taken_queue,
+        )
     with_rule = listener is not None and listener.json
     for i, (event, results, failure) in enumerate(outcomes):
         if failures and i in failures:

@@ -1,6 +1,6 @@
 -- commit.lua: commit a batch of processed events, all of each event or none of it.
 --
--- KEYS[1]   taken queue
+-- KEYS[1]   taken list (the instance's, see recover.lua)
 -- KEYS[2]   failed queue
 -- KEYS[3]   failed reasons hash (event -> JSON array of records, one per failed copy:
 --             reason, time, attempts; see resc/core/failures.py)
@@ -10,7 +10,8 @@
 -- ARGV[2]   listener channel, or '' for none
 -- ARGV[3]   listener format: 'text' (the original's messages) or 'json'
 -- ARGV[4]   the watcher's name (its input queue), for json messages
--- ARGV[5..] one record per event, in the order they were taken:
+-- ARGV[5]   the watcher's taken queue, as messages name it (not the instance's list)
+-- ARGV[6..] one record per event, in the order they were taken:
 --             event, n, then n times: task, queue key index, set key index (0: no
 --               set), and with the json format the rule's name and the make's name
 --               ('' for none)
@@ -28,11 +29,12 @@
 -- so every key's type is checked before the first write.
 --
 -- Identical events share their attempts count and their reasons field: the count goes
--- only with the last copy in the taken queue, and each failed copy adds its own record.
+-- only with the last copy in the taken list, and each failed copy adds its own record.
+-- (A copy in another instance's hands is not seen here: its count starts again.)
 
 local taken, failed, reasons, attempts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local score, channel = ARGV[1], ARGV[2]
-local json, watcher = ARGV[3] == 'json', ARGV[4]
+local json, watcher, named = ARGV[3] == 'json', ARGV[4], ARGV[5]
 local stride = json and 5 or 3
 local now
 if channel ~= '' and json then
@@ -44,7 +46,7 @@ end
 
 -- Pass 1: every key must hold its expected type or not exist.
 local expected = {[1] = 'list', [2] = 'list', [3] = 'hash', [4] = 'hash'}
-local i, nargs = 5, #ARGV
+local i, nargs = 6, #ARGV
 while i <= nargs do
   local count = tonumber(ARGV[i + 1])
   i = i + 2
@@ -99,7 +101,7 @@ local function add_failure(event, reason, tries)
   redis.call('HSET', reasons, event, cjson.encode(records))
 end
 local status = {}
-i = 5
+i = 6
 while i <= nargs do
   local event = ARGV[i]
   local count = tonumber(ARGV[i + 1])
@@ -137,9 +139,9 @@ while i <= nargs do
             kind = 'trigger', event = event, task = task, queue = queue,
             set = set_index > 0 and KEYS[set_index] or nil, rule = ARGV[i + 3],
             make = ARGV[i + 4] ~= '' and ARGV[i + 4] or nil,
-            watcher = watcher, taken_queue = taken, time = now}))
+            watcher = watcher, taken_queue = named, time = now}))
         else
-          redis.call('PUBLISH', channel, taken .. ' TRIGGER ' .. event .. ' -> ' .. task)
+          redis.call('PUBLISH', channel, named .. ' TRIGGER ' .. event .. ' -> ' .. task)
         end
       else
         status[#status + 1] = 'd'
@@ -150,9 +152,9 @@ while i <= nargs do
       -- no message
     elseif json then
       redis.call('PUBLISH', channel, cjson.encode({
-        kind = 'done', event = event, watcher = watcher, taken_queue = taken, time = now}))
+        kind = 'done', event = event, watcher = watcher, taken_queue = named, time = now}))
     else
-      redis.call('PUBLISH', channel, taken .. ' DONE ' .. event)
+      redis.call('PUBLISH', channel, named .. ' DONE ' .. event)
     end
   end
 end
