@@ -270,7 +270,7 @@ def test_a_stop_ends_in_time_even_when_redis_stops_answering(tmp_path: Path, web
             server.process.send_signal(signal.SIGCONT)
     assert process.returncode == 0
     assert seconds < 4, seconds  # the grace period, one more second, and out
-    assert "grace period over: unfinished events stay in their taken queue" in stderr
+    assert "grace period over: unfinished events stay in their taken list" in stderr
     assert in_hand(client) == [b"slow"]  # for another instance, once its heartbeat expires
     client.close()
     server.kill()

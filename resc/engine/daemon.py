@@ -290,8 +290,8 @@ class Daemon:
         unfinished = self._stop_watchers(list(self._running))
         if unfinished:
             log.warning(
-                "grace period over: unfinished events stay in their taken queue "
-                "and are processed first at the next start",
+                "grace period over: unfinished events stay in their taken list, put "
+                "back by another resc (or the next start) once the heartbeat expires",
                 watchers=", ".join(unfinished),
             )
         self._expiry.close()

@@ -25,6 +25,7 @@ the watcher, or a lost heartbeat) `<id>.1`, `<id>.2`, and so on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -33,6 +34,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 from resc.config.models import Watcher as WatcherConfig
 from resc.core.errors import HeartbeatLost, InstanceIdTaken, RedisUnavailable, StoreError
@@ -44,7 +46,7 @@ from resc.core.keys import (
     taken_owner,
 )
 from resc.core.logs import get_logger
-from resc.engine.store import Store
+from resc.engine.store import Recovered, Store
 
 log = get_logger("resc.instances")
 
@@ -89,9 +91,47 @@ class Identity:
 
     def heartbeat_value(self, ttl_ms: int) -> str:
         return json.dumps(
-            {"host": self.host, "pid": self.pid, "ttl_ms": ttl_ms, "token": self.token},
+            {
+                "host": self.host,
+                "pid": self.pid,
+                "ttl_ms": ttl_ms,
+                "machine": _MACHINE,
+                "token": self.token,
+            },
             separators=(",", ":"),
         )
+
+
+def _machine() -> str:
+    """This machine and process namespace (a container), as a short tag, so that a pid
+    is only checked where it means the same process; '' when unknown."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return ""
+    return hashlib.sha1(f"{boot}/{namespace}".encode()).hexdigest()[:8]
+
+
+_MACHINE = _machine()
+
+
+def dead_here(value: str) -> bool:
+    """True when a heartbeat's value is that of a process of this machine and process
+    namespace that is gone: its heartbeat need not be waited out."""
+    fields = parse_heartbeat(value.encode())
+    pid = fields.get("pid")
+    if not _MACHINE or fields.get("machine") != _MACHINE or not isinstance(pid, int):
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: a process of another user lives with that pid
+        return False
+    return False
 
 
 def parse_heartbeat(value: bytes | None) -> dict[str, object]:
@@ -127,6 +167,9 @@ class Membership:
         self.registry = instances(config.taken_queue)
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
+        # Interrupted events put back by sweeps, that the watcher has not heard of yet.
+        self._interrupted = 0
+        self._interrupted_lock = threading.Lock()
         self._log = log.bind(watcher=config.input_queue)
 
     @property
@@ -176,13 +219,24 @@ class Membership:
         self.id = self.identity.next_id(self.config.taken_queue)
         deadline = 0.0
         seen: tuple[str, int] | None = None
+        dead = ""
         while True:
             held = store.heartbeat(
-                self.heartbeat, self.registry, self.taken_list, self.id, value, self.ttl_ms, True
+                self.heartbeat,
+                self.registry,
+                self.taken_list,
+                self.id,
+                value,
+                self.ttl_ms,
+                True,
+                dead,
             )
             if not isinstance(held, tuple):
                 return True
             holder, left_ms = held
+            if holder != dead and dead_here(holder):
+                dead = holder  # a crashed process of this machine: taken over at once
+                continue
             if seen is not None and (holder != seen[0] or left_ms > seen[1]):
                 raise InstanceIdTaken(
                     f"instance id {self.id} is used by another live resc "
@@ -236,17 +290,34 @@ class Membership:
                 failed=recovered.failed,
             )
 
+    def interrupted(self) -> int:
+        """How many interrupted events the sweeps put back since the last call: they
+        are first in the input queue, and the watcher takes them one at a time."""
+        with self._interrupted_lock:
+            n, self._interrupted = self._interrupted, 0
+        return n
+
+    def _count(self, recovered: Recovered | None) -> int:
+        if recovered is None:
+            return 0
+        with self._interrupted_lock:
+            self._interrupted += recovered.interrupted
+        return recovered.back + recovered.failed
+
     def sweep(self, store: Store) -> int:
         """Put back the taken lists of the dead instances (and an older resc's plain taken
         queue when no older resc holds it); the number of events put back or failed."""
         cfg = self.config
         others = [i for i in store.members(self.registry) if i != self.id]
         beats = [instance_heartbeat(cfg.taken_queue, i) for i in others]
-        alive = store.existing(beats) if beats else []
+        values = store.values(beats) if beats else []
         moved = 0
-        for instance, beating in zip(others, alive, strict=True):
-            if beating:
-                continue
+        for instance, value in zip(others, values, strict=True):
+            dead_value = ""
+            if value is not None:
+                if not dead_here(value):
+                    continue
+                dead_value = value  # its process is gone from this machine
             recovered = store.recover(
                 cfg.input_queue,
                 instance_taken(cfg.taken_queue, instance),
@@ -257,8 +328,10 @@ class Membership:
                 registry=self.registry,
                 leaving=instance,
                 only_if_dead=True,
+                dead_value=dead_value,
             )
-            if recovered is not None and (recovered.back or recovered.failed):
+            if self._count(recovered):
+                assert recovered is not None
                 moved += recovered.back + recovered.failed
                 self._log.warning(
                     "recovered the events of a dead instance",
@@ -277,7 +350,8 @@ class Membership:
                 registry=self.registry,
                 only_if_dead=True,
             )
-            if recovered is not None and (recovered.back or recovered.failed):
+            if self._count(recovered):
+                assert recovered is not None
                 moved += recovered.back + recovered.failed
                 self._log.warning(
                     "recovered the events left in the plain taken queue (by an older resc)",

@@ -212,6 +212,7 @@ class Store:
         registry: str = "",
         leaving: str = "",
         only_if_dead: bool = False,
+        dead_value: str = "",
     ) -> Recovered | None:
         """Move every event of the taken list back to the input queue, to be taken first.
 
@@ -221,7 +222,8 @@ class Store:
         watcher's taken queue, which names the attempts hash (default: `taken_list`).
 
         `liveness` is the list holder's heartbeat (or an older resc's owner key):
-        with `only_if_dead`, nothing is done while it exists, and None is returned.
+        with `only_if_dead`, nothing is done while it exists (unless it holds
+        `dead_value`, a holder known to be dead), and None is returned.
         `leaving`: the holder's id, deleted with its heartbeat from `registry`. A key
         of the wrong type: StoreError, and nothing moved."""
         keys = (
@@ -234,7 +236,7 @@ class Store:
             liveness or taken_owner(taken_list),
             registry or f"{taken_list}/instances",
         )
-        args = (max_attempts, leaving, "1" if only_if_dead else "0")
+        args = (max_attempts, leaving, "1" if only_if_dead else "0", dead_value)
         command = self._script("recover", keys, args)
         back, failed, interrupted = self._call(command, f"recovering {taken_list}", list)
         if int(back) < 0:
@@ -280,13 +282,14 @@ class Store:
         value: str,
         ttl_ms: int,
         join: bool,
+        dead_value: str = "",
     ) -> tuple[str, int] | bool:
         """Join (register with a heartbeat) or refresh the heartbeat. True when done;
         False when refreshing an expired heartbeat (nothing refreshed, the id registered
         again); (value, its time to live in ms) when another process holds it."""
         keys = (heartbeat, registry, taken_list)
         command = self._script(
-            "heartbeat", keys, (instance, ttl_ms, value, "join" if join else "beat")
+            "heartbeat", keys, (instance, ttl_ms, value, "join" if join else "beat", dead_value)
         )
 
         def done(reply: Any) -> tuple[str, int] | bool:
@@ -301,10 +304,15 @@ class Store:
         ids = self._call((b"SMEMBERS", registry), f"reading {registry}", list)
         return sorted(i.decode("utf-8", "replace") for i in ids)
 
-    def existing(self, keys: Sequence[str]) -> list[bool]:
-        """Whether each key exists, in one round trip."""
-        replies = [self._send((b"EXISTS", k), f"reading {k}", int) for k in keys]
-        return [reply.get() == 1 for reply in replies]
+    def values(self, keys: Sequence[str]) -> list[str | None]:
+        """The value of each string key (None when it does not exist), in one round trip.
+        A key of another type: StoreError."""
+
+        def text(reply: Any) -> str | None:
+            return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else None
+
+        replies = [self._send((b"GET", k), f"reading {k}", text) for k in keys]
+        return [reply.get() for reply in replies]
 
     def lengths(self, queues: Sequence[str]) -> list[int]:
         """LLEN of each queue, in one round trip."""

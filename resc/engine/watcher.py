@@ -14,7 +14,13 @@ from typing import NamedTuple, TypeVar
 from resc.config.models import DEFAULT_RULE_NAME, Config, Fetch
 from resc.config.models import Watcher as WatcherConfig
 from resc.connection.edge import reconnect_delay_s
-from resc.core.errors import EventError, FetchStopped, RedisUnavailable, StoreError
+from resc.core.errors import (
+    EventError,
+    FetchStopped,
+    HeartbeatLost,
+    RedisUnavailable,
+    StoreError,
+)
 from resc.core.keys import failed_reasons
 from resc.core.logs import get_logger
 from resc.core.metrics import FetchStats, WatcherStats
@@ -127,9 +133,13 @@ class Watcher:
                             self.stats.reconnects += 1
                             self.log.info("Redis is back", url=self.store.display_url)
                     self._pump()
+                except HeartbeatLost as exc:
+                    # Not an outage: join again at once, under a new id (see join()).
+                    connected = False
+                    self.log.warning("heartbeat lost: joining again", error=str(exc))
                 except StoreError as exc:
                     # After any Redis error nothing held in memory is trusted: the next
-                    # connection starts by recovering the taken queue.
+                    # connection starts by recovering the taken list.
                     connected = False
                     # The wait keeps growing while the same failure follows each
                     # recovery (a key of the wrong type): it starts again only after
@@ -167,6 +177,9 @@ class Watcher:
         # Before the first take: what dead instances (or an older resc) had in hand is
         # taken first.
         self.member.sweep(self.store)
+        self._alone += self.member.interrupted()
+        if self._alone:
+            self.log.info("taking the interrupted events one at a time", events=self._alone)
         return True
 
     def _recover(self, max_attempts: int | None = None) -> None:
@@ -194,8 +207,6 @@ class Watcher:
                 failed=failed,
                 taken_list=self.member.taken_list,
             )
-        if interrupted:
-            self.log.info("taking the interrupted events one at a time", events=interrupted)
 
     def _pump(self) -> None:
         """Take, process and commit batches until the input queue is empty or resc stops.
@@ -208,6 +219,7 @@ class Watcher:
         taken_list, heartbeat = member.taken_list, member.heartbeat
         first = store.wait_take(cfg.input_queue, taken_list)
         member.check()
+        self._alone += member.interrupted()
         if first is None:
             self._worked = True
             return
@@ -216,6 +228,7 @@ class Watcher:
         taken_at = time.monotonic()
         committing: _Committing | None = None
         while True:
+            self._alone += member.interrupted()
             most = 1 if self._alone else cfg.batch
             next_events = store.send_take(cfg.input_queue, taken_list, most, heartbeat)
             self.stats.taken += len(events)

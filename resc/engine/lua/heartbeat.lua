@@ -9,6 +9,8 @@
 -- ARGV[3]  the heartbeat's value: JSON with the host, pid, time to live and a token of
 --          the process, which tells it from another process under the same id
 -- ARGV[4]  'join': start (the heartbeat may be missing); 'beat': a refresh
+-- ARGV[5]  with 'join': a value of KEYS[1] known to be a dead holder's (its process is
+--          gone from this machine), which is taken over; '' for none
 -- Returns  0 when done; 1 when refreshing a heartbeat that has expired (nothing is
 --          refreshed: the instance lost its taken list, or may lose it at any time, to
 --          another; its id is registered again, so that the list is recovered even if
@@ -26,7 +28,7 @@ for index, wanted in ipairs({'string', 'set', 'list'}) do
 end
 
 local value = redis.call('GET', KEYS[1])
-if value and value ~= ARGV[3] then
+if value and value ~= ARGV[3] and not (ARGV[4] == 'join' and value == ARGV[5]) then
   return {value, redis.call('PTTL', KEYS[1])}
 end
 redis.call('SADD', KEYS[2], ARGV[1])

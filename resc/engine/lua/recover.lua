@@ -17,6 +17,8 @@
 --          KEYS[7] is deleted and ARGV[2] removed from KEYS[8]
 -- ARGV[3]  '1': another instance's list: nothing is done while KEYS[7] exists (the
 --          holder is alive); '0': the caller's own list, moved whatever KEYS[7] holds
+-- ARGV[4]  with '1': a value of KEYS[7] known to be a dead holder's (its process is
+--          gone from this machine), which counts as expired; '' for none
 -- Returns  {events put back, events moved to the failed queue, events put back that
 --          were being processed (interrupted)}, or {-1, 0, 0} when the holder is alive
 --          (nothing done); an error reply, before any write, when a key holds the wrong
@@ -46,7 +48,9 @@ for index, wanted in ipairs({'list', 'list', 'hash', 'list', 'hash', 'string', '
 end
 
 if ARGV[3] == '1' and redis.call('EXISTS', KEYS[7]) == 1 then
-  return {-1, 0, 0}
+  if ARGV[4] == '' or redis.call('GET', KEYS[7]) ~= ARGV[4] then
+    return {-1, 0, 0}
+  end
 end
 
 local max_attempts = tonumber(ARGV[1])
