@@ -14,7 +14,10 @@ from typing import Any
 import pytest
 import redis
 
+from resc.config.load import config_from_source
+from resc.config.source import read_source
 from resc.core.errors import EXIT_FATAL, EXIT_USAGE
+from resc.engine.daemon import Daemon
 from resc.engine.store import Store
 from tests.conftest import (
     RedisServer,
@@ -333,3 +336,50 @@ def test_the_instance_id_from_the_environment_names_the_taken_list(
         assert r.ttl("in/taken/pod-0/heartbeat") > 10  # the default time to live: 15 s
     finally:
         stop(process)
+
+
+def test_a_watcher_restarted_by_a_reload_joins_under_the_next_id(
+    r: redis.Redis, redis_server: RedisServer, tmp_path: Path
+):
+    config = backlog_config(redis_server.url)
+    path = write_config(tmp_path, config)
+    daemon = Daemon(config_from_source(read_source(path)), config_path=path, instance="pod-0")
+    daemon.start()
+    try:
+        wait_until(lambda: registered(r) == {"pod-0"})
+        r.lpush("in", "ev/1")
+        wait_until(lambda: r.llen("todo") == 1)
+        config["watchers"][0]["batch"] = 10  # a setting: the watcher starts anew
+        write_config(tmp_path, config)
+        assert daemon.reload()
+        # The old instance left (nothing in hand), the new one has the next id.
+        wait_until(lambda: registered(r) == {"pod-0.1"})
+        assert not r.exists("in/taken/pod-0/heartbeat")
+        r.lpush("in", "ev/2")
+        wait_until(lambda: r.llen("todo") == 2)
+    finally:
+        daemon.stop.set()
+        assert daemon.wait() == 0
+    assert r.lrange("todo", 0, -1) == [b"task/2", b"task/1"]
+    assert not r.exists("in/taken/instances", "in/taken/attempts")
+
+
+def test_a_wrong_typed_registry_is_named_and_resc_goes_on_once_it_is_fixed(
+    r: redis.Redis, redis_server: RedisServer, tmp_path: Path
+):
+    r.set("in/taken/instances", "not a set")
+    r.lpush("in", "ev/1")
+    path = write_config(tmp_path, backlog_config(redis_server.url))
+    a = start(path, "a")
+    try:
+        time.sleep(3)
+        assert r.lrange("in", 0, -1) == [b"ev/1"]  # nothing taken meanwhile
+        r.delete("in/taken/instances")
+        wait_until(lambda: r.lrange("todo", 0, -1) == [b"task/1"], timeout_s=20)
+    finally:
+        err = stop(a)
+    assert (
+        "refreshing in/taken/a/heartbeat: in/taken/instances holds a string, where resc "
+        "keeps a set" in err
+    )
+    assert "Traceback" not in err
