@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,25 @@ def backlog_config(url: str, dedup: bool = False, **top: Any) -> dict[str, Any]:
     return make_config(url, [{"input_queue": "in", "rules": [rule]}], **top)
 
 
+_started: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left() -> Iterator[None]:
+    """A test that fails half-way leaves no resc running on the next test's queues."""
+    yield
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            process.send_signal(signal.SIGCONT)
+            process.kill()
+            process.communicate()
+
+
 def start(path: Path, instance: str, *more: str) -> subprocess.Popen[str]:
-    return resc_process("--instance", instance, "--heartbeat-ttl", TTL, *more, str(path))
+    process = resc_process("--instance", instance, "--heartbeat-ttl", TTL, *more, str(path))
+    _started.append(process)
+    return process
 
 
 def stop(process: subprocess.Popen[str]) -> str:
@@ -330,6 +348,7 @@ def test_the_instance_id_from_the_environment_names_the_taken_list(
 ):
     path = write_config(tmp_path, backlog_config(redis_server.url))
     process = resc_process(str(path), env={"RESC_INSTANCE": "pod-0"})
+    _started.append(process)
     try:
         wait_until(lambda: registered(r) == {"pod-0"}, timeout_s=20)
         assert in_hand(r) == []
@@ -376,6 +395,8 @@ def test_a_wrong_typed_registry_is_named_and_resc_goes_on_once_it_is_fixed(
         assert r.lrange("in", 0, -1) == [b"ev/1"]  # nothing taken meanwhile
         r.delete("in/taken/instances")
         wait_until(lambda: r.lrange("todo", 0, -1) == [b"task/1"], timeout_s=20)
+        # The id given is kept: the failed joins did not use it up.
+        assert registered(r) == {"a"}
     finally:
         err = stop(a)
     assert (

@@ -163,6 +163,7 @@ class Membership:
         self.beat_every_s = heartbeat_ttl_s / 3
         self.stop = stop
         self.id: str | None = None
+        self._joined = False  # self.id holds a heartbeat of this process
         self.lost = False  # set by the heartbeat thread: the heartbeat had expired
         self.registry = instances(config.taken_queue)
         self._done = threading.Event()
@@ -193,14 +194,15 @@ class Membership:
         meanwhile. False when stopped while waiting for an id held by another process;
         InstanceIdTaken when a live one holds it."""
         value = self.identity.heartbeat_value(self.ttl_ms)
-        if self.id is not None:
+        if self._joined:
+            old = self.id
+            assert old is not None
             held = store.heartbeat(
-                self.heartbeat, self.registry, self.taken_list, self.id, value, self.ttl_ms, False
+                self.heartbeat, self.registry, self.taken_list, old, value, self.ttl_ms, False
             )
             self.lost = False
             if held is True:
                 return self._started()
-            old = self.id
             if held is False:
                 # Expired: what is left in the list is this instance's, and nobody
                 # processes it now.
@@ -210,13 +212,17 @@ class Membership:
                 "longer than its time to live): starting again under a new instance id",
                 instance=old,
             )
+            self._joined = False
             self.id = None
+        if self.id is None:
+            self.id = self.identity.next_id(self.config.taken_queue)
         if not self._claim(store, value):
             return False
+        self._joined = True
         return self._started()
 
     def _claim(self, store: Store, value: str) -> bool:
-        self.id = self.identity.next_id(self.config.taken_queue)
+        assert self.id is not None
         deadline = 0.0
         seen: tuple[str, int] | None = None
         dead = ""
@@ -374,7 +380,7 @@ class Membership:
                         store.connect()
                         connected = True
                     instance = self.id
-                    if instance is not None and not self.lost:
+                    if instance is not None and self._joined and not self.lost:
                         held = store.heartbeat(
                             instance_heartbeat(self.config.taken_queue, instance),
                             self.registry,
@@ -407,7 +413,7 @@ class Membership:
         self._done.set()
         if self._thread is not None:
             self._thread.join(1.0)  # longer only when Redis hangs: the heartbeat expires
-        if store is None or self.id is None:
+        if store is None or self.id is None or not self._joined:
             return
         try:
             self._leave(store, self.id, 0)
