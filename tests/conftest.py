@@ -142,9 +142,19 @@ def running(config: dict[str, Any], tmp_path: Path) -> Iterator[Daemon]:
         assert daemon.wait() == 0
 
 
+def in_hand(r: redis.Redis, taken_queue: str = "in/taken") -> list[bytes]:
+    """The events in the hands of a watcher's instances (oldest of each list first), and
+    those in its plain taken queue (an older resc's)."""
+    lists = [taken_queue] + [
+        f"{taken_queue}/{i.decode()}" for i in sorted(r.smembers(f"{taken_queue}/instances"))
+    ]
+    return [event for name in lists for event in r.lrange(name, 0, -1)[::-1]]
+
+
 def drained(r: redis.Redis, *queues: str) -> bool:
-    """True when every named list is empty."""
-    return all(r.llen(q) == 0 for q in queues)
+    """True when every named list is empty; for a taken queue, also the taken lists of
+    the watcher's instances."""
+    return all(r.llen(q) == 0 and not in_hand(r, q) for q in queues)
 
 
 def resc_process(

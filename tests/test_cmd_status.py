@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -111,6 +113,7 @@ def test_json_for_scripts(r, redis_server, tmp_path):
             key("global/taken", "taken", 1),
             key("global/events/failed", "failed", 1, reasons=1),
         ],
+        "instances": [],
         "todo": [],
         "truncated_globs": [],
         "not_shown": ["trt/${process_id}/todo-queue"],
@@ -370,3 +373,57 @@ def test_many_todo_queues_are_bounded(r, redis_server, tmp_path):
     assert data["truncated_globs"] == ["trt/*/todo"]
     text = run_resc("status", path, "--max-keys", "3")
     assert text.stdout.splitlines()[-1] == "more than 3 todo queues match trt/*/todo: 3 shown"
+
+
+def test_the_instances_of_each_watcher_are_listed_with_heartbeat_age_and_events_in_hand(
+    r, redis_server, tmp_path
+):
+    config = make_config(
+        redis_server.url, [{"input_queue": "in", "rules": [{"on": "", "make": {"queue": "o"}}]}]
+    )
+    path = str(write_config(tmp_path, config))
+    # A live instance holding two events, refreshed 5 s ago; a dead one holding one.
+    beat = json.dumps({"host": "node-1", "pid": 42, "ttl_ms": 15_000, "token": "t"})
+    r.set("in/taken/pod-0/heartbeat", beat, px=10_000)
+    r.lpush("in/taken/pod-0", "e1", "e2")
+    r.lpush("in/taken/pod-1", "e3")
+    r.sadd("in/taken/instances", "pod-0", "pod-1")
+    done = run_resc("status", path)
+    assert (done.returncode, done.stderr) == (0, "")
+    lines = done.stdout.splitlines()
+    start = lines.index("WATCHER  INSTANCE  HOST             HEARTBEAT" + " " * 45 + "IN HAND")
+    # The age grows while resc status starts: 5 s and a little more.
+    live = re.fullmatch(r"in {7}pod-0 {5}node-1 \(pid 42\)  ([\d.]+) s ago +2", lines[start + 1])
+    assert live is not None, lines[start + 1]
+    assert 5 <= float(live[1]) < 15
+    assert lines[start + 2] == (
+        "in       pod-1     ?                expired (dead: its events go back at the next "
+        "sweep)        1"
+    )
+    data = json.loads(run_resc("status", path, "--json").stdout)
+    assert [(i["id"], i["alive"], i["in_hand"], i["host"]) for i in data["instances"]] == [
+        ("pod-0", True, 2, "node-1"),
+        ("pod-1", False, 1, None),
+    ]
+    assert 4.5 < data["instances"][0]["heartbeat_age_s"] < 15
+
+
+def test_a_running_resc_is_listed_as_a_live_instance(r, redis_server, tmp_path):
+    config = make_config(
+        redis_server.url, [{"input_queue": "in", "rules": [{"on": "", "make": {"queue": "o"}}]}]
+    )
+    path = str(write_config(tmp_path, config))
+    process = resc_process("--instance", "pod-7", path)
+    try:
+        wait_until(lambda: r.exists("in/taken/pod-7/heartbeat"), timeout_s=20)
+        data = json.loads(run_resc("status", path, "--json").stdout)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    [instance] = data["instances"]
+    assert instance["id"] == "pod-7"
+    assert instance["alive"] is True
+    assert instance["host"] == socket.gethostname()
+    assert instance["pid"] == process.pid
+    assert instance["in_hand"] == 0
+    assert 0 <= instance["heartbeat_age_s"] < 15

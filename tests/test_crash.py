@@ -4,9 +4,6 @@ middle of a backlog."""
 from __future__ import annotations
 
 import signal
-import socket
-import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +13,7 @@ import redis
 from tests.conftest import (
     RedisServer,
     drained,
+    in_hand,
     make_config,
     resc_process,
     running,
@@ -66,7 +64,7 @@ def test_sigkill_during_a_backlog_then_restart_gives_one_task_per_event(
         wait_until(lambda at=kill_at: r.llen("todo") >= at, timeout_s=60)
         process.send_signal(signal.SIGKILL)
         process.wait()
-        in_flight = r.llen("in/taken")
+        in_flight = len(in_hand(r))
         caught_in_hand += in_flight
         print(f"killed at {r.llen('todo')} tasks, {in_flight} events in the taken queue")
     # The kills caught resc with events taken but not committed: what recovery is for.
@@ -103,51 +101,33 @@ def test_redis_killed_and_restarted_during_a_backlog_loses_and_duplicates_nothin
         server.kill()
 
 
-# The refusal is tested on each server by test_owner.py; this long run on Redis only.
+# A long run: on Redis only (instances cooperating are tested on each server by
+# test_instances.py).
 @pytest.mark.slow
-def test_a_second_resc_during_a_backlog_is_refused_and_the_first_killed_loses_nothing(
+def test_a_second_resc_during_a_backlog_cooperates_and_the_first_killed_loses_nothing(
     r: redis.Redis, redis_server: RedisServer, tmp_path: Path
 ):
-    preload(r, BACKLOG)
-    pushed = [BACKLOG]
-    refused = threading.Event()
-
-    def keep_the_first_busy() -> None:
-        # Events keep coming until the second resc gives up, however fast the first is.
-        producer = redis.Redis(port=redis_server.port)
-        while not refused.is_set():
-            if producer.llen("in") < BACKLOG // 2:
-                start = pushed[0]
-                producer.lpush("in", *(f"ev/{i}" for i in range(start, start + 1000)))
-                pushed[0] = start + 1000
-            time.sleep(0.01)
-        producer.close()
-
+    count = 10 * BACKLOG  # still busy with it when the second one has started
+    preload(r, count)
     path = str(write_config(tmp_path, backlog_config(redis_server.url)))
-    first = resc_process(path)
-    producer = threading.Thread(target=keep_the_first_busy)
-    producer.start()
+    first = resc_process("--instance", "one", "--heartbeat-ttl", "3", path)
+    second = None
     try:
         wait_until(lambda: r.llen("todo") >= 2_000, timeout_s=60)
-        second = resc_process(path)
-        _, err = second.communicate(timeout=60)
-        assert second.returncode == 1
-        assert f"in/taken is held by another resc ({socket.gethostname()}:{first.pid}:" in err
+        # A second resc on the same queues is no longer refused: it takes its share.
+        second = resc_process("run", "--instance", "two", "--heartbeat-ttl", "3", path)
+        wait_until(lambda: r.scard("in/taken/instances") == 2, timeout_s=30)
         assert first.poll() is None
+        wait_until(lambda: r.llen("in/taken/one") and r.llen("in/taken/two"), timeout_s=30)
     finally:
-        refused.set()
-        producer.join()
         first.send_signal(signal.SIGKILL)
         first.wait()
-    count = pushed[0]
-    in_flight = r.llen("in/taken")
-    assert in_flight > 0
-    third = resc_process(path)
+    # The first one's events in hand go back once its heartbeat has expired.
     try:
         wait_until(lambda: r.llen("todo") >= count and drained(r, "in", "in/taken"), timeout_s=120)
     finally:
-        third.send_signal(signal.SIGTERM)
-        assert third.wait(timeout=20) == 0
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=20) == 0
     assert_exactly_once(r, count)
     # The events in hand at the kill were counted once, and forgotten when committed.
-    assert not r.exists("in/failed", "in/taken/attempts", "in/taken/owner")
+    assert not r.exists("in/failed", "in/taken/attempts", "in/taken/instances")

@@ -187,7 +187,9 @@ def test_the_overview_shows_the_watchers_queues_and_counts(
     expect(panel.locator('[data-value="taken"]')).to_have_text("0")
     expect(panel).to_contain_text("taken 6 · committed 5 · failed 1 since start")
     expect(page.locator("#status")).to_have_text("ready")
-    expect(page.locator("#overview-instances")).to_contain_text(str(os.getpid()))
+    instances = page.locator("#overview-instances")
+    expect(instances).to_contain_text(str(os.getpid()))
+    expect(instances).to_contain_text("this instance")
     expect(panel.locator("svg.spark polyline").first).to_be_attached()
     shoot(page, "overview", tmp_path_factory)
 

@@ -73,6 +73,9 @@ class _NoWatchers:
     def queue_lengths(self) -> list[tuple[str, str, int]]:
         return []
 
+    def instances(self) -> list[tuple[str, str, str]]:
+        return []
+
 
 @pytest.fixture
 def api(r: redis.Redis, redis_server: RedisServer, tmp_path: Path) -> Iterator[httpx.Client]:

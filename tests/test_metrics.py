@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -86,7 +87,12 @@ def daemon(redis_server: RedisServer, tmp_path: Path, web: ScriptedService) -> I
     )
     port = free_port()
     process = resc_process(
-        "run", "--http", f"127.0.0.1:{port}", str(write_config(tmp_path, config))
+        "run",
+        "--http",
+        f"127.0.0.1:{port}",
+        "--instance",
+        "pod-3",
+        str(write_config(tmp_path, config)),
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -133,6 +139,13 @@ def test_metrics_count_events_tasks_and_rules_exactly(r, daemon: str):
     assert metric(text, "resc_watcher_ready", watcher=W) == 1
     assert metric(text, "resc_redis_reconnects_total", watcher=W) == 0
     assert 'resc_build_info{version="' in text
+    # The instance's id, on an info metric of its own (Prometheus sets `instance`).
+    host = socket.gethostname()
+    assert metric(text, "resc_instance_info", watcher=W, id="pod-3", host=host) == 1
+    r.lpush("global/events/taken/pod-3", "held")  # as if it were in hand
+    text = get(daemon + "/metrics")[1]
+    assert metric(text, "resc_queue_length", watcher=W, queue="taken") == 1
+    r.delete("global/events/taken/pod-3")
 
     r.lpush("global/events", "acq/p/2")
     text = wait_until(
@@ -160,7 +173,12 @@ def test_readyz_is_503_while_redis_is_down_and_200_when_it_is_back(tmp_path: Pat
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     process = resc_process(
-        "run", "--http", f"127.0.0.1:{port}", str(write_config(tmp_path, config))
+        "run",
+        "--http",
+        f"127.0.0.1:{port}",
+        "--instance",
+        "pod-3",
+        str(write_config(tmp_path, config)),
     )
     try:
         wait_until(lambda: _answers(base) and get(base + "/readyz")[0] == 200)
@@ -211,7 +229,12 @@ def test_readyz_is_503_from_the_first_answer_until_redis_can_be_reached(tmp_path
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     process = resc_process(
-        "run", "--http", f"127.0.0.1:{port}", str(write_config(tmp_path, config))
+        "run",
+        "--http",
+        f"127.0.0.1:{port}",
+        "--instance",
+        "pod-3",
+        str(write_config(tmp_path, config)),
     )
     try:
         wait_until(lambda: _answers(base), timeout_s=60)  # a loaded machine starts slowly
@@ -344,7 +367,12 @@ def test_the_first_scrape_after_a_redis_restart_has_the_queue_lengths(tmp_path: 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     process = resc_process(
-        "run", "--http", f"127.0.0.1:{port}", str(write_config(tmp_path, config))
+        "run",
+        "--http",
+        f"127.0.0.1:{port}",
+        "--instance",
+        "pod-3",
+        str(write_config(tmp_path, config)),
     )
     try:
         wait_until(lambda: _answers(base) and get(base + "/readyz")[0] == 200)

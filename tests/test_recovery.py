@@ -16,6 +16,7 @@ from resc.config.load import config_from_source
 from resc.config.source import read_source
 from resc.core.errors import StoreError
 from resc.core.failures import FailedRecord, decode
+from resc.engine.instances import Identity
 from resc.engine.rules import Result
 from resc.engine.store import Outcome, Recovered, Store
 from resc.engine.watcher import Watcher
@@ -31,7 +32,9 @@ def store(redis_server):
 
 
 def recover(store: Store, max_attempts: int = 5) -> Recovered:
-    return store.recover("in", "in/taken", "in/failed", max_attempts)
+    recovered = store.recover("in", "in/taken", "in/failed", max_attempts)
+    assert recovered is not None
+    return recovered
 
 
 def fail(store: Store, event: str, reason: str) -> str:
@@ -56,7 +59,7 @@ def wrong_type(r: redis.Redis, key: str, wanted: str) -> str:
 
 
 def state(r: redis.Redis) -> dict[str, Any]:
-    return {key.decode(): r.dump(key) for key in sorted(r.keys("*")) if not key.endswith(b"/owner")}
+    return {key.decode(): r.dump(key) for key in sorted(r.keys("*"))}
 
 
 # --- a wrong-typed key: an error naming it, and nothing written -------------------
@@ -107,11 +110,57 @@ def test_a_replay_with_a_wrong_typed_key_leaves_the_event_failed(r, store, key, 
     assert state(r) == before
 
 
-def test_an_owner_key_of_the_wrong_type_is_named(r, store):
-    r.rpush("in/taken/owner", "x")
-    with pytest.raises(StoreError, match=r"^claiming in/taken/owner: in/taken/owner holds a list"):
-        store.claim_owner("in/taken/owner", "me", 1000)
-    assert r.lrange("in/taken/owner", 0, -1) == [b"x"]
+@pytest.mark.parametrize(
+    ("key", "wanted"),
+    [("in/taken/w1/heartbeat", "string"), ("in/taken/instances", "set"), ("in/taken/w1", "list")],
+)
+def test_a_heartbeat_with_a_wrong_typed_key_is_named_and_writes_nothing(r, store, key, wanted):
+    actual = wrong_type(r, key, wanted)
+    before = state(r)
+    with pytest.raises(StoreError) as raised:
+        store.heartbeat(
+            "in/taken/w1/heartbeat", "in/taken/instances", "in/taken/w1", "w1", "{}", 5000, True
+        )
+    assert str(raised.value) == (
+        f"refreshing in/taken/w1/heartbeat: {key} holds a {actual}, where resc keeps a {wanted}"
+    )
+    assert state(r) == before
+
+
+@pytest.mark.parametrize(
+    ("key", "wanted"), [("in/taken/w1/heartbeat", "string"), ("in/taken/instances", "set")]
+)
+def test_a_recovery_of_a_dead_instance_with_a_wrong_typed_key_changes_nothing(
+    r, store, key, wanted
+):
+    r.lpush("in/taken/w1", "x")
+    r.sadd("in/taken/instances", "w1")
+    actual = wrong_type(r, key, wanted)
+    before = state(r)
+    with pytest.raises(StoreError) as raised:
+        store.recover(
+            "in",
+            "in/taken/w1",
+            "in/failed",
+            5,
+            attempts_of="in/taken",
+            liveness="in/taken/w1/heartbeat",
+            registry="in/taken/instances",
+            leaving="w1",
+            only_if_dead=True,
+        )
+    assert str(raised.value) == (
+        f"recovering in/taken/w1: {key} holds a {actual}, where resc keeps a {wanted}"
+    )
+    assert state(r) == before
+
+
+def test_a_take_with_a_wrong_typed_heartbeat_takes_nothing(r, store):
+    r.lpush("in", "a")
+    r.rpush("in/taken/w1/heartbeat", "x")
+    with pytest.raises(StoreError, match=r"^taking from in: in/taken/w1/heartbeat holds a list, "):
+        store.take("in", "in/taken/w1", 10, "in/taken/w1/heartbeat")
+    assert r.lrange("in", 0, -1) == [b"a"]
 
 
 # --- identical events -------------------------------------------------------------
@@ -228,7 +277,7 @@ def watcher_for(redis_server, tmp_path, store: Store | None = None, **settings: 
         [{"input_queue": "in", "rules": [{"on": "", "make": {"queue": "out"}}], **settings}],
     )
     loaded = config_from_source(read_source(write_config(tmp_path, config)))
-    return Watcher(loaded.watchers[0], loaded, store=store)
+    return Watcher(loaded.watchers[0], loaded, store=store, identity=Identity("w1"))
 
 
 class CountingStore(Store):
@@ -264,12 +313,12 @@ def test_a_wrong_typed_reasons_key_is_logged_and_the_event_stays_taken(
     r, redis_server, tmp_path, caplog
 ):
     caplog.set_level(logging.DEBUG, logger="resc.watcher")
-    r.lpush("in/taken", "x")
+    r.lpush("in/taken/w1", "x")
     r.hset("in/taken/attempts", "x", 4)
     r.set("in/failed/reasons", "a string")
     store = CountingStore(redis_server.url)
     run_for(watcher_for(redis_server, tmp_path, store), 2.0)
-    assert r.lrange("in/taken", 0, -1) == [b"x"]
+    assert r.lrange("in/taken/w1", 0, -1) == [b"x"]
     assert r.hgetall("in/taken/attempts") == {b"x": b"4"}
     assert not r.exists("in/failed", "in")
     assert store.connects <= 6
@@ -277,19 +326,22 @@ def test_a_wrong_typed_reasons_key_is_logged_and_the_event_stays_taken(
     assert [(e["event"], e["error"]) for e in errors] == [  # type: ignore[index]
         (
             "Redis refused a command, retrying",
-            "recovering in/taken: in/failed/reasons holds a string, where resc keeps a hash",
+            "recovering in/taken/w1: in/failed/reasons holds a string, where resc keeps a hash",
         )
     ]
 
 
-def test_an_idle_watcher_recovers_what_another_left_in_its_taken_queue(r, redis_server, tmp_path):
+def test_a_watcher_recovers_what_an_older_resc_left_in_the_plain_taken_queue(
+    r, redis_server, tmp_path
+):
     config = make_config(
         redis_server.url, [{"input_queue": "in", "rules": [{"on": "", "make": {"queue": "out"}}]}]
     )
     with running(config, tmp_path):
         r.lpush("in", "first")
         wait_until(lambda: r.llen("out") == 1)
-        r.lpush("in/taken", "left")  # as by a resc that crashed with it in hand
-        wait_until(lambda: r.llen("out") == 2, timeout_s=5)
+        r.lpush("in/taken", "left")  # as by an older resc that crashed with it in hand
+        # The sweep runs every third of the heartbeat's time to live (15 s).
+        wait_until(lambda: r.llen("out") == 2, timeout_s=15)
     assert r.lrange("out", 0, -1) == [b"left", b"first"]
     assert not r.exists("in/taken", "in/taken/attempts")

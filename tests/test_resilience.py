@@ -21,6 +21,7 @@ from resc.engine.daemon import Daemon
 from tests.conftest import (
     RedisServer,
     drained,
+    in_hand,
     make_config,
     resc_process,
     run_resc,
@@ -73,7 +74,7 @@ def test_an_event_interrupted_max_attempts_times_goes_to_the_failed_queue(
         wait_until(lambda a=attempt: web.paths.count("/hang") == a)
         process.send_signal(signal.SIGKILL)  # a crash while the event is in hand
         process.wait()
-        assert r.lrange("in/taken", 0, -1) == [b"hang/1"]
+        assert in_hand(r) == [b"hang/1"]
     process = resc_process(path)
     try:
         wait_until(lambda: r.llen("in/failed") == 1)

@@ -5,12 +5,9 @@ dashboard options that `resc run` shares."""
 from __future__ import annotations
 
 import argparse
-import os
 import signal
-import socket
 import sys
 import threading
-import time
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -72,20 +69,8 @@ def access_of(args: argparse.Namespace, listen: str) -> Access:
 def daemon_dashboard(daemon: Daemon, access: Access) -> Dashboard:
     """The dashboard of a running daemon: its config (as reloaded), counters, readiness."""
     from resc.dashboard.app import Dashboard
-    from resc.engine.owner import INSTANCE
-    from resc.ops.instances import Instance
 
-    this = Instance(
-        INSTANCE,
-        socket.gethostname(),
-        os.getpid(),
-        time.time(),
-        None,
-        tuple(w.input_queue for w in daemon.config.watchers),
-    )
-    return Dashboard(
-        lambda: daemon.config, daemon, daemon.not_ready, access, this=this, in_daemon=True
-    )
+    return Dashboard(lambda: daemon.config, daemon, daemon.not_ready, access, in_daemon=True)
 
 
 def main(args: argparse.Namespace) -> int:

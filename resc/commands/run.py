@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from resc.commands.common import load_config_or_exit
 from resc.commands.dashboard import access_of, add_options, daemon_dashboard
@@ -40,6 +42,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "http.listen)",
     )
     parser.add_argument(
+        "--instance",
+        metavar="ID",
+        type=_instance_id,
+        default=os.environ.get("RESC_INSTANCE") or None,
+        help="this resc's instance id (default: $RESC_INSTANCE, else host:pid:random); "
+        "each watcher takes into <taken_queue>/ID",
+    )
+    parser.add_argument(
+        "--heartbeat-ttl",
+        metavar="S",
+        type=_heartbeat_ttl,
+        help="seconds a watcher's heartbeat lives unless refreshed, after which another "
+        "resc puts its events back (overrides the config's heartbeat_ttl, default 15)",
+    )
+    parser.add_argument(
         "--fail-fast",
         action="store_true",
         help="exit at once (status 1) when Redis cannot be reached at start, "
@@ -48,8 +65,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, standalone=False)
 
 
+class _Instance(NamedTuple):
+    """--instance and --heartbeat-ttl."""
+
+    id: str | None
+    heartbeat_ttl_s: float | None
+
+
+def _instance_id(text: str) -> str:
+    from resc.engine.instances import check_instance_id
+
+    try:
+        return check_instance_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _heartbeat_ttl(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or not 3 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(
+            f"{text} s: the heartbeat must live from 3 to 3600 seconds (refreshed every "
+            "third of it)"
+        )
+    return seconds
+
+
 def main(args: argparse.Namespace) -> int:
     config = load_config_or_exit(args.config)
+    instance = _Instance(args.instance, args.heartbeat_ttl)
     if args.http is not None:
         try:
             parse_listen(args.http)
@@ -75,10 +122,10 @@ def main(args: argparse.Namespace) -> int:
             # A reloaded config would point the watchers away from the private server.
             print("resc: --watch-config cannot be used with an embedded Redis", file=sys.stderr)
             return EXIT_USAGE
-        return _run_with_private_redis(config, args.http, dashboard)
+        return _run_with_private_redis(config, args.http, dashboard, instance)
     if args.fail_fast and not _redis_reachable(config):
         return EXIT_FATAL
-    return _run(config, Path(args.config), args.watch_config, args.http, dashboard)
+    return _run(config, Path(args.config), args.watch_config, args.http, dashboard, instance)
 
 
 def _run(
@@ -87,6 +134,7 @@ def _run(
     watch_config: bool,
     http_listen: str | None,
     dashboard: Access | None,
+    instance: _Instance,
     on_forced_exit: Callable[[], None] | None = None,
 ) -> int:
     from resc.engine import daemon
@@ -103,7 +151,15 @@ def _run(
             )
         )
     try:
-        return daemon.run(config, config_path, watch_config, services, on_forced_exit)
+        return daemon.run(
+            config,
+            config_path,
+            watch_config,
+            services,
+            on_forced_exit,
+            instance=instance.id,
+            heartbeat_ttl_s=instance.heartbeat_ttl_s,
+        )
     except RescError as exc:
         print(f"resc: {exc}", file=sys.stderr)
         return EXIT_FATAL
@@ -124,7 +180,7 @@ def _redis_reachable(config: Config) -> bool:
 
 
 def _run_with_private_redis(
-    config: Config, http_listen: str | None, dashboard: Access | None
+    config: Config, http_listen: str | None, dashboard: Access | None, instance: _Instance
 ) -> int:
     """The daemon on a private Redis server that lives as long as it does (a second
     signal, which exits at once, kills the server first). Not reloadable: a reloaded
@@ -149,6 +205,7 @@ def _run_with_private_redis(
             False,
             http_listen,
             dashboard,
+            instance,
             on_forced_exit=lambda: server.close(at_once=True),
         )
     finally:

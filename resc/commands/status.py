@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from rich.console import Group
 
     from resc.config.models import Config
-    from resc.ops.status import Key, Row, StatusReader, TodoRead
+    from resc.ops.status import InstanceSample, Key, Row, StatusReader, TodoRead
     from resc.ops.todo_status import TodoSample, WorkerSample
 
 NAME = "status"
@@ -82,6 +82,7 @@ TODO_COLUMNS = (
     "NOTE",
 )
 WORKER_COLUMNS = ("WORKER", "QUEUE", "HEARTBEAT", "HOLDS")
+INSTANCE_COLUMNS = ("WATCHER", "INSTANCE", "HOST", "HEARTBEAT", "IN HAND")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,7 @@ class View:
     todo: TodoRead
     held_for: dict[tuple[str, str], float]
     heartbeat_ages: dict[tuple[str, str], float]
+    instances: list[InstanceSample]
 
 
 def _age(seconds: float | None) -> str:
@@ -187,6 +189,20 @@ def _worker_cells(s: TodoSample, w: WorkerSample, view: View) -> list[str]:
     return [w.id, s.queue, _heartbeat(s, w, view), _holds(s.queue, w, view.held_for)]
 
 
+def _instance_cells(i: InstanceSample) -> list[str]:
+    if not i.alive:
+        beat = "expired (dead: its events go back at the next sweep)"
+    elif i.heartbeat_age_s is None:
+        beat = "alive"
+    else:
+        beat = f"{i.heartbeat_age_s:.1f} s ago"
+    host = i.host or "?"
+    if i.pid is not None:
+        host += f" (pid {i.pid})"
+    hand = f"{i.in_hand}" + (f" ({i.wrong_type})" if i.wrong_type else "")
+    return [i.watcher, i.id, host, beat, hand]
+
+
 def _columns(table: list[list[str]], right: set[int]) -> list[str]:
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     return [
@@ -203,6 +219,9 @@ def _text(url: str, view: View, footer: list[str]) -> str:
     lines += _columns(
         [[c for i, c in enumerate(COLUMNS) if i != 3]] + [_cells(r, False) for r in view.rows], {2}
     )
+    if view.instances:
+        table = [list(INSTANCE_COLUMNS)] + [_instance_cells(i) for i in view.instances]
+        lines += ["", *_columns(table, {4})]
     samples = view.todo.samples
     if samples:
         table = [list(TODO_COLUMNS)] + [_todo_cells(s, view.time) for s in samples]
@@ -227,6 +246,13 @@ def _tables(url: str, view: View, footer: list[str], error: str | None) -> Group
     caption = ([f"last refresh failed: {error}"] if error else []) + footer
     table.caption = Text("\n".join(caption)) if caption else None
     parts: list[Table] = [table]
+    if view.instances:
+        members = Table()
+        for column in INSTANCE_COLUMNS:
+            members.add_column(column, justify="right" if column == "IN HAND" else "left")
+        for i in view.instances:
+            members.add_row(*(Text(cell) for cell in _instance_cells(i)))
+        parts.append(members)
     samples = view.todo.samples
     if samples:
         todo = Table()
@@ -288,6 +314,19 @@ def _json(url: str, view: View, unlisted: list[str]) -> dict[str, Any]:
             }
             for r in view.rows
         ],
+        "instances": [
+            {
+                "watcher": i.watcher,
+                "id": i.id,
+                "host": i.host,
+                "pid": i.pid,
+                "alive": i.alive,
+                "heartbeat_age_s": i.heartbeat_age_s,
+                "heartbeat_expires_in_s": i.heartbeat_expires_in_s,
+                "in_hand": i.in_hand,
+            }
+            for i in view.instances
+        ],
         "todo": [
             {
                 "queue": s.queue,
@@ -314,9 +353,9 @@ Refresh = tuple[float, "View | None", str | None]  # time, the view or the Redis
 
 def _read(
     reader: StatusReader, config: Config, keys: list[Key], args: argparse.Namespace
-) -> tuple[TodoRead, list[Any]]:
+) -> tuple[TodoRead, list[Any], list[InstanceSample]]:
     todo = reader.todo(config, args.queue, args.max_keys)
-    return todo, reader.sample(keys, args.queue, shown=todo.names())
+    return todo, reader.sample(keys, args.queue, shown=todo.names()), reader.instances(config)
 
 
 def _refreshes(
@@ -331,13 +370,14 @@ def _refreshes(
         view: View | None = None
         error = None
         try:
-            todo, samples = _read(reader, config, keys, args)
+            todo, samples, members = _read(reader, config, keys, args)
             view = View(
                 now,
                 tracker.update(samples, now),
                 todo,
                 tracker.held_for(todo.samples, now),
                 tracker.heartbeat_ages(todo.samples),
+                members,
             )
         except StoreError as exc:
             error = str(exc)
@@ -365,8 +405,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         if not args.watch:
             now = time.time()
-            todo, samples = _read(reader, config, keys, args)
-            view = View(now, [Row(s, None, None) for s in samples], todo, {}, {})
+            todo, samples, members = _read(reader, config, keys, args)
+            view = View(now, [Row(s, None, None) for s in samples], todo, {}, {}, members)
             if args.json:
                 print(json.dumps(_json(url, view, unlisted), indent=2))
             else:

@@ -474,6 +474,13 @@ class Config(_Model):
         description="seconds to finish the events in hand when stopping; fetches still "
         "running then are abandoned (8: inside docker stop's 10 s)",
     )
+    heartbeat_ttl: float = Field(
+        15.0,
+        ge=3,
+        le=3600,
+        description="seconds a watcher's heartbeat lives unless refreshed (every third of "
+        "it); after that, another resc on the same config puts its events back",
+    )
     watchers: list[Watcher] = Field(min_length=1)
     tests: list[Case] = Field(
         [], description="unit tests run by `resc test`; the daemon ignores them"

@@ -6,7 +6,9 @@
     │   ├── MissingVariable    a pattern names a variable with no value for this event
     │   └── FetchError         a web service call failed (connection, timeout, status, body)
     │       └── FetchStopped       resc was stopping while the fetch waited to retry
+    ├── InstanceIdTaken    another live resc runs under the instance id given to this one
     └── StoreError         Redis cannot be reached or refused a command
+        └── HeartbeatLost      a watcher's heartbeat expired: it starts again, under a new id
 
 Errors of the libraries underneath (redis-py, httpx) are converted where they enter:
 in store.py and fetch.py.
@@ -54,6 +56,15 @@ class FetchStopped(FetchError):
 
 class StoreError(RescError):
     """Redis is unreachable or answered with an error."""
+
+
+class HeartbeatLost(StoreError):
+    """A watcher's heartbeat expired: another instance may have put its taken list back,
+    so it starts again under a new instance id."""
+
+
+class InstanceIdTaken(RescError):
+    """Another live resc runs under the instance id given to this one."""
 
 
 class RedisUnavailable(StoreError):

@@ -18,20 +18,47 @@ def failed_reasons(failed_queue: str) -> str:
 
 def attempts(taken_queue: str) -> str:
     """Hash: event -> how many times its processing was interrupted (resc killed, Redis
-    connection lost) while it sat in the taken queue."""
+    connection lost) while it was in hand. One per watcher, shared by its instances, so
+    that an event that crashes one instance after another is counted by each."""
     return f"{taken_queue}/attempts"
 
 
-def taken_ahead(taken_queue: str) -> str:
-    """String: how many events on the taken queue's left (newest) end were taken ahead
-    and are not being processed yet; the others are (see lua/recover.lua)."""
-    return f"{taken_queue}/ahead"
+def taken_ahead(taken_list: str) -> str:
+    """String: how many events on a taken list's left (newest) end were taken ahead and
+    are not being processed yet; the others are (see lua/recover.lua)."""
+    return f"{taken_list}/ahead"
 
 
 def taken_owner(taken_queue: str) -> str:
-    """String with a time to live: the id of the resc instance that holds the taken
-    queue (resc.engine.owner)."""
+    """String with a time to live: the id of the older resc (one instance per taken
+    queue) that holds the plain taken queue. Only read: while it exists, that list is
+    left alone (resc.engine.instances)."""
     return f"{taken_queue}/owner"
+
+
+# The keys of the instances of a watcher (resc.engine.instances), next to its taken
+# queue. An instance id never holds a "/" and is none of the derived words, so that these
+# names cannot meet: `<taken_queue>/<id>` is never `<taken_queue>/attempts`.
+
+RESERVED_INSTANCE_IDS = frozenset({"attempts", "ahead", "owner", "instances"})
+
+
+def instance_taken(taken_queue: str, instance: str) -> str:
+    """List: the events one instance took and has in hand (oldest on the right)."""
+    return f"{taken_queue}/{instance}"
+
+
+def instance_heartbeat(taken_queue: str, instance: str) -> str:
+    """String with a time to live, refreshed while the instance runs: JSON with its host,
+    pid and the time to live in milliseconds. Gone: the instance is dead, and any other
+    instance puts its taken list back."""
+    return f"{taken_queue}/{instance}/heartbeat"
+
+
+def instances(taken_queue: str) -> str:
+    """Set: the ids of the instances that have a taken list for this watcher (alive, or
+    dead and not recovered yet)."""
+    return f"{taken_queue}/instances"
 
 
 # A worker's keys (resc.worker.worker), next to its queue.

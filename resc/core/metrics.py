@@ -168,6 +168,10 @@ class Observed(Protocol):
         """(watcher, "input" | "taken" | "failed", length), read now; [] without Redis."""
         ...
 
+    def instances(self) -> list[tuple[str, str, str]]:
+        """(watcher, its instance id, host) of each running watcher."""
+        ...
+
 
 class RescCollector(Collector):
     """Metric families for every running watcher of a daemon, at scrape time."""
@@ -179,6 +183,16 @@ class RescCollector(Collector):
         info = InfoMetricFamily("resc_build", "resc's version")
         info.add_metric([], {"version": __version__})
         yield info
+        # Prometheus sets `instance` itself, from the scraped target: the id resc gives
+        # itself goes in a label of its own, on an info metric to join on.
+        instances = InfoMetricFamily(
+            "resc_instance",
+            "the instance id of each running watcher (its taken list is <taken_queue>/<id>)",
+            labels=["watcher"],
+        )
+        for watcher, instance, host in self._daemon.instances():
+            instances.add_metric([watcher], {"id": instance, "host": host})
+        yield instances
         watchers = self._daemon.watchers()
         yield from self._counts(watchers)
         yield from self._histograms(watchers)

@@ -30,7 +30,6 @@ from resc.dashboard.live import LiveTail
 from resc.dashboard.views import overview, queues, rules
 from resc.ops import explain
 from resc.ops.failed import FailedStore
-from resc.ops.instances import Instance
 from resc.ops.status import StatusReader
 
 STATIC = files("resc.dashboard") / "static"
@@ -60,7 +59,8 @@ class ExplainBody(BaseModel):
 
 class Dashboard:
     """The dashboard of a config. `observed` holds the daemon's counters (none for a
-    dashboard without watchers); `this` is the instance it runs in."""
+    dashboard without watchers); `in_daemon`: it runs inside `resc run`, whose instance
+    the overview marks as this one."""
 
     def __init__(
         self,
@@ -68,7 +68,6 @@ class Dashboard:
         observed: Observed,
         readiness: Callable[[], dict[str, str]],
         access: Access,
-        this: Instance | None = None,
         in_daemon: bool = False,
         interval_s: float = 2.0,
     ) -> None:
@@ -76,7 +75,6 @@ class Dashboard:
         self.observed = observed
         self.readiness = readiness
         self.access = access
-        self.this = this
         self.in_daemon = in_daemon
         url = config().redis.url
         self.reader = StatusReader(url)
@@ -177,7 +175,7 @@ class Dashboard:
         }
 
     def _overview(self) -> dict[str, Any]:
-        return overview(self.config(), self.history, self.readiness, self.this, self.in_daemon)
+        return overview(self.config(), self.history, self.readiness, self.reader, self.in_daemon)
 
     def _explain(self, body: ExplainBody) -> dict[str, Any]:
         config = self.config()

@@ -4,6 +4,8 @@ and tasks are handed on as strings, for the page to show as text."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -11,9 +13,9 @@ from typing import Any
 import redis
 
 from resc.config.models import Config
+from resc.core.errors import StoreError
 from resc.core.metrics import Histogram, Observed
 from resc.dashboard.history import History, Point, rate_per_s
-from resc.ops.instances import Instance, running_instances
 from resc.ops.status import StatusReader
 from resc.ops.todo_status import TodoSample
 from resc.server.claims import claims_key
@@ -42,7 +44,7 @@ def overview(
     config: Config,
     history: History,
     readiness: Callable[[], dict[str, str]],
-    this: Instance | None,
+    reader: StatusReader,
     in_daemon: bool,
 ) -> dict[str, Any]:
     points = history.snapshot()
@@ -103,19 +105,41 @@ def overview(
         "watchers": watchers,
         "events_per_s": totals if known_rates else None,
         "fetch_error_rate": _fetch_error_rate(recent),
-        "instances": [
-            {
-                "id": i.id,
-                "host": i.host,
-                "pid": i.pid,
-                "started": i.started_s,
-                "heartbeat_age_s": i.heartbeat_age_s,
-                "here": i == this,
-                "watchers": list(i.watchers),
-            }
-            for i in running_instances(this)
-        ],
+        "instances": _instances(config, reader, in_daemon),
     }
+
+
+def _instances(config: Config, reader: StatusReader, in_daemon: bool) -> list[dict[str, Any]]:
+    """Every registered resc instance of the config's watchers (resc.engine.instances),
+    one row per id with the watchers it works for; [] when Redis cannot be read (the
+    overview says so)."""
+    try:
+        samples = reader.instances(config)
+    except StoreError:
+        return []
+    rows: dict[str, dict[str, Any]] = {}
+    here = (socket.gethostname(), os.getpid())
+    for s in samples:
+        row = rows.setdefault(
+            s.id,
+            {
+                "id": s.id,
+                "host": s.host,
+                "pid": s.pid,
+                "alive": s.alive,
+                "heartbeat_age_s": s.heartbeat_age_s,
+                "in_hand": 0,
+                "here": in_daemon and (s.host, s.pid) == here,
+                "watchers": [],
+                "wrong_types": [],
+            },
+        )
+        row["alive"] = row["alive"] and s.alive
+        row["in_hand"] += s.in_hand
+        row["watchers"].append(s.watcher)
+        if s.wrong_type is not None:
+            row["wrong_types"].append(f"{s.watcher}: {s.wrong_type}")
+    return list(rows.values())
 
 
 def _fetch_error_rate(recent: tuple[Point, Point] | None) -> float | None:

@@ -15,11 +15,18 @@ from resc.config.load import load_config
 from resc.config.models import EMBEDDED_REDIS, Config
 from resc.config.models import Watcher as WatcherConfig
 from resc.connection.edge import redact_url
-from resc.core.errors import EXIT_FATAL, EXIT_FORCED, EXIT_OK, ConfigError, StoreError
+from resc.core.errors import (
+    EXIT_FATAL,
+    EXIT_FORCED,
+    EXIT_OK,
+    ConfigError,
+    InstanceIdTaken,
+    StoreError,
+)
 from resc.core.logs import get_logger
 from resc.core.metrics import WatcherStats
 from resc.engine.expiry import ExpiryStats, SetExpiry
-from resc.engine.owner import QueueHeld
+from resc.engine.instances import Identity
 from resc.engine.scheduler import Scheduler, SchedulerStats
 from resc.engine.store import Store
 from resc.engine.watcher import Watcher
@@ -60,8 +67,15 @@ class Daemon:
         watch_config: bool = False,
         grace_period_s: float | None = None,
         services: Sequence[ServiceFactory] = (),
+        instance: str | None = None,
+        heartbeat_ttl_s: float | None = None,
     ) -> None:
+        """`instance`: the base of the instance ids (default: host, pid and a random
+        part); `heartbeat_ttl_s` overrides the config's heartbeat_ttl, also after a
+        reload."""
         self.config = config
+        self.identity = Identity(instance)
+        self.heartbeat_ttl_s = heartbeat_ttl_s
         self.config_path = config_path
         self.watch_config = watch_config and config_path is not None
         self.grace_period_s = config.grace_period if grace_period_s is None else grace_period_s
@@ -99,7 +113,14 @@ class Daemon:
         name = watcher_config.input_queue
         before = self._stats.get(name)
         stats = before.continued() if before is not None else WatcherStats()
-        watcher = Watcher(watcher_config, self.config, stats=stats, on_delayed=self._scheduler.wake)
+        watcher = Watcher(
+            watcher_config,
+            self.config,
+            stats=stats,
+            on_delayed=self._scheduler.wake,
+            identity=self.identity,
+            heartbeat_ttl_s=self.heartbeat_ttl_s,
+        )
         self._stats[name] = stats
         thread = threading.Thread(
             target=self._run_watcher,
@@ -113,7 +134,7 @@ class Daemon:
     def _run_watcher(self, watcher: Watcher) -> None:
         try:
             watcher.run()
-        except QueueHeld as exc:
+        except InstanceIdTaken as exc:
             log.error(
                 "watcher stopped: stopping resc", watcher=watcher.config.input_queue, error=str(exc)
             )
@@ -161,6 +182,7 @@ class Daemon:
             new.redis != self.config.redis
             or new.listener_channel != self.config.listener_channel
             or new.listener_format != self.config.listener_format
+            or new.heartbeat_ttl != self.config.heartbeat_ttl
         )
         wanted = {w.input_queue: w for w in new.watchers}
         replaced = [
@@ -199,15 +221,26 @@ class Daemon:
     def watchers(self) -> list[tuple[str, WatcherStats]]:
         return list(self._stats.items())
 
+    def instances(self) -> list[tuple[str, str, str]]:
+        """(watcher, its instance id, host) of every running watcher that has joined."""
+        running = [watcher for watcher, _ in list(self._running.values())]
+        return [
+            (w.config.input_queue, w.member.id, self.identity.host)
+            for w in running
+            if w.member.id is not None
+        ]
+
     def queue_lengths(self) -> list[tuple[str, str, int]]:
-        configs = [watcher.config for watcher, _ in list(self._running.values())]
+        running = [watcher for watcher, _ in list(self._running.values())]
+        # "taken": the events in this instance's hands.
         queues = [
-            (c.input_queue, kind, queue)
-            for c in configs
+            (w.config.input_queue, kind, queue)
+            for w in running
+            if w.member.id is not None
             for kind, queue in (
-                ("input", c.input_queue),
-                ("taken", c.taken_queue),
-                ("failed", c.failed_queue),
+                ("input", w.config.input_queue),
+                ("taken", w.member.taken_list),
+                ("failed", w.config.failed_queue),
             )
         ]
         with self._probe_lock:
@@ -265,8 +298,8 @@ class Daemon:
         unfinished = self._stop_watchers(list(self._running))
         if unfinished:
             log.warning(
-                "grace period over: unfinished events stay in their taken queue "
-                "and are processed first at the next start",
+                "grace period over: unfinished events stay in their taken list, put "
+                "back by another resc (or the next start) once the heartbeat expires",
                 watchers=", ".join(unfinished),
             )
         self._expiry.close()
@@ -307,10 +340,19 @@ def run(
     watch_config: bool = False,
     services: Sequence[ServiceFactory] = (),
     on_forced_exit: Callable[[], None] | None = None,
+    instance: str | None = None,
+    heartbeat_ttl_s: float | None = None,
 ) -> int:
     """Run resc until stopped by a signal; the exit status. RescError when a service
     (the HTTP server) cannot start."""
-    daemon = Daemon(config, config_path, watch_config, services=services)
+    daemon = Daemon(
+        config,
+        config_path,
+        watch_config,
+        services=services,
+        instance=instance,
+        heartbeat_ttl_s=heartbeat_ttl_s,
+    )
     daemon.install_signal_handlers(on_forced_exit)
     daemon.start()
     return daemon.wait()

@@ -42,6 +42,7 @@ SCAN_COUNT = 1000  # SCAN's COUNT hint: keys looked at per step
 # A sweep every quarter of the shortest set_ttl, within these bounds.
 SWEEP_MIN_S = 0.5
 SWEEP_MAX_S = 60.0
+CLOSE_WAIT_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +112,12 @@ class SetExpiry:
         self._config = config
 
     def close(self) -> None:
+        """Stop the thread; one still waiting on a frozen Redis after CLOSE_WAIT_S is left
+        behind, so that it never holds up resc's exit (each removal is one script)."""
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join()
-        if self._redis is not None:
+            self._thread.join(CLOSE_WAIT_S)
+        if self._redis is not None and not self._thread.is_alive():
             self._redis.close()
 
     def _run(self) -> None:

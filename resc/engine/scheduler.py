@@ -38,6 +38,7 @@ _SCRIPT = (files("resc.engine") / "lua" / "schedule.lua").read_text("utf-8")
 # Redis serves others.
 BATCH = 1000
 MAX_SLEEP_S = 1.0
+CLOSE_WAIT_S = 0.5
 
 
 @dataclass
@@ -77,11 +78,14 @@ class Scheduler:
         self._woken.set()
 
     def close(self) -> None:
+        """Stop the thread. A thread still waiting on Redis after CLOSE_WAIT_S (a frozen
+        server) is left behind, so that it never holds up resc's exit: what it does is
+        one atomic script at a time, and its next pass would redo what it left."""
         self._stop.set()
         self._woken.set()
         if self._thread.is_alive():
-            self._thread.join()
-        if self._redis is not None:
+            self._thread.join(CLOSE_WAIT_S)
+        if self._redis is not None and not self._thread.is_alive():
             self._redis.close()
 
     def _run(self) -> None:

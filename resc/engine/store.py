@@ -25,7 +25,7 @@ from redis.retry import Retry
 from resc.config.models import EMBEDDED_REDIS
 from resc.connection.clients import connection_pool, master_moved
 from resc.connection.edge import converted_errors, redact_url
-from resc.core.errors import RedisUnavailable, StoreError
+from resc.core.errors import HeartbeatLost, RedisUnavailable, StoreError
 from resc.core.failures import FailedRecord, decode
 from resc.core.keys import (
     DELAYED,
@@ -33,6 +33,7 @@ from resc.core.keys import (
     attempts,
     delayed_queues,
     failed_reasons,
+    instances,
     taken_ahead,
     taken_owner,
 )
@@ -40,7 +41,7 @@ from resc.engine.rules import Result
 
 _LUA = {
     name: (files("resc.engine") / "lua" / f"{name}.lua").read_text("utf-8")
-    for name in ("take", "recover", "commit", "replay", "owner")
+    for name in ("take", "recover", "commit", "replay", "heartbeat")
 }
 
 # A blocking take waits this long, so that a stop request is seen promptly.
@@ -58,7 +59,8 @@ class Listener(NamedTuple):
 
 
 class Recovered(NamedTuple):
-    """What a recovery did with the events of a taken queue."""
+    """What a recovery did with the events of a taken list (all 0 when its holder was
+    alive: see Store.recover)."""
 
     back: int  # put back into the input queue
     failed: int  # interrupted max_attempts times: moved to the failed queue
@@ -214,24 +216,46 @@ class Store:
     # --- commands -----------------------------------------------------------------
 
     def recover(
-        self, input_queue: str, taken_queue: str, failed_queue: str, max_attempts: int
-    ) -> Recovered:
-        """Move every event of the taken queue back to the input queue, to be taken first.
+        self,
+        input_queue: str,
+        taken_list: str,
+        failed_queue: str,
+        max_attempts: int,
+        *,
+        attempts_of: str | None = None,
+        liveness: str = "",
+        registry: str = "",
+        leaving: str = "",
+        only_if_dead: bool = False,
+        dead_value: str = "",
+    ) -> Recovered | None:
+        """Move every event of the taken list back to the input queue, to be taken first.
 
         With max_attempts > 0 the move counts as an interruption of each event that was
         being processed (not of those taken ahead; each text once), and an event
-        interrupted that often goes to the failed queue instead. A key of the wrong
-        type: StoreError, and nothing moved."""
+        interrupted that often goes to the failed queue instead. `attempts_of` is the
+        watcher's taken queue, which names the attempts hash (default: `taken_list`).
+
+        `liveness` is the list holder's heartbeat (or an older resc's owner key):
+        with `only_if_dead`, nothing is done while it exists (unless it holds
+        `dead_value`, a holder known to be dead), and None is returned.
+        `leaving`: the holder's id, deleted with its heartbeat from `registry`. A key
+        of the wrong type: StoreError, and nothing moved."""
         keys = (
             input_queue,
-            taken_queue,
-            attempts(taken_queue),
+            taken_list,
+            attempts(attempts_of or taken_list),
             failed_queue,
             failed_reasons(failed_queue),
-            taken_ahead(taken_queue),
+            taken_ahead(taken_list),
+            liveness or taken_owner(taken_list),
+            registry or f"{taken_list}/instances",
         )
-        command = self._script("recover", keys, (max_attempts,))
-        back, failed, interrupted = self._call(command, f"recovering {taken_queue}", list)
+        args = (max_attempts, leaving, "1" if only_if_dead else "0", dead_value)
+        command = self._script("recover", keys, args)
+        back, failed, interrupted = self._call(command, f"recovering {taken_list}", list)
+        if int(back) < 0:
+            return None
         return Recovered(int(back), int(failed), int(interrupted))
 
     def replay_one(self, failed_queue: str, input_queue: str) -> bytes | None:
@@ -264,34 +288,72 @@ class Store:
             listed.append((event, mine[n] if n < len(mine) else None))
         return length.get(), listed
 
-    def claim_owner(
-        self, owner_key: str, instance: str, ttl_ms: int, dead_holder: str = ""
-    ) -> tuple[str, int] | None:
-        """Claim or renew the owner key (ttl_ms > 0), or release it (0). None when done;
-        (holder, its time to live in ms) when another instance holds it."""
-        command = self._script("owner", (owner_key,), (instance, ttl_ms, dead_holder))
+    def heartbeat(
+        self,
+        heartbeat: str,
+        registry: str,
+        taken_list: str,
+        instance: str,
+        value: str,
+        ttl_ms: int,
+        join: bool,
+        dead_value: str = "",
+    ) -> tuple[str, int] | bool:
+        """Join (register with a heartbeat) or refresh the heartbeat. True when done;
+        False when refreshing an expired heartbeat (nothing refreshed, the id registered
+        again); (value, its time to live in ms) when another process holds it."""
+        keys = (heartbeat, registry, taken_list)
+        command = self._script(
+            "heartbeat", keys, (instance, ttl_ms, value, "join" if join else "beat", dead_value)
+        )
 
-        def held(reply: Any) -> tuple[str, int] | None:
-            if not isinstance(reply, list):
-                return None
-            return reply[0].decode("utf-8", "replace"), int(reply[1])
+        def done(reply: Any) -> tuple[str, int] | bool:
+            if isinstance(reply, list):
+                return reply[0].decode("utf-8", "replace"), int(reply[1])
+            return int(reply) == 0
 
-        return self._call(command, f"claiming {owner_key}", held)
+        return self._call(command, f"refreshing {heartbeat}", done)
+
+    def members(self, registry: str) -> list[str]:
+        """The instance ids registered in `registry`."""
+        ids = self._call((b"SMEMBERS", registry), f"reading {registry}", list)
+        return sorted(i.decode("utf-8", "replace") for i in ids)
+
+    def values(self, keys: Sequence[str]) -> list[str | None]:
+        """The value of each string key (None when it does not exist), in one round trip.
+        A key of another type: StoreError."""
+
+        def text(reply: Any) -> str | None:
+            return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else None
+
+        replies = [self._send((b"GET", k), f"reading {k}", text) for k in keys]
+        return [reply.get() for reply in replies]
 
     def lengths(self, queues: Sequence[str]) -> list[int]:
         """LLEN of each queue, in one round trip."""
         replies = [self._send((b"LLEN", q), f"reading {q}", int) for q in queues]
         return [reply.get() for reply in replies]
 
-    def send_take(self, input_queue: str, taken_queue: str, most: int) -> Reply[list[bytes]]:
-        """Move up to `most` waiting events to the taken queue, oldest first, marked as
-        taken ahead (the events taken before them are being processed); no wait."""
-        keys = (input_queue, taken_queue, taken_ahead(taken_queue))
+    def send_take(
+        self, input_queue: str, taken_list: str, most: int, heartbeat: str = ""
+    ) -> Reply[list[bytes]]:
+        """Move up to `most` waiting events to the taken list, oldest first, marked as
+        taken ahead (the events taken before them are being processed); no wait. With a
+        `heartbeat` that has expired: HeartbeatLost, and nothing taken."""
+        keys = (input_queue, taken_list, taken_ahead(taken_list), *([heartbeat] * bool(heartbeat)))
         command = self._script("take", keys, (most,))
-        return self._send(command, f"taking from {input_queue}", list)
 
-    def take(self, input_queue: str, taken_queue: str, most: int) -> list[bytes]:
-        return self.send_take(input_queue, taken_queue, most).get()
+        def taken(reply: Any) -> list[bytes]:
+            if not isinstance(reply, list):
+                raise HeartbeatLost(f"{heartbeat} has expired: nothing taken into {taken_list}")
+            return reply
+
+        return self._send(command, f"taking from {input_queue}", taken)
+
+    def take(
+        self, input_queue: str, taken_list: str, most: int, heartbeat: str = ""
+    ) -> list[bytes]:
+        return self.send_take(input_queue, taken_list, most, heartbeat).get()
 
     def wait_take(self, input_queue: str, taken_queue: str) -> bytes | None:
         """Wait up to BLOCK_TIMEOUT_S for one event and move it to the taken queue."""
@@ -311,31 +373,38 @@ class Store:
 
     def send_commit(
         self,
-        taken_queue: str,
+        taken_list: str,
         failed_queue: str,
         outcomes: Sequence[Outcome],
         listener: Listener | None,
+        taken_queue: str = "",
         *,
         input_queue: str,
     ) -> Reply[CommitReport]:
         """Commit a batch atomically: each event's tasks pushed (deduplicated through its
         set; a task with a due time in the future into its queue's delayed tasks) and
-        the event removed from the taken queue, or the event moved to the failed queue.
-        A key of the wrong type fails the events that use it."""
-        queues = _Queues(taken_queue, failed_queue, delayed_queues(input_queue))
+        the event removed from the taken list, or the event moved to the failed queue.
+        A key of the wrong type fails the events that use it. `taken_queue`: the
+        watcher's (default `taken_list`), which names the attempts hash and is named in
+        the listener's messages; `input_queue` names the watcher's set of queues with
+        delayed tasks."""
+        queues = _Queues(
+            taken_list, taken_queue or taken_list, failed_queue, delayed_queues(input_queue)
+        )
         return self._send_commit(queues, outcomes, listener, {})
 
     def commit(
         self,
-        taken_queue: str,
+        taken_list: str,
         failed_queue: str,
         outcomes: Sequence[Outcome],
         listener: Listener | None,
+        taken_queue: str = "",
         *,
         input_queue: str,
     ) -> CommitReport:
         return self.send_commit(
-            taken_queue, failed_queue, outcomes, listener, input_queue=input_queue
+            taken_list, failed_queue, outcomes, listener, taken_queue, input_queue=input_queue
         ).get()
 
     def _send_commit(
@@ -346,7 +415,6 @@ class Store:
         failures: dict[int, str],
     ) -> Reply[CommitReport]:
         keys, args = _commit_arguments(queues, outcomes, failures, listener)
-        taken_queue = queues.taken
 
         def report(status: bytes) -> CommitReport:
             text = status.decode()
@@ -369,13 +437,16 @@ class Store:
             return self._send_commit(queues, outcomes, listener, failures).get()
 
         command = self._script("commit", keys, args)
-        return self._send(command, f"committing to {taken_queue}", report)
+        return self._send(command, f"committing to {queues.taken_list}", report)
 
 
 class _Queues(NamedTuple):
-    """A watcher's own keys that a commit writes."""
+    """A watcher's own keys that a commit writes: the taken list it removes its events
+    from, the watcher's taken queue (whose attempts hash it updates), its failed queue and
+    its set of queues with delayed tasks."""
 
-    taken: str
+    taken_list: str
+    taken_queue: str
     failed: str
     delayed_queues: str
 
@@ -401,23 +472,41 @@ def _commit_arguments(
     """KEYS and ARGV of commit.lua (see its header). Records a failure for an event that
     would use one key in two roles (a queue and a set, say), or write into the watcher's
     own keys. A result due by now is pushed now."""
-    taken_queue, failed_queue = queues.taken, queues.failed
+    taken_list, taken_queue, failed_queue = queues.taken_list, queues.taken_queue, queues.failed
     keys = [
-        taken_queue.encode(),
+        taken_list.encode(),
         failed_queue.encode(),
         failed_reasons(failed_queue).encode(),
         attempts(taken_queue).encode(),
         queues.delayed_queues.encode(),
     ]
-    # Also the keys that only recover.lua, take.lua and the owner logic write.
-    own = {*keys, taken_ahead(taken_queue).encode(), taken_owner(taken_queue).encode()}
+    # Also the keys that only recover.lua, take.lua and the instances' logic write.
+    own = {
+        *keys,
+        *(
+            key.encode()
+            for key in (
+                taken_queue,
+                taken_ahead(taken_list),
+                taken_ahead(taken_queue),
+                taken_owner(taken_queue),
+                instances(taken_queue),
+                f"{taken_list}/heartbeat",
+            )
+        ),
+    }
     roles: dict[bytes, tuple[str, int]] = {}
     now = time.time()
     args: list[Any] = [int(now)]
     if listener is None:
-        args += ("", "text", "")
+        args += ("", "text", "", taken_queue)
     else:
-        args += (listener.channel, "json" if listener.json else "text", listener.watcher)
+        args += (
+            listener.channel,
+            "json" if listener.json else "text",
+            listener.watcher,
+            taken_queue,
+        )
     with_rule = listener is not None and listener.json
     for i, (event, results, failure) in enumerate(outcomes):
         if failures and i in failures:

@@ -15,11 +15,17 @@ from typing import NamedTuple, TypeVar
 from resc.config.models import DEFAULT_RULE_NAME, Config, Fetch
 from resc.config.models import Watcher as WatcherConfig
 from resc.connection.edge import reconnect_delay_s
-from resc.core.errors import EventError, FetchStopped, RedisUnavailable, StoreError
+from resc.core.errors import (
+    EventError,
+    FetchStopped,
+    HeartbeatLost,
+    RedisUnavailable,
+    StoreError,
+)
 from resc.core.keys import failed_reasons
 from resc.core.logs import get_logger
 from resc.core.metrics import FetchStats, WatcherStats
-from resc.engine.owner import Ownership
+from resc.engine.instances import Identity, Membership
 from resc.engine.pool import Pool
 from resc.engine.rules import RuleSet
 from resc.engine.store import CommitReport, Listener, Outcome, Reply, Store
@@ -43,6 +49,8 @@ class Watcher:
         fetcher: Fetcher | None = None,
         stats: WatcherStats | None = None,
         on_delayed: Callable[[], None] | None = None,
+        identity: Identity | None = None,
+        heartbeat_ttl_s: float | None = None,
     ) -> None:
         """`on_delayed` is called after a commit that put a task into its queue's
         delayed tasks (the daemon's scheduler.wake)."""
@@ -74,7 +82,10 @@ class Watcher:
         self._switch_lock = threading.Lock()
         self._pool: Pool | None = None
         self._abandoned = False
-        self.owner = Ownership(settings.redis.url, config.taken_queue, self.stop)
+        ttl_s = heartbeat_ttl_s or settings.heartbeat_ttl
+        self.member = Membership(
+            settings.redis.url, config, identity or Identity(), ttl_s, self.stop
+        )
         # Events interrupted at the last recovery still to take, one at a time: only the
         # one that crashes resc is then counted again.
         self._alone = 0
@@ -119,7 +130,7 @@ class Watcher:
                 try:
                     if not connected:
                         if not self._start():
-                            break  # stopped while waiting for the owner key
+                            break  # stopped while waiting for an instance id
                         connected = True
                         self.stats.ready = True
                         if lost:
@@ -127,9 +138,13 @@ class Watcher:
                             self.stats.reconnects += 1
                             self.log.info("Redis is back", url=self.store.display_url)
                     self._pump()
+                except HeartbeatLost as exc:
+                    # Not an outage: join again at once, under a new id (see join()).
+                    connected = False
+                    self.log.warning("heartbeat lost: joining again", error=str(exc))
                 except StoreError as exc:
                     # After any Redis error nothing held in memory is trusted: the next
-                    # connection starts by recovering the taken queue.
+                    # connection starts by recovering the taken list.
                     connected = False
                     # The wait keeps growing while the same failure follows each
                     # recovery (a key of the wrong type): it starts again only after
@@ -151,35 +166,52 @@ class Watcher:
                     failures += 1
                     self.stop.wait(delay)
         finally:
-            self.owner.release()
+            self.member.release(self.store if connected else None)
             if self._pool is not None:
                 self._pool.shutdown()
             self.fetch.close()
             self.store.close()
 
     def _start(self) -> bool:
-        """Connect, claim the taken queue and recover it; False when stopped meanwhile."""
+        """Connect, join as an instance and recover its taken list; False when stopped
+        meanwhile."""
         self.store.connect()
-        if not self.owner.claim(self.store):
+        if not self.member.join(self.store):
             return False
         self._recover()
+        # Before the first take: what dead instances (or an older resc) had in hand is
+        # taken first.
+        self.member.sweep(self.store)
+        self._alone += self.member.interrupted()
+        if self._alone:
+            self.log.info("taking the interrupted events one at a time", events=self._alone)
         return True
 
-    def _recover(self) -> None:
+    def _recover(self, max_attempts: int | None = None) -> None:
+        """Put back this instance's taken list, counted as interrupted (max_attempts 0:
+        not counted)."""
         cfg = self.config
-        back, failed, interrupted = self.store.recover(
-            cfg.input_queue, cfg.taken_queue, cfg.failed_queue, cfg.max_attempts
+        recovered = self.store.recover(
+            cfg.input_queue,
+            self.member.taken_list,
+            cfg.failed_queue,
+            cfg.max_attempts if max_attempts is None else max_attempts,
+            attempts_of=cfg.taken_queue,
+            liveness=self.member.heartbeat,
+            registry=self.member.registry,
         )
+        assert recovered is not None  # only a recovery of another's list may be refused
+        back, failed, interrupted = recovered
+        if max_attempts == 0:
+            return
         self._alone = interrupted
         if back or failed:
             self.log.warning(
                 "recovered interrupted events",
                 put_back=back,
                 failed=failed,
-                taken_queue=cfg.taken_queue,
+                taken_list=self.member.taken_list,
             )
-        if interrupted:
-            self.log.info("taking the interrupted events one at a time", events=interrupted)
 
     def _pump(self) -> None:
         """Take, process and commit batches until the input queue is empty or resc stops.
@@ -188,24 +220,22 @@ class Watcher:
         processed, and this one is committed while the next one is processed. The
         commits go out in order on one connection, each atomic on its own.
         """
-        cfg, store = self.config, self.store
-        first = store.wait_take(cfg.input_queue, cfg.taken_queue)
-        self.owner.check()
+        cfg, store, member = self.config, self.store, self.member
+        taken_list, heartbeat = member.taken_list, member.heartbeat
+        first = store.wait_take(cfg.input_queue, taken_list)
+        member.check()
+        self._alone += member.interrupted()
         if first is None:
             self._worked = True
-            # Idle with nothing in hand: whatever is in the taken queue was left there
-            # by another watcher (a crashed resc, or this queue's watcher before a
-            # reload), and nobody else will put it back.
-            if store.lengths([cfg.taken_queue])[0]:
-                self._recover()
             return
         self._alone = max(0, self._alone - 1)
         events = [first]
         taken_at = time.monotonic()
         committing: _Committing | None = None
         while True:
+            self._alone += member.interrupted()
             most = 1 if self._alone else cfg.batch
-            next_events = store.send_take(cfg.input_queue, cfg.taken_queue, most)
+            next_events = store.send_take(cfg.input_queue, taken_list, most, heartbeat)
             self.stats.taken += len(events)
             self.stats.batch_sizes.observe(len(events))
             outcomes = self._process(events)
@@ -214,10 +244,11 @@ class Watcher:
             committing = _Committing(
                 outcomes,
                 store.send_commit(
-                    cfg.taken_queue,
+                    taken_list,
                     cfg.failed_queue,
                     outcomes,
                     self.listener,
+                    cfg.taken_queue,
                     input_queue=cfg.input_queue,
                 ),
                 taken_at,
@@ -227,12 +258,12 @@ class Watcher:
             taken_at = time.monotonic()
             if not events or self.stop.is_set():
                 break
-            self.owner.check()
+            member.check()
         self._committed(committing)
         if self.stop.is_set():
             # Taken ahead but not processed: back to the input queue, in order, not
             # counted as interruptions.
-            store.recover(cfg.input_queue, cfg.taken_queue, cfg.failed_queue, 0)
+            self._recover(0)
 
     def _process(self, events: Sequence[bytes]) -> list[Outcome]:
         """The outcome of each event, in order; fewer when resc is stopping (the rest is
@@ -343,8 +374,9 @@ class Watcher:
         for i, (outcome, status) in enumerate(zip(outcomes, report.status, strict=True)):
             if status == "m":
                 self.log.warning(
-                    "event no longer in the taken queue: not committed, it will be "
-                    "processed again (is another resc watching this queue?)",
+                    "event no longer in this instance's taken list: not committed, it "
+                    "will be processed again (the heartbeat expired and another instance "
+                    "put the list back)",
                     input_task=outcome.event,
                 )
             elif status == "f":

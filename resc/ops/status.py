@@ -25,7 +25,8 @@ from resc.config.models import Config
 from resc.connection import clients
 from resc.connection.edge import redact_url
 from resc.core.errors import StoreError
-from resc.core.keys import failed_reasons
+from resc.core.keys import failed_reasons, instance_heartbeat, instance_taken, instances
+from resc.engine.instances import parse_heartbeat
 from resc.ops.todo_status import TodoSample, find_todo_queues, read_todo_queues
 
 _LENGTH = {"list": "llen", "zset": "zcard", "hash": "hlen", "set": "scard"}
@@ -111,6 +112,70 @@ class StatusReader:
         except redis.RedisError as exc:
             raise StoreError(f"cannot read Redis at {self.display_url}: {exc}") from None
 
+    def instances(self, config: Config) -> list[InstanceSample]:
+        """The registered instances of every watcher, by watcher then id. StoreError when
+        Redis cannot be read."""
+        try:
+            return self._instances(config)
+        except redis.RedisError as exc:
+            raise StoreError(f"cannot read Redis at {self.display_url}: {exc}") from None
+
+    def _instances(self, config: Config) -> list[InstanceSample]:
+        watchers = list({w.taken_queue: w for w in config.watchers}.values())
+        pipe = self._redis.pipeline(transaction=False)
+        for watcher in watchers:
+            pipe.type(instances(watcher.taken_queue))
+        registry_types = [_text(t) for t in pipe.execute()]
+        pipe = self._redis.pipeline(transaction=False)
+        for watcher, kind in zip(watchers, registry_types, strict=True):
+            if kind == "set":
+                pipe.smembers(instances(watcher.taken_queue))
+        members = iter(pipe.execute())
+        found: list[tuple[str, str, str]] = []  # (watcher, taken queue, id)
+        for watcher, kind in zip(watchers, registry_types, strict=True):
+            if kind == "set":
+                ids = sorted(_text(i) for i in next(members))
+                found += [(watcher.input_queue, watcher.taken_queue, i) for i in ids]
+        pipe = self._redis.pipeline(transaction=False)
+        for _, taken_queue, i in found:
+            beat = instance_heartbeat(taken_queue, i)
+            pipe.type(beat)
+            pipe.get(beat)
+            pipe.pttl(beat)
+            pipe.type(instance_taken(taken_queue, i))
+            pipe.llen(instance_taken(taken_queue, i))
+        replies = pipe.execute(raise_on_error=False)
+        samples = []
+        for n, (watcher_name, _, i) in enumerate(found):
+            beat_type, value, pttl, list_type, length = replies[5 * n : 5 * n + 5]
+            fields = parse_heartbeat(value) if _text(beat_type) == "string" else {}
+            ttl_ms = fields.get("ttl_ms")
+            age = (
+                max(0.0, (ttl_ms - pttl) / 1000)
+                if isinstance(ttl_ms, int) and isinstance(pttl, int) and pttl >= 0
+                else None
+            )
+            host, pid = fields.get("host"), fields.get("pid")
+            wrong = None
+            if _text(list_type) not in ("list", "none"):
+                wrong = f"its taken list holds a {_text(list_type)}"
+            elif _text(beat_type) not in ("string", "none"):
+                wrong = f"its heartbeat holds a {_text(beat_type)}"
+            samples.append(
+                InstanceSample(
+                    watcher_name,
+                    i,
+                    host if isinstance(host, str) else None,
+                    pid if isinstance(pid, int) else None,
+                    _text(beat_type) == "string",
+                    age,
+                    pttl / 1000 if isinstance(pttl, int) and pttl >= 0 else None,
+                    length if isinstance(length, int) else 0,
+                    wrong,
+                )
+            )
+        return samples
+
     def _sample(self, keys: list[Key], globs: Iterable[str], shown: set[str]) -> list[Sample]:
         known = {key.name for key in keys} | shown
         found: set[str] = set()
@@ -147,6 +212,22 @@ class StatusReader:
             )
             for i, (key, kind) in enumerate(zip(keys, types, strict=True))
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSample:
+    """One registered instance of a watcher (resc.engine.instances): alive while its
+    heartbeat exists; `in_hand` is the length of its taken list."""
+
+    watcher: str
+    id: str
+    host: str | None
+    pid: int | None
+    alive: bool
+    heartbeat_age_s: float | None  # since its last refresh (time to live - remaining)
+    heartbeat_expires_in_s: float | None
+    in_hand: int
+    wrong_type: str | None = None  # "its taken list holds a hash", say
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,3 +324,7 @@ class Tracker:
         self.previous = {s.key.name: s.length for s in samples}
         self.previous_time = now
         return rows
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)

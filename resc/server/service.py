@@ -132,3 +132,6 @@ class NoWatchers:
 
     def queue_lengths(self) -> list[tuple[str, str, int]]:
         return []
+
+    def instances(self) -> list[tuple[str, str, str]]:
+        return []

@@ -139,13 +139,17 @@ async function showOverview() {
   }
   const instances = clear($("overview-instances"));
   if (!data.instances.length) {
-    instances.append(el("p", { class: "note" }, "No resc instance runs here: this dashboard runs without watchers."));
+    instances.append(el("p", { class: "note" }, data.in_daemon ? "No resc instance registered yet."
+      : "No resc instance is registered on these queues."));
   } else {
     const table = el("table", {}, el("tr", {}, el("th", {}, "Instance"), el("th", { class: "l" }, "Host"), el("th", {}, "PID"),
-      el("th", {}, "Started"), el("th", {}, "Heartbeat"), el("th", { class: "l" }, "Watchers")));
+      el("th", {}, "Heartbeat"), el("th", {}, "In hand"), el("th", { class: "l" }, "Watchers")));
     for (const i of data.instances) {
-      table.append(el("tr", {}, el("td", {}, i.id), el("td", { class: "l" }, i.host), el("td", {}, String(i.pid)),
-        el("td", {}, when(i.started)), el("td", {}, i.here ? "this instance" : i.heartbeat_age_s === null ? "–" : duration(i.heartbeat_age_s) + " ago"),
+      const beat = !i.alive ? el("span", { class: "tag bad" }, "expired")
+        : i.here ? "this instance" : i.heartbeat_age_s === null ? "alive" : duration(i.heartbeat_age_s) + " ago";
+      const problems = i.wrong_types.map((t) => el("span", { class: "tag bad" }, t));
+      table.append(el("tr", {}, el("td", {}, i.id, ...problems), el("td", { class: "l" }, i.host || "–"),
+        el("td", {}, i.pid === null ? "–" : String(i.pid)), el("td", {}, beat), el("td", {}, count(i.in_hand)),
         el("td", { class: "l" }, i.watchers.join(", "))));
     }
     instances.append(el("div", { class: "table-wrap" }, table));

@@ -1,18 +1,19 @@
 -- commit.lua: commit a batch of processed events, all of each event or none of it.
 --
--- KEYS[1]   taken queue
+-- KEYS[1]   taken list (the instance's, see recover.lua)
 -- KEYS[2]   failed queue
 -- KEYS[3]   failed reasons hash (event -> JSON array of records, one per failed copy:
 --             reason, time, attempts; see resc/core/failures.py)
 -- KEYS[4]   attempts hash (event -> interruptions, see recover.lua)
--- KEYS[5]   the watcher's set of todo queues with delayed tasks (scheduler.lua)
+-- KEYS[5]   the watcher's set of todo queues with delayed tasks (schedule.lua)
 -- KEYS[6..] the todo queues, dedup sets, delayed tasks' sorted sets and their counters
 --           named by the records below
 -- ARGV[1]   score of new set members (unix time, whole seconds)
 -- ARGV[2]   listener channel, or '' for none
 -- ARGV[3]   listener format: 'text' (the original's messages) or 'json'
 -- ARGV[4]   the watcher's name (its input queue), for json messages
--- ARGV[5..] one record per event, in the order they were taken:
+-- ARGV[5]   the watcher's taken queue, as messages name it (not the instance's list)
+-- ARGV[6..] one record per event, in the order they were taken:
 --             event, n, then n times: task, queue key index, set key index (0: no
 --               set), delayed key index d (0: push now; else KEYS[d] is the queue's
 --               sorted set of delayed tasks and KEYS[d + 1] their counter), due time
@@ -33,16 +34,17 @@
 -- so every key's type is checked before the first write.
 --
 -- Identical events share their attempts count and their reasons field: the count goes
--- only with the last copy in the taken queue, and each failed copy adds its own record.
+-- only with the last copy in the taken list, and each failed copy adds its own record.
+-- (A copy in another instance's hands is not seen here: its count starts again.)
 --
 -- A delayed task enters its dedup set now, scored by its due time, so that the set
 -- holds it from the commit until a worker is done with it, and set_ttl counts from
--- when it is due; scheduler.lua pushes it into its queue when it is due.
+-- when it is due; schedule.lua pushes it into its queue when it is due.
 
 local taken, failed, reasons, attempts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local delayed_queues = KEYS[5]
 local score, channel = ARGV[1], ARGV[2]
-local json, watcher = ARGV[3] == 'json', ARGV[4]
+local json, watcher, named = ARGV[3] == 'json', ARGV[4], ARGV[5]
 local stride = json and 7 or 5
 local now
 if channel ~= '' and json then
@@ -54,7 +56,7 @@ end
 
 -- Pass 1: every key must hold its expected type or not exist.
 local expected = {[1] = 'list', [2] = 'list', [3] = 'hash', [4] = 'hash', [5] = 'set'}
-local i, nargs = 5, #ARGV
+local i, nargs = 6, #ARGV
 while i <= nargs do
   local count = tonumber(ARGV[i + 1])
   i = i + 2
@@ -114,7 +116,7 @@ local function add_failure(event, reason, tries)
   redis.call('HSET', reasons, event, cjson.encode(records))
 end
 local status = {}
-i = 5
+i = 6
 while i <= nargs do
   local event = ARGV[i]
   local count = tonumber(ARGV[i + 1])
@@ -166,9 +168,9 @@ while i <= nargs do
             make = ARGV[i + 6] ~= '' and ARGV[i + 6] or nil,
             due = due and string.format('%d.%03d', math.floor(tonumber(due) / 1000),
               tonumber(due) % 1000) or nil,
-            watcher = watcher, taken_queue = taken, time = now}))
+            watcher = watcher, taken_queue = named, time = now}))
         else
-          redis.call('PUBLISH', channel, taken .. ' TRIGGER ' .. event .. ' -> ' .. task)
+          redis.call('PUBLISH', channel, named .. ' TRIGGER ' .. event .. ' -> ' .. task)
         end
       else
         status[#status + 1] = 'd'
@@ -179,9 +181,9 @@ while i <= nargs do
       -- no message
     elseif json then
       redis.call('PUBLISH', channel, cjson.encode({
-        kind = 'done', event = event, watcher = watcher, taken_queue = taken, time = now}))
+        kind = 'done', event = event, watcher = watcher, taken_queue = named, time = now}))
     else
-      redis.call('PUBLISH', channel, taken .. ' DONE ' .. event)
+      redis.call('PUBLISH', channel, named .. ' DONE ' .. event)
     end
   end
 end

@@ -1,22 +1,32 @@
--- recover.lua: put every event of the taken queue back into the input queue, to be
--- taken again first and in their original order; count the interruption against each
--- event that was being processed and give up on those interrupted too often.
+-- recover.lua: put every event of a taken list back into the input queue, to be taken
+-- again first and in their original order; count the interruption against each event
+-- that was being processed and give up on those interrupted too often.
 --
 -- KEYS[1]  input queue
--- KEYS[2]  taken queue
--- KEYS[3]  attempts hash (event -> interruptions so far)
+-- KEYS[2]  taken list (an instance's `<taken_queue>/<id>`, or an older resc's plain
+--          `<taken_queue>`)
+-- KEYS[3]  attempts hash (event -> interruptions so far; one per watcher)
 -- KEYS[4]  failed queue
 -- KEYS[5]  failed reasons hash (event -> JSON array of records, see resc/core/failures.py)
--- KEYS[6]  taken-ahead count (string, written by take.lua)
+-- KEYS[6]  taken-ahead count of the taken list (string, written by take.lua)
+-- KEYS[7]  the list holder's liveness key: its heartbeat (an older resc: its owner key)
+-- KEYS[8]  the set of the watcher's instance ids
 -- ARGV[1]  most interruptions of one event (max_attempts); 0 when the events were only
 --          taken ahead, never processed, so that nothing is counted
+-- ARGV[2]  '' to leave the holder registered; or its id: the holder is gone for good,
+--          KEYS[7] is deleted and ARGV[2] removed from KEYS[8]
+-- ARGV[3]  '1': another instance's list: nothing is done while KEYS[7] exists (the
+--          holder is alive); '0': the caller's own list, moved whatever KEYS[7] holds
+-- ARGV[4]  with '1': a value of KEYS[7] known to be a dead holder's (its process is
+--          gone from this machine), which counts as expired; '' for none
 -- Returns  {events put back, events moved to the failed queue, events put back that
---          were being processed (interrupted)}; an error reply, before any write, when
---          a key holds the wrong type.
+--          were being processed (interrupted)}, or {-1, 0, 0} when the holder is alive
+--          (nothing done); an error reply, before any write, when a key holds the wrong
+--          type.
 -- Touches  KEYS[1] (RPUSH), KEYS[2] (DEL), KEYS[3] (HINCRBY, HDEL), KEYS[4] (LPUSH),
---          KEYS[5] (HSET), KEYS[6] (DEL).
+--          KEYS[5] (HSET), KEYS[6] (DEL), KEYS[7] (DEL), KEYS[8] (SREM).
 --
--- The taken queue holds the oldest event on its right, like the input queue: the
+-- The taken list holds the oldest event on its right, like the input queue: the
 -- newest taken event goes back next to the input's right end and the oldest ends up
 -- on the very right, where it is taken first.
 --
@@ -24,12 +34,22 @@
 -- left) were taken ahead and never looked at, so they are not counted. Identical
 -- events share a count: a text is counted once per recovery, however many copies of
 -- it were in hand.
+--
+-- The liveness key is checked here, not by the caller: an instance whose heartbeat came
+-- back meanwhile is left alone, and two instances recovering the same dead one move its
+-- events once (the second finds its list empty).
 
-for index, wanted in ipairs({'list', 'list', 'hash', 'list', 'hash', 'string'}) do
+for index, wanted in ipairs({'list', 'list', 'hash', 'list', 'hash', 'string', 'string', 'set'}) do
   local actual = redis.call('TYPE', KEYS[index]).ok
   if actual ~= wanted and actual ~= 'none' then
     return redis.error_reply('WRONGTYPE ' .. KEYS[index] .. ' holds a ' .. actual
       .. ', where resc keeps a ' .. wanted)
+  end
+end
+
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[7]) == 1 then
+  if ARGV[4] == '' or redis.call('GET', KEYS[7]) ~= ARGV[4] then
+    return {-1, 0, 0}
   end
 end
 
@@ -104,4 +124,8 @@ for first = 1, #back, chunk do
   redis.call('RPUSH', KEYS[1], unpack(back, first, math.min(first + chunk - 1, #back)))
 end
 redis.call('DEL', KEYS[2], KEYS[6])
+if ARGV[2] ~= '' then
+  redis.call('DEL', KEYS[7])
+  redis.call('SREM', KEYS[8], ARGV[2])
+end
 return {#back, failed, interrupted}
