@@ -415,3 +415,26 @@ def test_metrics_count_delayed_tasks_and_those_made_due(r, redis_server, tmp_pat
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 0
+
+
+def test_two_resc_instances_push_each_delayed_task_once(r, redis_server, tmp_path):
+    """Two resc processes on one config share the backlog and both schedule."""
+    count = 3000
+    config = config_of(redis_server.url, {"queue": "q", "set": "s", "delay": "${when}"})
+    path = str(write_config(tmp_path, config))
+    processes = [resc_process("--instance", name, path) for name in ("one", "two")]
+    try:
+        wait_until(lambda: r.scard("in/taken/instances") == 2, timeout_s=30)
+        # Each due between 0.5 s and 2 s from its commit; half of them twice (deduplicated).
+        events = [f"t{i % (count // 2)} {500 + i % 1500}ms" for i in range(count)]
+        r.lpush("in", *events)
+        wait_until(lambda: r.llen("q") == count // 2, timeout_s=60)
+        time.sleep(2.5)  # anything pushed twice would be there by now
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            assert process.wait(20) == 0
+    assert sorted(r.lrange("q", 0, -1)) == sorted(f"t{i}".encode() for i in range(count // 2))
+    assert r.zcard("s") == count // 2
+    assert no_delayed_keys(r)
