@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -110,6 +111,22 @@ def test_three_instances_with_one_killed_give_exactly_one_task_per_event(
     preload(r, count)
     path = write_config(tmp_path, backlog_config(redis_server.url, dedup))
     processes = {name: start(path, name) for name in ("a", "b", "c")}
+    pushed = [count]
+    killed = threading.Event()
+
+    def keep_them_busy() -> None:
+        # Events keep coming until b is killed, however fast the three are.
+        producer = redis.Redis(port=redis_server.port)
+        while not killed.is_set():
+            if producer.llen("in") < 5_000:
+                first = pushed[0]
+                producer.lpush("in", *(f"ev/{i}" for i in range(first, first + 5_000)))
+                pushed[0] = first + 5_000
+            time.sleep(0.01)
+        producer.close()
+
+    feeding = threading.Thread(target=keep_them_busy)
+    feeding.start()
     try:
         wait_until(lambda: registered(r) == {"a", "b", "c"}, timeout_s=30)
         wait_until(lambda: r.llen("todo") >= 5_000, timeout_s=60)
@@ -117,6 +134,9 @@ def test_three_instances_with_one_killed_give_exactly_one_task_per_event(
         wait_until(lambda: r.llen("in/taken/b") > 0, timeout_s=30)
         processes["b"].send_signal(signal.SIGKILL)
         processes["b"].wait()
+        killed.set()
+        feeding.join()
+        count = pushed[0]
         caught = r.llen("in/taken/b")
         print(f"killed b with {caught} events in its taken list")
         # Another instance puts them back once the heartbeat has expired.
@@ -124,6 +144,8 @@ def test_three_instances_with_one_killed_give_exactly_one_task_per_event(
         assert not r.exists("in/taken/b", "in/taken/b/heartbeat", "in/taken/b/ahead")
         wait_until(lambda: r.llen("todo") >= count and drained(r, "in", "in/taken"), timeout_s=120)
     finally:
+        killed.set()
+        feeding.join()
         for name in ("a", "c"):
             stop(processes[name])
     assert_exactly_once(r, count)

@@ -31,6 +31,9 @@ from tests.conftest import (
 )
 from tests.topology import MASTER_NAME, Topology, sentinel_topology
 
+# The topology's servers follow RESC_TEST_SERVER: these run on Redis and on Valkey.
+pytestmark = pytest.mark.server
+
 RULES = [
     {
         "input_queue": "in",
