@@ -121,10 +121,19 @@ def preload(client: redis.Redis, key: str, first: int, count: int) -> None:
     pipe.execute()
 
 
+def in_hand(client: redis.Redis) -> int:
+    """Events in resc's hands: in its instances' taken lists (`global/taken/<id>`) or in
+    the plain taken queue."""
+    lists = [TAKEN, *client.scan_iter(match=TAKEN + "/*", _type="list")]
+    return sum(client.llen(name) for name in lists)
+
+
 def check_backlog(client: redis.Redis, variant: str, count: int) -> None:
-    for queue in (INPUT, TAKEN, INPUT + "/failed"):
+    for queue in (INPUT, INPUT + "/failed"):
         if client.llen(queue):
             raise WrongResult(f"{queue} holds {client.llen(queue)} events")
+    if in_hand(client):
+        raise WrongResult(f"{in_hand(client)} events still in hand")
     for queue, tasks in expected_tasks(variant, count).items():
         got = client.lrange(queue, 0, -1)
         if len(got) != len(tasks) or set(got) != tasks:
@@ -324,7 +333,7 @@ def run_memory(server: EmbeddedRedis, count: int, workdir: Path) -> dict[str, fl
     queues = list(expected_tasks("noset", 1))
     with resc(server, rules_for("noset"), workdir) as process:
         preload(client, INPUT, 0, warmup)
-        wait_for(lambda: client.llen(INPUT) == 0 and client.llen(TAKEN) == 0, 120, "warm-up")
+        wait_for(lambda: client.llen(INPUT) == 0 and in_hand(client) == 0, 120, "warm-up")
         for queue in expected_tasks("noset", PLANTS):
             client.delete(queue)
         before = rss_mb(process.pid)
@@ -334,7 +343,7 @@ def run_memory(server: EmbeddedRedis, count: int, workdir: Path) -> dict[str, fl
             preload(client, INPUT, warmup + pushed, size)
             pushed += size
             wait_for(lambda: client.llen(INPUT) < chunk // 2, 300, "the backlog to shrink")
-        wait_for(lambda: client.llen(INPUT) == 0 and client.llen(TAKEN) == 0, 300, "the end")
+        wait_for(lambda: client.llen(INPUT) == 0 and in_hand(client) == 0, 300, "the end")
         after = rss_mb(process.pid)
     total = sum(client.llen(q) for q in expected_tasks("noset", PLANTS))
     if total != count:

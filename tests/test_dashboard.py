@@ -129,7 +129,9 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     server.kill()
 
 
-@pytest.fixture(scope="session")
+# Module-scoped: Playwright's sync API keeps an event loop running in this thread while
+# it is open, and tests of other modules call asyncio.run().
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     # No skip: without the browser the tests fail (.ci/run installs it).
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium"
