@@ -289,6 +289,9 @@ def test_identical_events_across_instances_each_give_their_task(
     path = write_config(tmp_path, backlog_config(redis_server.url))
     a, b = start(path, "a"), start(path, "b")
     try:
+        # Both running (their signal handlers installed) before either may be stopped:
+        # one alone can finish the backlog while the other still starts.
+        wait_until(lambda: registered(r) == {"a", "b"}, timeout_s=60)
         wait_until(
             lambda: r.llen("todo") >= len(events) and drained(r, "in", "in/taken"), timeout_s=60
         )
