@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,31 @@ class RedisServer(EmbeddedRedis):
         servers.check_the_test_may_start_a_server()
         binary = servers.chosen().binary
         super().__init__(*args, password=password, directory=tmp, binary=binary)
+        self.port = _own_port()
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
+
+
+# Test processes run side by side (pytest -n 2): each takes its servers' ports from a
+# range of its own, below the kernel's ephemeral ports, so that a server a test restarts
+# on its port cannot lose that port to another process's server meanwhile.
+_PORTS_PER_PROCESS = 4_000
+_ports_given: list[int] = []
+
+
+def _own_port() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    low = 12_000 + _PORTS_PER_PROCESS * (int(worker) if worker.isdigit() else 0) % 16_000
+    for _ in range(_PORTS_PER_PROCESS):
+        port = low + (len(_ports_given) * 7 + 1) % _PORTS_PER_PROCESS
+        _ports_given.append(port)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port left in this test process's range")
 
 
 def pytest_configure(config: pytest.Config) -> None:
