@@ -14,6 +14,8 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from resc.config.redis_url import SentinelUrl, ServerUrl, parse_redis_url
 from resc.connection.sentinel import MasterTracker, tls_arguments, tracker_for
@@ -177,3 +179,33 @@ class _AsyncMasterPool(aioredis.ConnectionPool):
         if master_moved(connection):
             await connection.disconnect()
         await super().ensure_connection(connection)
+
+
+class ClientOf:
+    """A client of whatever URL the running config names: made at the first use, and
+    made again when a reload changes the URL. Commands go without client retry: its
+    users read and decide again at their next pass."""
+
+    def __init__(self, name: str, socket_timeout_s: float = 10) -> None:
+        self.name = name
+        self.url = ""
+        self._timeout_s = socket_timeout_s
+        self._client: redis.Redis | None = None
+
+    def get(self, url: str) -> redis.Redis:
+        if self._client is None or url != self.url:
+            self.close()
+            self._client = client(
+                url,
+                socket_timeout=self._timeout_s,
+                socket_connect_timeout=5,
+                retry=Retry(NoBackoff(), 0),
+                client_name=self.name,
+            )
+            self.url = url
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from resc.config.models import Config
 from resc.config.patterns import Pattern
@@ -96,8 +94,7 @@ class SetExpiry:
         self._config = config
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="set expiry", daemon=True)
-        self._redis: redis.Redis | None = None
-        self._url = ""
+        self._redis = clients.ClientOf("resc-set-expiry")
         # Where the next sweep goes on, so that a bounded sweep reaches everything in
         # turn: the SCAN cursor of each set pattern, and the number of expired members
         # kept (queued or taken) at the start of each set.
@@ -117,7 +114,7 @@ class SetExpiry:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(CLOSE_WAIT_S)
-        if self._redis is not None and not self._thread.is_alive():
+        if not self._thread.is_alive():
             self._redis.close()
 
     def _run(self) -> None:
@@ -150,20 +147,7 @@ class SetExpiry:
                 return True
 
     def _client(self) -> redis.Redis:
-        url = self._config.redis.url
-        if self._redis is None or url != self._url:
-            if self._redis is not None:
-                self._redis.close()
-            # No retry: every call is re-read and re-decided at the next sweep anyway.
-            self._redis = clients.client(
-                url,
-                socket_timeout=10,
-                socket_connect_timeout=5,
-                retry=Retry(NoBackoff(), 0),
-                client_name="resc-set-expiry",
-            )
-            self._url = url
-        return self._redis
+        return self._redis.get(self._config.redis.url)
 
     def sweep(self, found: list[Target]) -> int:
         """One bounded pass over the targets; the members removed. StoreError when Redis
@@ -171,7 +155,7 @@ class SetExpiry:
         client = self._client()
         script = client.register_script(_SCRIPT)
         total = 0
-        with converted_errors(f"expiring dedup set members at {redact_url(self._url)}"):
+        with converted_errors(f"expiring dedup set members at {redact_url(self._redis.url)}"):
             for target in found:
                 now = time.time()
                 for set_name, queue in self._sets(client, target):

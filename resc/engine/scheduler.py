@@ -21,8 +21,6 @@ from importlib.resources import files
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from resc.config.models import Config
 from resc.connection import clients
@@ -59,8 +57,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._woken = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delayed tasks", daemon=True)
-        self._redis: redis.Redis | None = None
-        self._url = ""
+        self._redis = clients.ClientOf("resc-scheduler")
         self._registries: dict[str, None] = {}  # the sets of queues to read, in order
         self._broken: set[bytes] = set()  # queues whose keys hold a wrong type
 
@@ -85,7 +82,7 @@ class Scheduler:
         self._woken.set()
         if self._thread.is_alive():
             self._thread.join(CLOSE_WAIT_S)
-        if self._redis is not None and not self._thread.is_alive():
+        if not self._thread.is_alive():
             self._redis.close()
 
     def _run(self) -> None:
@@ -109,21 +106,7 @@ class Scheduler:
             self._woken.wait(min(max(sleep_s, 0.0), MAX_SLEEP_S))
 
     def _client(self) -> redis.Redis:
-        url = self._config.redis.url
-        if self._redis is None or url != self._url:
-            if self._redis is not None:
-                self._redis.close()
-            # No retry: a pass is made again at once anyway, and the script's state is
-            # in Redis (a task pushed is no longer in the sorted set).
-            self._redis = clients.client(
-                url,
-                socket_timeout=10,
-                socket_connect_timeout=5,
-                retry=Retry(NoBackoff(), 0),
-                client_name="resc-scheduler",
-            )
-            self._url = url
-        return self._redis
+        return self._redis.get(self._config.redis.url)
 
     def push_due(self) -> float | None:
         """One pass: push every task due by now. Returns when the next delayed task is
@@ -135,7 +118,7 @@ class Scheduler:
         # The watchers a reload removed keep their registries read until they are empty.
         for watcher in self._config.watchers:
             self._registries[delayed_queues(watcher.input_queue)] = None
-        with converted_errors(f"pushing due delayed tasks at {redact_url(self._url)}"):
+        with converted_errors(f"pushing due delayed tasks at {redact_url(self._redis.url)}"):
             for registry in list(self._registries):
                 members: set[bytes] = client.smembers(registry)  # type: ignore[assignment]
                 if not members and not self._listed(registry):
