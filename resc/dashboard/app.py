@@ -31,6 +31,7 @@ from resc.dashboard.views import overview, queues, rules
 from resc.ops import explain
 from resc.ops.failed import FailedStore
 from resc.ops.status import StatusReader
+from resc.server.api import bounded_body
 
 STATIC = files("resc.dashboard") / "static"
 ASSETS = {
@@ -191,16 +192,10 @@ class Dashboard:
 
 async def _body(request: Request) -> bytes:
     """The request's body, refused (413) past MOST_BODY_BYTES."""
-    too_large = Refused(413, f"the body is larger than {MOST_BODY_BYTES} bytes")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MOST_BODY_BYTES:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MOST_BODY_BYTES:
-            raise too_large
-    return bytes(body)
+    body = await bounded_body(request, MOST_BODY_BYTES)
+    if body is None:
+        raise Refused(413, f"the body is larger than {MOST_BODY_BYTES} bytes")
+    return body
 
 
 def _reading(read: Callable[[], Any]) -> Any:

@@ -331,16 +331,24 @@ class Api:
 
     async def _body(self, request: Request) -> bytes:
         limit = self.max_body_bytes
-        too_large = ApiError(413, f"the body is larger than {limit} bytes (http.max_body_bytes)")
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise too_large
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise too_large
-        return bytes(body)
+        body = await bounded_body(request, limit)
+        if body is None:
+            raise ApiError(413, f"the body is larger than {limit} bytes (http.max_body_bytes)")
+        return body
+
+
+async def bounded_body(request: Request, limit: int) -> bytes | None:
+    """The request's body; None when it is larger than `limit` bytes, by its
+    Content-Length or as it is read (a chunked body is cut off there)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 def finished(queue: str, claim_id: str, outcome: Outcome, what: str) -> Finished:
