@@ -138,13 +138,16 @@ def _run(
     on_forced_exit: Callable[[], None] | None = None,
 ) -> int:
     from resc.engine import daemon
+    from resc.server.api_process import daemon_api_process
     from resc.server.service import daemon_service
 
     listen = http_listen or (config.http.listen if config.http else None)
     services: list[daemon.ServiceFactory] = []
     if listen is not None:
+        in_own_process = config.http is None or config.http.api_process
+        serve = daemon_api_process if in_own_process else daemon_service
         services.append(
-            lambda running: daemon_service(
+            lambda running: serve(
                 running,
                 listen,
                 [daemon_dashboard(running, dashboard)] if dashboard is not None else [],

@@ -452,6 +452,12 @@ class HttpConfig(_Model):
         1024 * 1024, ge=1, description="largest request body, in bytes; larger is refused (413)"
     )
     tokens: HttpTokens = HttpTokens(produce=None, consume=None, admin=None)
+    api_process: bool = Field(
+        True,
+        description="resc run: answer the API from a process of its own, so that its load "
+        "never slows the watchers (the daemon's process keeps /metrics, /livez, /readyz "
+        "and the dashboard on the same address); false: in the daemon's process",
+    )
 
     @field_validator("listen")
     @classmethod

@@ -23,30 +23,42 @@ log = get_logger("resc.http")
 SHUTDOWN_S = 3.0
 
 
+def bind(listen: str) -> socket.socket:
+    """A listening TCP socket on `listen` (HOST:PORT); RescError when it cannot be bound."""
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP, and
+    # without it a response written in two parts waits out the client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise RescError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+    return sock
+
+
+def address_of(sock: socket.socket) -> str:
+    """HOST:PORT of a TCP socket, or the path of a Unix one."""
+    name = sock.getsockname()
+    return name if isinstance(name, str) else f"{name[0]}:{name[1]}"
+
+
 class HttpListener:
-    """Serves `app` on `listen` (HOST:PORT) from start() until close(); `on_close` runs
-    in the server's event loop once it has stopped serving (to close what lives in that
-    loop, such as asyncio Redis connections)."""
+    """Serves `app` on `listen` (HOST:PORT, or a socket already bound) from start()
+    until close(); `on_close` runs in the server's event loop once it has stopped
+    serving (to close what lives in that loop, such as asyncio Redis connections)."""
 
     def __init__(
         self,
         app: ASGIApp,
-        listen: str,
+        listen: str | socket.socket,
         on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        host, port = parse_listen(listen)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP, and
-        # without it a response written in two parts waits out the client's delayed ACK.
-        self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        try:
-            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._socket.bind((host, port))
-            self._socket.listen(128)
-        except OSError as exc:
-            self._socket.close()
-            raise RescError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
-        self.address = f"{host}:{self._socket.getsockname()[1]}"
+        self._socket = bind(listen) if isinstance(listen, str) else listen
+        self.address = address_of(self._socket)
         self.app = app
         self._on_close = on_close
         # uvloop and httptools when installed (they are dependencies), as "auto" picks.

@@ -4,7 +4,8 @@ and the queue API on one listener, with the API's reaper of claims past their de
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import redis
 from fastapi import FastAPI
@@ -18,7 +19,7 @@ from resc.ops.todo_metrics import TodoCollector
 from resc.server.access import Tokens, produce_queues, todo_queues
 from resc.server.api import Api
 from resc.server.app import build_app
-from resc.server.claims import ClaimStore
+from resc.server.claims import ClaimStore, TodoQueue
 from resc.server.fastpath import FastPaths
 from resc.server.listener import HttpListener
 
@@ -37,6 +38,59 @@ class Extension(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class ApiSpec:
+    """All the API needs of a config, also as JSON for a process of its own (the
+    tokens are not in it: each process reads them from its environment)."""
+
+    redis_url: str
+    http: HttpConfig
+    produce: frozenset[str]
+    todo: dict[str, TodoQueue]
+
+    @classmethod
+    def of(cls, config: Config, listen: str) -> ApiSpec:
+        http = config.http or HttpConfig.model_validate({"listen": listen})
+        return cls(config.redis.url, http, produce_queues(config, http), todo_queues(config, http))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "redis_url": self.redis_url,
+            "http": self.http.model_dump(mode="json"),
+            "produce": sorted(self.produce),
+            "todo": [[q.name, q.set, q.zrem] for q in self.todo.values()],
+        }
+
+    @classmethod
+    def from_json(cls, spec: dict[str, Any]) -> ApiSpec:
+        todo = {name: TodoQueue(name, set_, zrem) for name, set_, zrem in spec["todo"]}
+        http = HttpConfig.model_validate(spec["http"])
+        return cls(spec["redis_url"], http, frozenset(spec["produce"]), todo)
+
+    def api(self, reap_interval_s: float = 1.0) -> Api:
+        """The API, with the tokens of this process's environment; RescError when one
+        is not set."""
+        tokens = Tokens.from_environment(self.http)
+        return Api(
+            ClaimStore(self.redis_url),
+            self.produce,
+            self.todo,
+            tokens,
+            self.http.done_queue,
+            self.http.max_body_bytes,
+            reap_interval_s,
+        )
+
+
+def warn_if_open(tokens: Tokens, address: str) -> None:
+    if not tokens.by_role and parse_listen(address)[0] not in LOOPBACK:
+        log.warning(
+            "the HTTP API takes events and hands out tasks without a token on a "
+            "public address: set http.tokens",
+            address=address,
+        )
+
+
 class HttpService:
     """Serves the health paths and the API of `config` on `listen`, from start() to
     close(). RescError when the address cannot be bound or a token is not set."""
@@ -53,17 +107,7 @@ class HttpService:
     ) -> None:
         """`collectors`: more metric families, beside those of `metrics_of`;
         `extensions`: more paths, installed into the same app."""
-        http = config.http or HttpConfig.model_validate({"listen": listen})
-        tokens = Tokens.from_environment(http)
-        self.api = Api(
-            ClaimStore(config.redis.url),
-            produce_queues(config, http),
-            todo_queues(config, http),
-            tokens,
-            http.done_queue,
-            http.max_body_bytes,
-            reap_interval_s,
-        )
+        self.api = ApiSpec.of(config, listen).api(reap_interval_s)
         registry = registry_for(metrics_of)
         for collector in collectors:
             registry.register(collector)
@@ -79,12 +123,7 @@ class HttpService:
         except Exception:
             self.api.store.close()
             raise
-        if not tokens.by_role and parse_listen(listen)[0] not in LOOPBACK:
-            log.warning(
-                "the HTTP API takes events and hands out tasks without a token on a "
-                "public address: set http.tokens",
-                address=self.listener.address,
-            )
+        warn_if_open(self.api.tokens, listen)
 
     def redis_readiness(self) -> dict[str, str]:
         """Without watchers, resc is ready when Redis answers."""
