@@ -7,8 +7,9 @@ Scenarios:
   backlog   N events pre-loaded; time until every task is queued and the input and taken
             queues are empty (events/s). Variants: the example rule with a set, without a
             set, 10 rules of which one matches, one rule with 3 makes.
-  latency   events pushed one at a time at a fixed rate; a consumer BRPOPs the todo
-            queue; milliseconds from LPUSH to receipt.
+  latency   events pushed one at a time at fixed rates; a consumer BRPOPs the todo
+            queues; milliseconds from LPUSH to receipt, for resc and for the original's
+            protocol (both clocks and the original's loop in C: bench/latency.c).
   ceiling   Redis alone doing the same per-event writes in one Lua call per batch
             (bench/ceiling.lua), fed back to back: what this Redis can do here.
   memory    RSS of the resc process before and after many events.
@@ -31,7 +32,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,13 +65,19 @@ class WrongResult(Exception):
 class Sizes:
     backlog: int
     runs: int
-    latency_rate: int
+    latency_rates: tuple[int, ...]
     latency_s: float
     memory_events: int
 
 
-FULL = Sizes(backlog=100_000, runs=3, latency_rate=1_000, latency_s=10.0, memory_events=1_000_000)
-QUICK = Sizes(backlog=5_000, runs=1, latency_rate=200, latency_s=1.0, memory_events=20_000)
+FULL = Sizes(
+    backlog=100_000,
+    runs=3,
+    latency_rates=(1_000, 2_000, 5_000),
+    latency_s=5.0,
+    memory_events=1_000_000,
+)
+QUICK = Sizes(backlog=5_000, runs=1, latency_rates=(1_000,), latency_s=0.5, memory_events=20_000)
 
 
 def rules_for(variant: str) -> list[dict[str, Any]]:
@@ -242,60 +248,6 @@ def run_ceiling(server: EmbeddedRedis, count: int, batch: int, publish: bool) ->
     return (count - batch) / elapsed
 
 
-def run_latency(
-    server: EmbeddedRedis, rate: int, seconds: float, workdir: Path
-) -> dict[str, float]:
-    """LPUSH-to-receipt milliseconds at `rate` events/s for `seconds`."""
-    client = server.client()
-    client.flushall()
-    count = int(rate * seconds)
-    sent: list[float] = [0.0] * count
-    received: list[float] = [0.0] * count
-    queues = [f"trt/plant{p}/todo-queue" for p in range(PLANTS)]
-
-    duplicates: list[int] = []
-
-    def consume() -> None:
-        consumer = server.client()
-        for _ in range(count):
-            popped = consumer.brpop(queues, timeout=30)
-            if popped is None:
-                return
-            i = int(popped[1].rsplit(b"/", 1)[1])
-            if received[i]:
-                duplicates.append(i)
-            received[i] = time.perf_counter()
-        consumer.close()
-
-    with resc(server, [EXAMPLE_RULE], workdir):
-        consumer_thread = threading.Thread(target=consume, daemon=True)
-        consumer_thread.start()
-        producer = server.client()
-        start = time.perf_counter()
-        for i in range(count):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            sent[i] = time.perf_counter()
-            producer.lpush(INPUT, event(i))
-        consumer_thread.join(60)
-        producer.close()
-    if duplicates:
-        raise WrongResult(f"tasks received twice: {duplicates[:5]}")
-    if not all(received):
-        raise WrongResult(f"{sum(1 for t in received if not t)} of {count} tasks never arrived")
-    leftovers = sum(client.llen(q) for q in (INPUT, TAKEN, INPUT + "/failed", *queues))
-    if leftovers:
-        raise WrongResult(f"latency run: {leftovers} events or tasks left over")
-    client.close()
-    latencies = sorted((r - s) * 1000 for s, r in zip(sent, received, strict=True))
-
-    def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))]
-
-    return {"p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99), "max_ms": latencies[-1]}
-
-
 def run_original(server: EmbeddedRedis, count: int) -> float:
     """Events per second of the original's one-event-at-a-time protocol, as it sends it."""
     client = server.client()
@@ -366,7 +318,7 @@ SCENARIOS = ["original", "backlog", "latency", "ceiling", "memory"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench import api  # it builds on this module's scenarios
+    from bench import api, latency  # they build on this module's scenarios
 
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -431,16 +383,10 @@ def main(argv: list[str] | None = None) -> int:
                         ratio += f", {results[name] / results['original']:.0f}x original"
                     print(f"  {name:<18} {results[name]:>10,.0f} events/s{ratio}", flush=True)
             if "latency" in scenarios:
-                results["latency"] = run_latency(
-                    server, sizes.latency_rate, sizes.latency_s, workdir
+                results["latency"] = latency.run_all(
+                    server, workdir, sizes.latency_rates, sizes.latency_s, sizes.runs
                 )
-                lat = results["latency"]
-                print(
-                    f"  latency at {sizes.latency_rate}/s  p50 {lat['p50_ms']:.2f} ms  "
-                    f"p90 {lat['p90_ms']:.2f} ms  p99 {lat['p99_ms']:.2f} ms  "
-                    f"max {lat['max_ms']:.2f} ms",
-                    flush=True,
-                )
+                print("\n".join(latency.table(results["latency"])), flush=True)
             if "memory" in scenarios:
                 results["memory"] = run_memory(server, sizes.memory_events, workdir)
                 mem = results["memory"]
@@ -453,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
             results.update(api.run_all(server, workdir, args.quick, scenarios))
     except WrongResult as exc:
         print(f"bench: WRONG RESULT, no numbers reported: {exc}", file=sys.stderr)
+        return 1
+    except latency.LatencyError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
         return 1
     default = Path(__file__).parent / "results" / ("quick.json" if args.quick else "latest.json")
     path = Path(args.json) if args.json else default

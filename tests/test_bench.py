@@ -36,7 +36,10 @@ def test_quick_benchmark_runs_every_scenario_with_correct_results(tmp_path: Path
         "api_cycle",
     ]
     assert all(results[name] > 0 for name in scenarios)
-    assert results["latency"]["p99_ms"] > 0
+    for name in ("resc_set_1000", "resc_noset_1000", "original_set_1000", "original_noset_1000"):
+        measured = results["latency"][name]
+        assert 0 < measured["p50_ms"] <= measured["p99_ms"] <= measured["max_ms"]
+        assert measured["cpu_us_per_event"] > 0
     assert results["memory"]["events"] == 20_000
     assert results["api_latency"]["rate"] == 200 and results["api_latency"]["p99_ms"] > 0
     for name in ("api_backlog", "api_backlog_serve"):
