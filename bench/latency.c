@@ -20,6 +20,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -195,6 +196,8 @@ static int probe(int argc, char **argv) {
     queues_g = argv + 6;
     queues_n = argc - 6;
     count = (long)(rate * seconds);
+    /* Wake at the scheduled time, not up to 50 us later (the default timer slack). */
+    prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
     scheduled = calloc((size_t)count, sizeof(double));
     received = calloc((size_t)count, sizeof(double));
     pthread_t consumer;

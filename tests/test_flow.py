@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import threading
+import time
 from pathlib import Path
 
 import redis
@@ -345,3 +348,35 @@ def test_scripts_flushed_from_redis_are_loaded_again(r, redis_server, tmp_path):
         wait_until(lambda: r.llen("out") == 2)
         wait_until(lambda: drained(r, "in", "in/taken"))
     assert r.lrange("out", 0, -1) == [b"after", b"before"]
+
+
+def test_a_lone_event_is_committed_before_more_events_are_taken(r, redis_server, tmp_path):
+    """The event the blocking take brings is committed first, then the take-ahead is
+    sent: its task does not wait behind a take (seen in the order Redis ran them)."""
+    lua = Path(__file__).parent.parent / "resc" / "engine" / "lua"
+    names = {}
+    for name in ("commit", "take"):
+        source = (lua / f"{name}.lua").read_text()
+        for loaded in (source, "#!lua\n" + source):  # Redis 7 gets a shebang
+            names[hashlib.sha1(loaded.encode()).hexdigest()] = name
+    seen: list[str] = []
+    with running(example(redis_server.url), tmp_path):
+        wait_until(lambda: any(c.get("cmd") == "blmove" for c in r.client_list()))
+        monitor_client = redis.Redis(port=redis_server.port)
+
+        def watch() -> None:
+            with monitor_client.monitor() as monitor:
+                for command in monitor.listen():
+                    words = command["command"].split()
+                    if words[0] == "EVALSHA" and words[1] in names:
+                        seen.append(names[words[1]])
+                    if words[0] == "BLMOVE" and len(seen) >= 2:
+                        return
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        time.sleep(0.3)  # the monitor is on
+        r.lpush("global/events", "acq/plant1/product1")
+        wait_until(lambda: r.llen("trt/plant1/todo-queue") == 1)
+        watcher.join(10)
+    assert seen[:2] == ["commit", "take"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import threading
@@ -50,6 +51,21 @@ class Service(Protocol):
 
 ServiceFactory = Callable[["Daemon"], Service]
 
+# The longest the main thread sleeps without a reason to wake.
+IDLE_WAKE_S = 5.0
+
+
+class _Waking(threading.Event):
+    """An event whose set() also wakes the daemon's main thread."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def set(self) -> None:
+        super().set()
+        self._wake.set()
+
 
 def _settings(config: WatcherConfig) -> dict[str, object]:
     """Everything of a watcher but its rules: a change here needs a new watcher."""
@@ -79,8 +95,10 @@ class Daemon:
         self.config_path = config_path
         self.watch_config = watch_config and config_path is not None
         self.grace_period_s = config.grace_period if grace_period_s is None else grace_period_s
-        self.stop = threading.Event()
-        self.reload_requested = threading.Event()
+        # The main thread sleeps until one of these is set (see wait()).
+        self._wake = threading.Event()
+        self.stop: threading.Event = _Waking(self._wake)
+        self.reload_requested: threading.Event = _Waking(self._wake)
         self.failed: list[str] = []
         self._running: dict[str, tuple[Watcher, threading.Thread]] = {}
         # Input queue -> the stats of its latest watcher, kept when a reload removes it.
@@ -287,7 +305,13 @@ class Daemon:
         """Block until stopped, reloading when asked; then give watchers the grace period
         to finish the events in hand. Returns the exit status."""
         next_poll = time.monotonic() + CONFIG_POLL_S
-        while not self.stop.wait(0.1):
+        while True:
+            # No polling: a stop or a reload wakes this thread (the timeout only bounds
+            # the wait, in case a signal came between the check and the wait).
+            self._wake.wait(CONFIG_POLL_S if self.watch_config else IDLE_WAKE_S)
+            self._wake.clear()
+            if self.stop.is_set():
+                break
             reload = self.reload_requested.is_set()
             if self.watch_config and time.monotonic() >= next_poll:
                 next_poll = time.monotonic() + CONFIG_POLL_S
@@ -355,4 +379,7 @@ def run(
     )
     daemon.install_signal_handlers(on_forced_exit)
     daemon.start()
+    # What start-up made (modules, config, compiled rules) lives as long as the process:
+    # out of the collector's sight, a collection then scans only what events make.
+    gc.freeze()
     return daemon.wait()

@@ -219,6 +219,10 @@ class Watcher:
         Python and Redis work side by side: the next batch is taken while this one is
         processed, and this one is committed while the next one is processed. The
         commits go out in order on one connection, each atomic on its own.
+
+        The event the blocking take brings is usually alone (the queue was empty), and
+        the events after it are taken only once its commit is sent: the commit of a
+        lone event does not wait behind a take.
         """
         cfg, store, member = self.config, self.store, self.member
         taken_list, heartbeat = member.taken_list, member.heartbeat
@@ -232,10 +236,12 @@ class Watcher:
         events = [first]
         taken_at = time.monotonic()
         committing: _Committing | None = None
+        woken = True  # `events` came by the blocking take
         while True:
             self._alone += member.interrupted()
             most = 1 if self._alone else cfg.batch
-            next_events = store.send_take(cfg.input_queue, taken_list, most, heartbeat)
+            if not woken:
+                next_events = store.send_take(cfg.input_queue, taken_list, most, heartbeat)
             self.stats.taken += len(events)
             self.stats.batch_sizes.observe(len(events))
             outcomes = self._process(events)
@@ -253,6 +259,9 @@ class Watcher:
                 ),
                 taken_at,
             )
+            if woken:
+                woken = False
+                next_events = store.send_take(cfg.input_queue, taken_list, most, heartbeat)
             events = next_events.get()
             self._alone = max(0, self._alone - len(events))
             taken_at = time.monotonic()
