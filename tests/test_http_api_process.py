@@ -247,3 +247,20 @@ def test_a_missing_token_stops_resc_at_start(redis_server: RedisServer, tmp_path
     assert "http.tokens.produce: the environment variable RESC_TEST_NO_TOKEN is not set" in (
         done.stderr
     )
+
+
+def test_an_api_process_that_keeps_ending_is_started_again_less_and_less_often(
+    daemon: Daemon,
+):
+    first = daemon.api_pid()
+    os.kill(first, signal.SIGKILL)
+    (second,) = wait_until(
+        lambda: [p for p in children_of(daemon.process.pid) if p != first and alive(p)], 10
+    )
+    os.kill(second, signal.SIGKILL)
+    wait_until(lambda: [p for p in children_of(daemon.process.pid) if p not in (first, second)], 10)
+    assert daemon.produce("after").status_code == 202
+    status, err = daemon.stop()
+    assert status == 0
+    assert "starting it again status=-9 delay_s=1.0" in err
+    assert "starting it again status=-9 delay_s=2.0" in err

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import IO
@@ -48,8 +49,11 @@ from resc.server.upstream import Upstream
 
 log = get_logger("resc.http")
 
-# The wait before a process that ended by itself is started again.
+# The wait before a process that ended by itself is started again: doubled each time
+# it ends within RESTART_RESET_S of its start, up to RESTART_MAX_S.
 RESTART_DELAY_S = 1.0
+RESTART_MAX_S = 30.0
+RESTART_RESET_S = 60.0
 _SOCKET_NAME = "daemon.sock"
 
 
@@ -136,21 +140,26 @@ class ApiProcess:
             self._child = child
 
     def _watch(self) -> None:
+        delay = RESTART_DELAY_S
         while not self._closing.is_set():
             child = self._child
             if child is None:
                 return
+            started = time.monotonic()
             status = child.wait()
             if self._closing.is_set():
                 return
+            if time.monotonic() - started >= RESTART_RESET_S:
+                delay = RESTART_DELAY_S
             log.error(
                 "the HTTP API process ended: starting it again",
                 status=status,
-                delay_s=RESTART_DELAY_S,
+                delay_s=delay,
             )
             _close_stdin(child)
-            if self._closing.wait(RESTART_DELAY_S):
+            if self._closing.wait(delay):
                 return
+            delay = min(RESTART_MAX_S, delay * 2)
             try:
                 self._spawn()
             except OSError as exc:
