@@ -3,11 +3,13 @@ commits each batch of outcomes atomically."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from functools import partial
 from typing import NamedTuple, TypeVar
@@ -26,12 +28,15 @@ from resc.core.keys import failed_reasons
 from resc.core.logs import get_logger
 from resc.core.metrics import FetchStats, WatcherStats
 from resc.engine.instances import Identity, Membership
+from resc.engine.loop import LoopThread
 from resc.engine.pool import Pool
 from resc.engine.rules import RuleSet
 from resc.engine.store import CommitReport, Listener, Outcome, Reply, Store
-from resc.fetch.client import Fetcher
+from resc.fetch.aio import AsyncFetcher
 
 log = get_logger("resc.watcher")
+# How often a wait for the event loop looks at the deadline, which a stop may set.
+_POLL_S = 0.1
 rules_log = get_logger("resc.rules")
 
 T = TypeVar("T")
@@ -46,7 +51,7 @@ class Watcher:
         settings: Config,
         stop: threading.Event | None = None,
         store: Store | None = None,
-        fetcher: Fetcher | None = None,
+        fetcher: AsyncFetcher | None = None,
         stats: WatcherStats | None = None,
         on_delayed: Callable[[], None] | None = None,
         identity: Identity | None = None,
@@ -72,9 +77,12 @@ class Watcher:
         self.stats = stats or WatcherStats()
         self.store = store or Store(settings.redis.url)
         self._rule_of_fetch = _rule_of_fetch(config)
-        self.fetch = fetcher or Fetcher(
-            stop=self.stop, concurrency=config.concurrency, stats_of=self._fetch_stats
+        self.fetch = fetcher or AsyncFetcher(
+            stop=self.stop,
+            max_connections=config.max_connections or config.concurrency,
+            stats_of=self._fetch_stats,
         )
+        self._loop: LoopThread | None = None
         self.log = log.bind(watcher=config.input_queue)
         self._rules_log = rules_log.bind(watcher=config.input_queue)
         self.rules = RuleSet(config.rules)
@@ -169,7 +177,8 @@ class Watcher:
             self.member.release(self.store if connected else None)
             if self._pool is not None:
                 self._pool.shutdown()
-            self.fetch.close()
+            if self._loop is not None:
+                self._loop.close(self.fetch.close())
             self.store.close()
 
     def _start(self) -> bool:
@@ -283,14 +292,19 @@ class Watcher:
             matched=matched,
         )
         concurrency = self.config.concurrency
-        if concurrency == 1 and not any(rule.fetch for rule in rules.rules):
-            outcomes = _in_order(events, process, [])
+        if any(rule.fetch for rule in rules.rules):
+            outcomes = self._process_on_loop(
+                events,
+                partial(
+                    self._process_one_async,
+                    rules=rules,
+                    info=self.log.isEnabledFor(logging.INFO),
+                    debug=self._rules_log.isEnabledFor(logging.DEBUG),
+                    matched=matched,
+                ),
+            )
         elif concurrency == 1:
-            done: list[Outcome] = []
-            [job] = self._run_until_deadline([partial(_in_order, events, process, done)])
-            if job.done() and not job.cancelled():
-                job.result()  # an error of the job itself, not of an event
-            outcomes = list(done)
+            outcomes = _in_order(events, process, [])
         else:
             # Several at once; commits keep the order in which events were taken.
             outcomes = []
@@ -300,6 +314,37 @@ class Watcher:
                     break
                 outcomes.append(outcome)
         self.stats.matches.update(matched)
+        return outcomes
+
+    def _process_on_loop(
+        self, events: Sequence[bytes], process: Callable[[bytes], Awaitable[Outcome | None]]
+    ) -> list[Outcome]:
+        """The outcomes of the events processed on the watcher's event loop, up to
+        `concurrency` at once, until the first without one; at the stop's deadline, those
+        done before the first unfinished event (the others are cancelled)."""
+        if self._loop is None:
+            self._loop = LoopThread(f"{self.config.input_queue} fetches")
+        slots: list[Outcome | None] = [None] * len(events)
+        job = self._loop.submit(_on_loop(events, process, slots, self.config.concurrency))
+        while True:
+            try:
+                job.result(_POLL_S)
+                break
+            except FutureTimeout:
+                deadline = self.deadline
+                if deadline is not None and time.monotonic() >= deadline:
+                    job.cancel()
+                    self.log.warning(
+                        "grace period over: abandoning the fetches still running; their "
+                        "events go back to the input queue",
+                        abandoned=sum(slot is None for slot in slots),
+                    )
+                    break
+        outcomes = []
+        for slot in list(slots):
+            if slot is None:
+                break
+            outcomes.append(slot)
         return outcomes
 
     def _run_until_deadline(self, jobs: Sequence[Callable[[], T]]) -> list[Future[T]]:
@@ -329,7 +374,7 @@ class Watcher:
             return Outcome(event, failure=f"event is not UTF-8 text: {exc}")
         fired: list[str] = []
         try:
-            return Outcome(event, rules.apply(event, self.fetch, fired))
+            return Outcome(event, rules.apply(event, _no_fetch, fired))
         except FetchStopped:
             return None  # stopping while a fetch waited to retry: the event is put back
         except EventError as exc:
@@ -337,6 +382,33 @@ class Watcher:
         except Exception as exc:
             if self._abandoned:
                 return None  # the fetcher was closed under an abandoned fetch
+            self.log.exception("unexpected error processing an event", input_task=event)
+            return Outcome(event, failure=f"internal error: {exc!r}")
+        finally:
+            matched += fired
+            if debug and not fired:
+                self._rules_log.debug("no rule matched", input_task=event)
+
+    async def _process_one_async(
+        self, event: bytes, rules: RuleSet, info: bool, debug: bool, matched: list[str]
+    ) -> Outcome | None:
+        """_process_one on the event loop."""
+        if self.stop.is_set():
+            return None
+        if info:
+            self.log.info("event taken", input_task=event)
+        try:
+            event.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return Outcome(event, failure=f"event is not UTF-8 text: {exc}")
+        fired: list[str] = []
+        try:
+            return Outcome(event, await rules.apply_async(event, self.fetch, fired))
+        except FetchStopped:
+            return None  # stopping while a fetch waited to retry: the event is put back
+        except EventError as exc:
+            return Outcome(event, failure=str(exc))
+        except Exception as exc:
             self.log.exception("unexpected error processing an event", input_task=event)
             return Outcome(event, failure=f"internal error: {exc!r}")
         finally:
@@ -417,6 +489,37 @@ def _in_order(
             break
         done.append(outcome)
     return done
+
+
+async def _on_loop(
+    events: Sequence[bytes],
+    process: Callable[[bytes], Awaitable[Outcome | None]],
+    slots: list[Outcome | None],
+    concurrency: int,
+) -> None:
+    """Process the events into their slots, `concurrency` at a time; events after one
+    without an outcome (resc is stopping) are not started."""
+    upcoming = iter(enumerate(events))
+    stopped = len(events)
+
+    async def work() -> None:
+        nonlocal stopped
+        for i, event in upcoming:
+            if i > stopped:
+                return
+            outcome = await process(event)
+            if outcome is None:
+                stopped = min(stopped, i)
+                return
+            slots[i] = outcome
+
+    await asyncio.gather(*(work() for _ in range(min(concurrency, len(events)))))
+
+
+def _no_fetch(fetch: Fetch, variables: object) -> list[dict[str, bytes]]:
+    """The fetch function of batches whose rules do not fetch (those that do are
+    processed on the event loop)."""
+    raise AssertionError(f"{fetch.url.source}: fetched outside the event loop")
 
 
 def _rule_of_fetch(config: WatcherConfig) -> dict[int, str]:
