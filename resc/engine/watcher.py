@@ -12,6 +12,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from functools import partial
+from queue import Empty, SimpleQueue
 from typing import NamedTuple, TypeVar
 
 from resc.config.models import DEFAULT_RULE_NAME, Config, Fetch
@@ -37,6 +38,9 @@ from resc.fetch.aio import AsyncFetcher
 log = get_logger("resc.watcher")
 # How often a wait for the event loop looks at the deadline, which a stop may set.
 _POLL_S = 0.1
+# How long a watcher with events in flight waits for one to finish before it looks for
+# new events in the input queue again.
+_TAKE_POLL_S = 0.01
 rules_log = get_logger("resc.rules")
 
 T = TypeVar("T")
@@ -108,7 +112,8 @@ class Watcher:
 
     def use_rules(self, config: WatcherConfig) -> None:
         """Switch to new rules (a reloaded config): the batch in hand keeps the rules it
-        started with, the batches after it use the new ones."""
+        started with, the batches after it use the new ones (with fetches: the events in
+        flight keep theirs, those taken next use the new ones)."""
         rules = RuleSet(config.rules)
         with self._switch_lock:
             self._switch = (config, rules)
@@ -145,7 +150,10 @@ class Watcher:
                             lost = False
                             self.stats.reconnects += 1
                             self.log.info("Redis is back", url=self.store.display_url)
-                    self._pump()
+                    if self._rules_fetch():
+                        self._pump_fetching()
+                    else:
+                        self._pump()
                 except HeartbeatLost as exc:
                     # Not an outage: join again at once, under a new id (see join()).
                     connected = False
@@ -272,6 +280,110 @@ class Watcher:
         if self.stop.is_set():
             # Taken ahead but not processed: back to the input queue, in order, not
             # counted as interruptions.
+            self._recover(0)
+
+    def _rules_fetch(self) -> bool:
+        """Whether the rules of the next events fetch (those of a reload, if any)."""
+        with self._switch_lock:
+            rules = self._switch[1] if self._switch is not None else self.rules
+        return any(rule.fetch for rule in rules.rules)
+
+    def _pump_fetching(self) -> None:
+        """Take and process events while their rules fetch: up to `concurrency` in flight
+        on the watcher's event loop, each committed as soon as it is done, together
+        with the others done by then (in the order they were taken), without waiting
+        for slower fetches taken before or with it.
+
+        Returns when nothing is in flight and the input queue is empty, when the rules
+        of a reload no longer fetch, or when resc stops: the events done by the stop's
+        deadline are committed, the others go back to the input queue, first in line.
+        """
+        cfg, store, member = self.config, self.store, self.member
+        taken_list, heartbeat = member.taken_list, member.heartbeat
+        first = store.wait_take(cfg.input_queue, taken_list)
+        member.check()
+        self._alone += member.interrupted()
+        if first is None:
+            self._worked = True
+            return
+        self._alone = max(0, self._alone - 1)
+        if self._loop is None:
+            self._loop = LoopThread(f"{cfg.input_queue} fetches")
+        flight = _Flight(self._loop)
+        matched: list[str] = []
+        info = self.log.isEnabledFor(logging.INFO)
+        debug = self._rules_log.isEnabledFor(logging.DEBUG)
+
+        def start(events: list[bytes]) -> None:
+            rules = self._batch_rules()
+            self.stats.taken += len(events)
+            self.stats.batch_sizes.observe(len(events))
+            flight.start(
+                events,
+                partial(
+                    self._process_one_async, rules=rules, info=info, debug=debug, matched=matched
+                ),
+            )
+
+        start([first])
+        taking = True
+        try:
+            while flight.count:
+                done = flight.wait(_TAKE_POLL_S if taking else _POLL_S)
+                finished = [(outcome, at) for outcome, at in done if outcome is not None]
+                committing = None
+                if finished:
+                    committing = _Committing(
+                        [outcome for outcome, _ in finished],
+                        store.send_commit(
+                            taken_list,
+                            cfg.failed_queue,
+                            [outcome for outcome, _ in finished],
+                            self.listener,
+                            cfg.taken_queue,
+                            input_queue=cfg.input_queue,
+                        ),
+                        min(at for _, at in finished),
+                    )
+                taking = taking and not self.stop.is_set() and self._rules_fetch()
+                room = cfg.concurrency - flight.count
+                if self._alone:
+                    room = 0 if flight.count else 1
+                taking_now = taking and room > 0
+                next_events = (
+                    store.send_take(
+                        cfg.input_queue, taken_list, min(room, cfg.batch), heartbeat, ahead=False
+                    )
+                    if taking_now
+                    else None
+                )
+                if committing is not None:
+                    self._committed(committing)
+                if matched:
+                    fired = matched[:]
+                    del matched[: len(fired)]
+                    self.stats.matches.update(fired)
+                if next_events is not None:
+                    events = next_events.get()
+                    member.check()
+                    self._alone += member.interrupted()
+                    self._alone = max(0, self._alone - len(events))
+                    if events:
+                        start(events)
+                if self.stop.is_set():
+                    deadline = self.deadline
+                    if deadline is not None and time.monotonic() >= deadline:
+                        self.log.warning(
+                            "grace period over: abandoning the fetches still running; their "
+                            "events go back to the input queue",
+                            abandoned=flight.count,
+                        )
+                        break
+        finally:
+            flight.cancel()
+        if self.stop.is_set():
+            # Not done (abandoned, or stopped while waiting to retry): back to the input
+            # queue, in order, not counted as interruptions.
             self._recover(0)
 
     def _process(self, events: Sequence[bytes]) -> list[Outcome]:
@@ -514,6 +626,69 @@ async def _on_loop(
             slots[i] = outcome
 
     await asyncio.gather(*(work() for _ in range(min(concurrency, len(events)))))
+
+
+class _Flight:
+    """The events being processed on a watcher's event loop, and their outcomes as they
+    finish (None for an event left to put back: resc is stopping). `count` and the
+    methods belong to the watcher's thread; the rest runs on the loop."""
+
+    def __init__(self, loop: LoopThread) -> None:
+        self.count = 0
+        self._loop = loop.loop
+        self._done: SimpleQueue[list[tuple[Outcome | None, float]]] = SimpleQueue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._finished: list[tuple[Outcome | None, float]] = []
+
+    def start(
+        self, events: Sequence[bytes], process: Callable[[bytes], Awaitable[Outcome | None]]
+    ) -> None:
+        self.count += len(events)
+        self._loop.call_soon_threadsafe(self._start, events, process, time.monotonic())
+
+    def wait(self, timeout_s: float) -> list[tuple[Outcome | None, float]]:
+        """The outcomes finished since the last call, and when their events were taken;
+        waits up to `timeout_s` for the first."""
+        try:
+            done = self._done.get(timeout=timeout_s)
+        except Empty:
+            return []
+        while not self._done.empty():
+            done += self._done.get()
+        self.count -= len(done)
+        return done
+
+    def cancel(self) -> None:
+        """Cancel the events still in flight: they stay in the taken list."""
+        self._loop.call_soon_threadsafe(self._cancel)
+
+    def _start(
+        self,
+        events: Sequence[bytes],
+        process: Callable[[bytes], Awaitable[Outcome | None]],
+        taken_at: float,
+    ) -> None:
+        for event in events:
+            task = self._loop.create_task(self._one(event, process, taken_at))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _one(
+        self, event: bytes, process: Callable[[bytes], Awaitable[Outcome | None]], taken_at: float
+    ) -> None:
+        outcome = await process(event)
+        if not self._finished:
+            # One hand-over per turn of the loop, for all the events it finished.
+            self._loop.call_soon(self._hand_over)
+        self._finished.append((outcome, taken_at))
+
+    def _hand_over(self) -> None:
+        finished, self._finished = self._finished, []
+        self._done.put(finished)
+
+    def _cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
 
 
 def _no_fetch(fetch: Fetch, variables: object) -> list[dict[str, bytes]]:
