@@ -41,6 +41,9 @@ _POLL_S = 0.1
 # How long a watcher with events in flight waits for one to finish before it looks for
 # new events in the input queue again.
 _TAKE_POLL_S = 0.01
+# How long a watcher waits for more of its events in flight to finish once one has,
+# before committing those done.
+_GATHER_S = 0.002
 rules_log = get_logger("resc.rules")
 
 T = TypeVar("T")
@@ -329,7 +332,7 @@ class Watcher:
         taking = True
         try:
             while flight.count:
-                done = flight.wait(_TAKE_POLL_S if taking else _POLL_S)
+                done = flight.wait(_TAKE_POLL_S if taking else _POLL_S, cfg.concurrency // 4)
                 finished = [(outcome, at) for outcome, at in done if outcome is not None]
                 committing = None
                 if finished:
@@ -646,13 +649,21 @@ class _Flight:
         self.count += len(events)
         self._loop.call_soon_threadsafe(self._start, events, process, time.monotonic())
 
-    def wait(self, timeout_s: float) -> list[tuple[Outcome | None, float]]:
+    def wait(self, timeout_s: float, enough: int) -> list[tuple[Outcome | None, float]]:
         """The outcomes finished since the last call, and when their events were taken;
-        waits up to `timeout_s` for the first."""
+        waits up to `timeout_s` for the first, then up to _GATHER_S for `enough` of them
+        (one commit for many events costs Redis and this thread much less)."""
         try:
             done = self._done.get(timeout=timeout_s)
         except Empty:
             return []
+        until = time.monotonic() + _GATHER_S
+        while len(done) < min(enough, self.count):
+            left = until - time.monotonic()
+            try:
+                done += self._done.get(timeout=left) if left > 0 else self._done.get_nowait()
+            except Empty:
+                break
         while not self._done.empty():
             done += self._done.get()
         self.count -= len(done)
