@@ -90,3 +90,16 @@ def test_identical_events_in_flight_together_each_count_once(r, redis_server, tm
     assert r.lrange("out", 0, -1) == [b"same/1"]  # deduplicated through the set
     assert r.lrange("all", 0, -1) == [b"same/1"] * 12  # one task per event, none lost
     assert r.llen("in/failed") == 0
+
+
+def test_max_connections_caps_the_requests_at_once_below_concurrency(
+    r, redis_server, tmp_path, web
+):
+    web.answer("/item", {"prefix": "task"}, delay_s=0.1)
+    watcher = {"input_queue": "in", "concurrency": 8, "max_connections": 2}
+    config = make_config(redis_server.url, [{**watcher, "rules": [fetch_rule(web)]}])
+    r.lpush("in", *(f"item/{i}" for i in range(12)))
+    with running(config, tmp_path):
+        wait_until(lambda: r.llen("out") == 12 and drained(r, "in", "in/taken"))
+    assert web.max_in_flight == 2
+    assert sorted(r.lrange("out", 0, -1)) == sorted(f"task/{i}".encode() for i in range(12))
