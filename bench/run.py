@@ -16,6 +16,7 @@ Scenarios:
   original  the original resc's protocol re-enacted: one event at a time, seven round
             trips each (BRPOPLPUSH, ZSCORE, ZADD, LPUSH, PUBLISH, LREM, PUBLISH).
   api_*     the HTTP API under a keep-alive load client (bench/api.py).
+  fetch_*   a rule that fetches, against a local web service (bench/fetch.py).
 
 Every run checks its result (exact task counts, no duplicates, queues empty) and a wrong
 result is an error, never a number.
@@ -155,12 +156,15 @@ def resc(
     workdir: Path,
     batch: int | None = None,
     http: dict[str, Any] | None = None,
+    concurrency: int | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """resc running as a child process on a one-watcher config, ready to take events;
     with `http` (the config's http section), its HTTP server too."""
     watcher: dict[str, Any] = {"input_queue": INPUT, "taken_queue": TAKEN, "rules": rules}
     if batch is not None:
         watcher["batch"] = batch
+    if concurrency is not None:
+        watcher["concurrency"] = concurrency
     config: dict[str, Any] = {"redis": {"url": server.url}, "watchers": [watcher]}
     if http is not None:
         config["http"] = http
@@ -248,8 +252,11 @@ def run_ceiling(server: EmbeddedRedis, count: int, batch: int, publish: bool) ->
     return (count - batch) / elapsed
 
 
-def run_original(server: EmbeddedRedis, count: int) -> float:
-    """Events per second of the original's one-event-at-a-time protocol, as it sends it."""
+def run_original(
+    server: EmbeddedRedis, count: int, fetch: Callable[[str], str] | None = None
+) -> float:
+    """Events per second of the original's one-event-at-a-time protocol, as it sends it;
+    with `fetch`, each event first fetches (product id -> the id answered), in turn."""
     client = server.client()
     client.flushall()
     preload(client, INPUT, 0, count)
@@ -257,6 +264,8 @@ def run_original(server: EmbeddedRedis, count: int) -> float:
     for _ in range(count):
         event = client.brpoplpush(INPUT, TAKEN, 1)
         plant, product = event.decode().split("/")[1:]
+        if fetch is not None:
+            product = fetch(product)
         task, todo_set = f"trt/{plant}/{product}", f"trt/{plant}/todo-set"
         if client.zscore(todo_set, task) is None:
             client.zadd(todo_set, {task: int(time.time())})
@@ -318,7 +327,7 @@ SCENARIOS = ["original", "backlog", "latency", "ceiling", "memory"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench import api, latency  # they build on this module's scenarios
+    from bench import api, fetch, latency  # they build on this module's scenarios
 
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -336,12 +345,12 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         nargs="+",
         metavar="SCENARIO",
-        choices=[*SCENARIOS, *api.SCENARIOS],
+        choices=[*SCENARIOS, *api.SCENARIOS, *fetch.SCENARIOS],
         help="run only these scenarios",
     )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    scenarios = set(args.only or [*SCENARIOS, *api.SCENARIOS])
+    scenarios = set(args.only or [*SCENARIOS, *api.SCENARIOS, *fetch.SCENARIOS])
     results: dict[str, Any] = {
         "resc": __version__,
         "python": platform.python_version(),
@@ -397,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
             results.update(api.run_all(server, workdir, args.quick, scenarios))
+            results.update(fetch.run_all(server, workdir, args.quick, scenarios))
     except WrongResult as exc:
         print(f"bench: WRONG RESULT, no numbers reported: {exc}", file=sys.stderr)
         return 1

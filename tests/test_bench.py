@@ -47,5 +47,11 @@ def test_quick_benchmark_runs_every_scenario_with_correct_results(tmp_path: Path
         assert backlog["quiet"] > 0 and backlog["loaded"] > 0 and backlog["http_p99_ms"] > 0
         assert name in done.stdout
     assert "api_latency" in done.stdout
+    assert results["fetch_original"] > 0
+    for kind in ("fetch_5ms", "fetch_slow"):
+        sweep = results[kind]
+        assert sweep and all(figures["events_per_s"] > 0 for figures in sweep.values())
+        assert kind in done.stdout
+    assert results["fetch_client"]["httpx"]["requests_per_s"] > 0
     for name in scenarios:
         assert name in done.stdout

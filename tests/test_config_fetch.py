@@ -221,3 +221,26 @@ def test_fetch_patterns_may_use_only_the_rules_own_variables(tmp_path: Path) -> 
         f"{path}:{BODY + 5}: {RULE}.fetch[0].headers.X-Trace: ${{trace}} is not a variable of "
         "this rule; it has: input_task, env.NAME"
     ]
+
+
+def test_max_connections_defaults_to_concurrency_and_is_bounded(tmp_path: Path) -> None:
+    text = """
+    redis: {{ url: "redis://127.0.0.1:6379" }}
+    watchers: [
+      {{
+        input_queue: in
+        concurrency: 16
+        {field}
+        rules: [ {{ on: "x", make: {{ queue: "q" }} }} ]
+      }}
+    ]
+    """
+    config = load_config(write(tmp_path, text.format(field="")))
+    assert config.watchers[0].max_connections is None  # as many as concurrency
+    config = load_config(write(tmp_path, text.format(field="max_connections: 4")))
+    assert config.watchers[0].max_connections == 4
+
+    path = write(tmp_path, text.format(field="max_connections: 0"))
+    assert problems_of(path) == [
+        f"{path}:6: watchers[0].max_connections: Input should be greater than or equal to 1"
+    ]

@@ -16,6 +16,7 @@ from resc.fetch.breaker import CircuitBreaker, CircuitOpen
 from resc.fetch.client import Fetcher, pick
 from resc.fetch.request import build_request, shown_url
 from resc.fetch.retry import backoff_delay_s, retry_after_s, retryable_status
+from tests.fetchers import KINDS, fetcher_of
 
 
 def fetch_of(**fields: Any) -> Fetch:
@@ -250,8 +251,9 @@ def test_pick_says_where_the_path_ends(answer: Any, message: str) -> None:
 # --- the fetcher, over a stub transport --------------------------------------------------
 
 
-def test_request_that_cannot_be_made_does_not_count_against_the_circuit() -> None:
-    fetcher = Fetcher()  # its real transport refuses ftp:// before any connection
+@pytest.mark.parametrize("kind", KINDS)
+def test_request_that_cannot_be_made_does_not_count_against_the_circuit(kind: str) -> None:
+    fetcher = fetcher_of(kind)  # its real transport refuses ftp:// before any connection
     fetch = fetch_of(url="ftp://svc/${id}", breaker={"failures": 1, "cooldown": 60})
 
     for _ in range(3):

@@ -21,8 +21,8 @@ from resc.config.models import Fetch
 from resc.core.errors import FetchStopped
 from resc.core.failures import decode
 from resc.dev.embedded import free_port
-from resc.fetch.client import Fetcher
 from tests.conftest import drained, make_config, running, wait_until
+from tests.fetchers import KINDS, fetcher_of
 from tests.webservice import Answer, ScriptedService, scripted_service
 
 
@@ -165,11 +165,12 @@ def test_no_retries_means_one_request(r, redis_server, tmp_path, service):
     assert len(service.requests) == 1
 
 
-def test_stop_ends_the_wait_before_a_retry_at_once(service):
+@pytest.mark.parametrize("kind", KINDS)
+def test_stop_ends_the_wait_before_a_retry_at_once(service, kind):
     service.script("/x", Answer(status=503, headers={"retry-after": "30"}))
     fetch = Fetch.model_validate({"url": service.url + "/x", "returns": "db"})
     stop = threading.Event()
-    fetcher = Fetcher(stop=stop)
+    fetcher = fetcher_of(kind, stop=stop)
     threading.Timer(0.2, stop.set).start()
     started = time.monotonic()
 

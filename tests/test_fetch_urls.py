@@ -12,6 +12,7 @@ import pytest
 from resc.config.models import Fetch
 from resc.core.errors import FetchError
 from resc.fetch.client import MAX_REDIRECTS, Fetcher
+from tests.fetchers import KINDS, OnLoop, fetcher_of
 from tests.webservice import Answer, ScriptedService, scripted_service
 
 
@@ -28,9 +29,9 @@ def elsewhere() -> Iterator[ScriptedService]:
         yield web
 
 
-@pytest.fixture
-def fetcher() -> Iterator[Fetcher]:
-    fetcher = Fetcher()
+@pytest.fixture(params=KINDS)
+def fetcher(request: pytest.FixtureRequest) -> Iterator[Fetcher | OnLoop]:
+    fetcher = fetcher_of(request.param)
     yield fetcher
     fetcher.close()
 

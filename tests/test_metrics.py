@@ -24,7 +24,6 @@ from resc.core.errors import FetchError
 from resc.core.metrics import registry_for
 from resc.dev.embedded import free_port
 from resc.engine.daemon import Daemon
-from resc.fetch.client import Fetcher
 from tests.conftest import (
     RedisServer,
     make_config,
@@ -32,6 +31,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
+from tests.fetchers import KINDS, fetcher_of
 from tests.webservice import Answer, ScriptedService
 
 W = "global/events"
@@ -336,8 +336,9 @@ def test_a_removed_watcher_keeps_its_counts_but_not_its_readiness(r, redis_serve
     ],
     ids=["not-json", "too-large", "too-large-chunked", "too-many", "no-path"],
 )
+@pytest.mark.parametrize("kind", KINDS)
 def test_an_answer_that_fails_the_event_counts_as_failed(
-    web: ScriptedService, answer: Answer, reason: str
+    web: ScriptedService, answer: Answer, reason: str, kind: str
 ):
     web.script("/bad", answer)
     web.answer("/good", {"data": {"items": [{"name": "a"}]}})
@@ -348,7 +349,7 @@ def test_an_answer_that_fails_the_event_counts_as_failed(
         )
         for path in ("/bad", "/good")
     )
-    fetcher = Fetcher()
+    fetcher = fetcher_of(kind)
     with pytest.raises(FetchError, match=reason):
         fetcher(bad, {})
     assert fetcher(good, {}) == [{"r.name": b"a"}]

@@ -375,6 +375,13 @@ class Watcher(_Model):
     concurrency: int = Field(
         1, ge=1, le=1_000, description="events of a batch processed at once (for fetches)"
     )
+    max_connections: int | None = Field(
+        None,
+        ge=1,
+        le=1_000,
+        description="most keep-alive connections of the watcher's fetches, to all web "
+        "services together (default: concurrency); fetches beyond it wait for a free one",
+    )
     max_attempts: int = Field(
         5,
         ge=1,

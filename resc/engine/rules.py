@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 from resc.config.durations import parse_duration_s, parse_time_s
@@ -20,6 +20,8 @@ _debug_log = logging.getLogger("resc.rules")
 # Calls a fetch with the rule's variables (its URL, headers and body are patterns);
 # returns one mapping of `returns.field` variables per object.
 FetchFunction = Callable[[Fetch, Mapping[str, bytes]], list[dict[str, bytes]]]
+# The same on an event loop.
+AsyncFetchFunction = Callable[[Fetch, Mapping[str, bytes]], Awaitable[list[dict[str, bytes]]]]
 
 # With this many rules or more, one RE2 Set pass finds the matching ones; fewer are
 # cheaper to try one by one.
@@ -134,19 +136,52 @@ class RuleSet:
                 continue
             for fetcher in rule.fetch:
                 for fields in fetch(fetcher, variables):
-                    merged = {**variables, **fields}
-                    for task, queue, dedup, make, when in self._makes[i]:
-                        results.append(
-                            Result(
-                                task(merged),
-                                queue(merged),
-                                dedup(merged) if dedup is not None else None,
-                                rule.name,
-                                make,
-                                when(merged, time.time()) if when is not None else None,
-                            )
-                        )
+                    self._make(i, rule.name, {**variables, **fields}, results)
         return results
+
+    async def apply_async(
+        self, event: bytes, fetch: AsyncFetchFunction, matched: list[str] | None = None
+    ) -> list[Result]:
+        """apply, with the fetches awaited on an event loop."""
+        results: list[Result] = []
+        rules = self.rules
+        indexes: Iterable[int] = (
+            self._set.matching(event) if self._set is not None else range(len(rules))
+        )
+        for i in indexes:
+            rule = rules[i]
+            variables = rule.on.search(event)
+            if variables is None:
+                continue
+            variables[INPUT_TASK] = event
+            if matched is not None:
+                matched.append(rule.name)
+            if _debug_log.isEnabledFor(logging.DEBUG):
+                found = {k: v for k, v in variables.items() if k != INPUT_TASK}
+                log.debug("rule fired", rule=rule.name, input_task=event, **found)
+            if not rule.fetch:
+                self._make(i, rule.name, variables, results)
+                continue
+            for fetcher in rule.fetch:
+                for fields in await fetch(fetcher, variables):
+                    self._make(i, rule.name, {**variables, **fields}, results)
+        return results
+
+    def _make(
+        self, i: int, rule: str, variables: Mapping[str, bytes], results: list[Result]
+    ) -> None:
+        """The results of rule `i`'s makes for one set of variables, into `results`."""
+        for task, queue, dedup, make, when in self._makes[i]:
+            results.append(
+                Result(
+                    task(variables),
+                    queue(variables),
+                    dedup(variables) if dedup is not None else None,
+                    rule,
+                    make,
+                    when(variables, time.time()) if when is not None else None,
+                )
+            )
 
 
 def apply_rules(rules: Sequence[Rule], event: bytes, fetch: FetchFunction) -> list[Result]:

@@ -335,13 +335,20 @@ class Store:
         return [reply.get() for reply in replies]
 
     def send_take(
-        self, input_queue: str, taken_list: str, most: int, heartbeat: str = ""
+        self,
+        input_queue: str,
+        taken_list: str,
+        most: int,
+        heartbeat: str = "",
+        *,
+        ahead: bool = True,
     ) -> Reply[list[bytes]]:
         """Move up to `most` waiting events to the taken list, oldest first, marked as
-        taken ahead (the events taken before them are being processed); no wait. With a
-        `heartbeat` that has expired: HeartbeatLost, and nothing taken."""
+        taken ahead (the events taken before them are being processed; `ahead` False:
+        they are processed at once, and all are counted as interrupted by a crash); no
+        wait. With a `heartbeat` that has expired: HeartbeatLost, and nothing taken."""
         keys = (input_queue, taken_list, taken_ahead(taken_list), *([heartbeat] * bool(heartbeat)))
-        command = self._script("take", keys, (most,))
+        command = self._script("take", keys, (most,) if ahead else (most, "now"))
 
         def taken(reply: Any) -> list[bytes]:
             if not isinstance(reply, list):

@@ -3,13 +3,16 @@ commits each batch of outcomes atomically."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from functools import partial
+from queue import Empty, SimpleQueue
 from typing import NamedTuple, TypeVar
 
 from resc.config.models import DEFAULT_RULE_NAME, Config, Fetch
@@ -26,12 +29,21 @@ from resc.core.keys import failed_reasons
 from resc.core.logs import get_logger
 from resc.core.metrics import FetchStats, WatcherStats
 from resc.engine.instances import Identity, Membership
+from resc.engine.loop import LoopThread
 from resc.engine.pool import Pool
 from resc.engine.rules import RuleSet
 from resc.engine.store import CommitReport, Listener, Outcome, Reply, Store
-from resc.fetch.client import Fetcher
+from resc.fetch.aio import AsyncFetcher
 
 log = get_logger("resc.watcher")
+# How often a wait for the event loop looks at the deadline, which a stop may set.
+_POLL_S = 0.1
+# How long a watcher with events in flight waits for one to finish before it looks for
+# new events in the input queue again.
+_TAKE_POLL_S = 0.01
+# How long a watcher waits for more of its events in flight to finish once one has,
+# before committing those done.
+_GATHER_S = 0.002
 rules_log = get_logger("resc.rules")
 
 T = TypeVar("T")
@@ -46,7 +58,7 @@ class Watcher:
         settings: Config,
         stop: threading.Event | None = None,
         store: Store | None = None,
-        fetcher: Fetcher | None = None,
+        fetcher: AsyncFetcher | None = None,
         stats: WatcherStats | None = None,
         on_delayed: Callable[[], None] | None = None,
         identity: Identity | None = None,
@@ -72,9 +84,12 @@ class Watcher:
         self.stats = stats or WatcherStats()
         self.store = store or Store(settings.redis.url)
         self._rule_of_fetch = _rule_of_fetch(config)
-        self.fetch = fetcher or Fetcher(
-            stop=self.stop, concurrency=config.concurrency, stats_of=self._fetch_stats
+        self.fetch = fetcher or AsyncFetcher(
+            stop=self.stop,
+            max_connections=config.max_connections or config.concurrency,
+            stats_of=self._fetch_stats,
         )
+        self._loop: LoopThread | None = None
         self.log = log.bind(watcher=config.input_queue)
         self._rules_log = rules_log.bind(watcher=config.input_queue)
         self.rules = RuleSet(config.rules)
@@ -100,7 +115,8 @@ class Watcher:
 
     def use_rules(self, config: WatcherConfig) -> None:
         """Switch to new rules (a reloaded config): the batch in hand keeps the rules it
-        started with, the batches after it use the new ones."""
+        started with, the batches after it use the new ones (with fetches: the events in
+        flight keep theirs, those taken next use the new ones)."""
         rules = RuleSet(config.rules)
         with self._switch_lock:
             self._switch = (config, rules)
@@ -137,7 +153,10 @@ class Watcher:
                             lost = False
                             self.stats.reconnects += 1
                             self.log.info("Redis is back", url=self.store.display_url)
-                    self._pump()
+                    if self._rules_fetch():
+                        self._pump_fetching()
+                    else:
+                        self._pump()
                 except HeartbeatLost as exc:
                     # Not an outage: join again at once, under a new id (see join()).
                     connected = False
@@ -169,7 +188,8 @@ class Watcher:
             self.member.release(self.store if connected else None)
             if self._pool is not None:
                 self._pool.shutdown()
-            self.fetch.close()
+            if self._loop is not None:
+                self._loop.close(self.fetch.close())
             self.store.close()
 
     def _start(self) -> bool:
@@ -274,6 +294,110 @@ class Watcher:
             # counted as interruptions.
             self._recover(0)
 
+    def _rules_fetch(self) -> bool:
+        """Whether the rules of the next events fetch (those of a reload, if any)."""
+        with self._switch_lock:
+            rules = self._switch[1] if self._switch is not None else self.rules
+        return any(rule.fetch for rule in rules.rules)
+
+    def _pump_fetching(self) -> None:
+        """Take and process events while their rules fetch: up to `concurrency` in flight
+        on the watcher's event loop, each committed as soon as it is done, together
+        with the others done by then (in the order they were taken), without waiting
+        for slower fetches taken before or with it.
+
+        Returns when nothing is in flight and the input queue is empty, when the rules
+        of a reload no longer fetch, or when resc stops: the events done by the stop's
+        deadline are committed, the others go back to the input queue, first in line.
+        """
+        cfg, store, member = self.config, self.store, self.member
+        taken_list, heartbeat = member.taken_list, member.heartbeat
+        first = store.wait_take(cfg.input_queue, taken_list)
+        member.check()
+        self._alone += member.interrupted()
+        if first is None:
+            self._worked = True
+            return
+        self._alone = max(0, self._alone - 1)
+        if self._loop is None:
+            self._loop = LoopThread(f"{cfg.input_queue} fetches")
+        flight = _Flight(self._loop)
+        matched: list[str] = []
+        info = self.log.isEnabledFor(logging.INFO)
+        debug = self._rules_log.isEnabledFor(logging.DEBUG)
+
+        def start(events: list[bytes]) -> None:
+            rules = self._batch_rules()
+            self.stats.taken += len(events)
+            self.stats.batch_sizes.observe(len(events))
+            flight.start(
+                events,
+                partial(
+                    self._process_one_async, rules=rules, info=info, debug=debug, matched=matched
+                ),
+            )
+
+        start([first])
+        taking = True
+        try:
+            while flight.count:
+                done = flight.wait(_TAKE_POLL_S if taking else _POLL_S, cfg.concurrency // 4)
+                finished = [(outcome, at) for outcome, at in done if outcome is not None]
+                committing = None
+                if finished:
+                    committing = _Committing(
+                        [outcome for outcome, _ in finished],
+                        store.send_commit(
+                            taken_list,
+                            cfg.failed_queue,
+                            [outcome for outcome, _ in finished],
+                            self.listener,
+                            cfg.taken_queue,
+                            input_queue=cfg.input_queue,
+                        ),
+                        min(at for _, at in finished),
+                    )
+                taking = taking and not self.stop.is_set() and self._rules_fetch()
+                room = cfg.concurrency - flight.count
+                if self._alone:
+                    room = 0 if flight.count else 1
+                taking_now = taking and room > 0
+                next_events = (
+                    store.send_take(
+                        cfg.input_queue, taken_list, min(room, cfg.batch), heartbeat, ahead=False
+                    )
+                    if taking_now
+                    else None
+                )
+                if committing is not None:
+                    self._committed(committing)
+                if matched:
+                    fired = matched[:]
+                    del matched[: len(fired)]
+                    self.stats.matches.update(fired)
+                if next_events is not None:
+                    events = next_events.get()
+                    member.check()
+                    self._alone += member.interrupted()
+                    self._alone = max(0, self._alone - len(events))
+                    if events:
+                        start(events)
+                if self.stop.is_set():
+                    deadline = self.deadline
+                    if deadline is not None and time.monotonic() >= deadline:
+                        self.log.warning(
+                            "grace period over: abandoning the fetches still running; their "
+                            "events go back to the input queue",
+                            abandoned=flight.count,
+                        )
+                        break
+        finally:
+            flight.cancel()
+        if self.stop.is_set():
+            # Not done (abandoned, or stopped while waiting to retry): back to the input
+            # queue, in order, not counted as interruptions.
+            self._recover(0)
+
     def _process(self, events: Sequence[bytes]) -> list[Outcome]:
         """The outcome of each event, in order; fewer when resc is stopping (the rest is
         put back by _pump).
@@ -292,14 +416,19 @@ class Watcher:
             matched=matched,
         )
         concurrency = self.config.concurrency
-        if concurrency == 1 and not any(rule.fetch for rule in rules.rules):
-            outcomes = _in_order(events, process, [])
+        if any(rule.fetch for rule in rules.rules):
+            outcomes = self._process_on_loop(
+                events,
+                partial(
+                    self._process_one_async,
+                    rules=rules,
+                    info=self.log.isEnabledFor(logging.INFO),
+                    debug=self._rules_log.isEnabledFor(logging.DEBUG),
+                    matched=matched,
+                ),
+            )
         elif concurrency == 1:
-            done: list[Outcome] = []
-            [job] = self._run_until_deadline([partial(_in_order, events, process, done)])
-            if job.done() and not job.cancelled():
-                job.result()  # an error of the job itself, not of an event
-            outcomes = list(done)
+            outcomes = _in_order(events, process, [])
         else:
             # Several at once; commits keep the order in which events were taken.
             outcomes = []
@@ -309,6 +438,37 @@ class Watcher:
                     break
                 outcomes.append(outcome)
         self.stats.matches.update(matched)
+        return outcomes
+
+    def _process_on_loop(
+        self, events: Sequence[bytes], process: Callable[[bytes], Awaitable[Outcome | None]]
+    ) -> list[Outcome]:
+        """The outcomes of the events processed on the watcher's event loop, up to
+        `concurrency` at once, until the first without one; at the stop's deadline, those
+        done before the first unfinished event (the others are cancelled)."""
+        if self._loop is None:
+            self._loop = LoopThread(f"{self.config.input_queue} fetches")
+        slots: list[Outcome | None] = [None] * len(events)
+        job = self._loop.submit(_on_loop(events, process, slots, self.config.concurrency))
+        while True:
+            try:
+                job.result(_POLL_S)
+                break
+            except FutureTimeout:
+                deadline = self.deadline
+                if deadline is not None and time.monotonic() >= deadline:
+                    job.cancel()
+                    self.log.warning(
+                        "grace period over: abandoning the fetches still running; their "
+                        "events go back to the input queue",
+                        abandoned=sum(slot is None for slot in slots),
+                    )
+                    break
+        outcomes = []
+        for slot in list(slots):
+            if slot is None:
+                break
+            outcomes.append(slot)
         return outcomes
 
     def _run_until_deadline(self, jobs: Sequence[Callable[[], T]]) -> list[Future[T]]:
@@ -338,7 +498,7 @@ class Watcher:
             return Outcome(event, failure=f"event is not UTF-8 text: {exc}")
         fired: list[str] = []
         try:
-            return Outcome(event, rules.apply(event, self.fetch, fired))
+            return Outcome(event, rules.apply(event, _no_fetch, fired))
         except FetchStopped:
             return None  # stopping while a fetch waited to retry: the event is put back
         except EventError as exc:
@@ -346,6 +506,33 @@ class Watcher:
         except Exception as exc:
             if self._abandoned:
                 return None  # the fetcher was closed under an abandoned fetch
+            self.log.exception("unexpected error processing an event", input_task=event)
+            return Outcome(event, failure=f"internal error: {exc!r}")
+        finally:
+            matched += fired
+            if debug and not fired:
+                self._rules_log.debug("no rule matched", input_task=event)
+
+    async def _process_one_async(
+        self, event: bytes, rules: RuleSet, info: bool, debug: bool, matched: list[str]
+    ) -> Outcome | None:
+        """_process_one on the event loop."""
+        if self.stop.is_set():
+            return None
+        if info:
+            self.log.info("event taken", input_task=event)
+        try:
+            event.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return Outcome(event, failure=f"event is not UTF-8 text: {exc}")
+        fired: list[str] = []
+        try:
+            return Outcome(event, await rules.apply_async(event, self.fetch, fired))
+        except FetchStopped:
+            return None  # stopping while a fetch waited to retry: the event is put back
+        except EventError as exc:
+            return Outcome(event, failure=str(exc))
+        except Exception as exc:
             self.log.exception("unexpected error processing an event", input_task=event)
             return Outcome(event, failure=f"internal error: {exc!r}")
         finally:
@@ -426,6 +613,108 @@ def _in_order(
             break
         done.append(outcome)
     return done
+
+
+async def _on_loop(
+    events: Sequence[bytes],
+    process: Callable[[bytes], Awaitable[Outcome | None]],
+    slots: list[Outcome | None],
+    concurrency: int,
+) -> None:
+    """Process the events into their slots, `concurrency` at a time; events after one
+    without an outcome (resc is stopping) are not started."""
+    upcoming = iter(enumerate(events))
+    stopped = len(events)
+
+    async def work() -> None:
+        nonlocal stopped
+        for i, event in upcoming:
+            if i > stopped:
+                return
+            outcome = await process(event)
+            if outcome is None:
+                stopped = min(stopped, i)
+                return
+            slots[i] = outcome
+
+    await asyncio.gather(*(work() for _ in range(min(concurrency, len(events)))))
+
+
+class _Flight:
+    """The events being processed on a watcher's event loop, and their outcomes as they
+    finish (None for an event left to put back: resc is stopping). `count` and the
+    methods belong to the watcher's thread; the rest runs on the loop."""
+
+    def __init__(self, loop: LoopThread) -> None:
+        self.count = 0
+        self._loop = loop.loop
+        self._done: SimpleQueue[list[tuple[Outcome | None, float]]] = SimpleQueue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._finished: list[tuple[Outcome | None, float]] = []
+
+    def start(
+        self, events: Sequence[bytes], process: Callable[[bytes], Awaitable[Outcome | None]]
+    ) -> None:
+        self.count += len(events)
+        self._loop.call_soon_threadsafe(self._start, events, process, time.monotonic())
+
+    def wait(self, timeout_s: float, enough: int) -> list[tuple[Outcome | None, float]]:
+        """The outcomes finished since the last call, and when their events were taken;
+        waits up to `timeout_s` for the first, then up to _GATHER_S for `enough` of them
+        (one commit for many events costs Redis and this thread much less)."""
+        try:
+            done = self._done.get(timeout=timeout_s)
+        except Empty:
+            return []
+        until = time.monotonic() + _GATHER_S
+        while len(done) < min(enough, self.count):
+            left = until - time.monotonic()
+            try:
+                done += self._done.get(timeout=left) if left > 0 else self._done.get_nowait()
+            except Empty:
+                break
+        while not self._done.empty():
+            done += self._done.get()
+        self.count -= len(done)
+        return done
+
+    def cancel(self) -> None:
+        """Cancel the events still in flight: they stay in the taken list."""
+        self._loop.call_soon_threadsafe(self._cancel)
+
+    def _start(
+        self,
+        events: Sequence[bytes],
+        process: Callable[[bytes], Awaitable[Outcome | None]],
+        taken_at: float,
+    ) -> None:
+        for event in events:
+            task = self._loop.create_task(self._one(event, process, taken_at))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _one(
+        self, event: bytes, process: Callable[[bytes], Awaitable[Outcome | None]], taken_at: float
+    ) -> None:
+        outcome = await process(event)
+        if not self._finished:
+            # One hand-over per turn of the loop, for all the events it finished.
+            self._loop.call_soon(self._hand_over)
+        self._finished.append((outcome, taken_at))
+
+    def _hand_over(self) -> None:
+        finished, self._finished = self._finished, []
+        self._done.put(finished)
+
+    def _cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+
+def _no_fetch(fetch: Fetch, variables: object) -> list[dict[str, bytes]]:
+    """The fetch function of batches whose rules do not fetch (those that do are
+    processed on the event loop)."""
+    raise AssertionError(f"{fetch.url.source}: fetched outside the event loop")
 
 
 def _rule_of_fetch(config: WatcherConfig) -> dict[int, str]:

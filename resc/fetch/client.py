@@ -32,6 +32,7 @@ log = get_logger("resc.fetch")
 
 # Redirects followed in one attempt, as many as httpx follows by default.
 MAX_REDIRECTS = 20
+HEADERS = {"user-agent": f"resc/{__version__}", "accept": "application/json"}
 
 
 _EXPONENT = re.compile(r"e\+?(-?)0*(?=\d)")
@@ -159,65 +160,15 @@ class _FetchState(NamedTuple):
     stats: FetchStats
 
 
-class Fetcher:
-    """Calls web services for fetch rules: one pooled HTTP client and one circuit breaker
-    per fetch, per watcher. Safe to call from several threads.
+class FetchStates:
+    """What both fetchers keep per fetch (its circuit breaker and its request counts),
+    and what they do with an answer once its body is read."""
 
-    `stop`, when set, ends the wait before a retry at once: the fetch then fails with
-    FetchStopped. `stats_of` gives the FetchStats each fetch's requests are counted in
-    (by default, one of its own per fetch).
-    """
-
-    def __init__(
-        self,
-        transport: httpx.BaseTransport | None = None,
-        *,
-        stop: threading.Event | None = None,
-        concurrency: int = 1,
-        stats_of: Callable[[Fetch], FetchStats] | None = None,
-    ) -> None:
-        self._client = httpx.Client(
-            transport=transport,
-            # As many connections as requests can be made at once, so that none waits
-            # for a free connection (which would count as a timeout).
-            limits=httpx.Limits(max_connections=max(100, concurrency)),
-            # Followed by _redirected, only to the same origin.
-            follow_redirects=False,
-            headers={"user-agent": f"resc/{__version__}", "accept": "application/json"},
-        )
-        self._stop = stop or threading.Event()
+    def __init__(self, stats_of: Callable[[Fetch], FetchStats] | None = None) -> None:
         self._stats_of = stats_of or (lambda _: FetchStats())
         self._lock = threading.Lock()
         # Keyed by id(): the Fetch is kept in the value, so its id cannot be reused.
         self._states: dict[int, _FetchState] = {}
-
-    def close(self) -> None:
-        self._client.close()
-
-    def __call__(self, fetch: Fetch, variables: Mapping[str, bytes]) -> list[dict[str, bytes]]:
-        """The objects of `fetch`'s answer for an event's variables, each as `returns.field`
-        variables. MissingVariable or FetchError when the event cannot have them."""
-        request = build_request(fetch, variables)
-        state = self._state(fetch)
-        body, seconds = self._guarded(state, request)
-        # The answer is counted once it is known to be usable: a bad one is "failed".
-        outcome = "failed"
-        try:
-            objects = objects_of(pick(parse_json(body), fetch.path))
-        except ValueError as exc:
-            raise FetchError(f"{request.shown}: bad response: {exc}") from None
-        else:
-            if len(objects) > fetch.max_results:
-                # Failing, not truncating: dropped objects would be tasks silently lost.
-                raise FetchError(
-                    f"{request.shown}: the answer has {len(objects)} objects, more than "
-                    f"max_results ({fetch.max_results})"
-                )
-            outcome = "ok"
-        finally:
-            state.stats.record(outcome, seconds)
-        log.debug("fetched", request=request.shown, objects=len(objects))
-        return [flatten(obj, fetch.returns) for obj in objects]
 
     def _state(self, fetch: Fetch) -> _FetchState:
         with self._lock:
@@ -241,6 +192,78 @@ class Fetcher:
         """The counts of each fetch known (the FetchStats `stats_of` gave it)."""
         with self._lock:
             return [(state.fetch, state.stats) for state in self._states.values()]
+
+    @staticmethod
+    def _objects(
+        state: _FetchState, request: Request, body: bytes, seconds: float
+    ) -> list[dict[str, bytes]]:
+        """The objects of a 2xx answer's body as variables, counted as "ok" or, when the
+        answer is not usable, "failed"."""
+        fetch = state.fetch
+        outcome = "failed"
+        try:
+            objects = objects_of(pick(parse_json(body), fetch.path))
+        except ValueError as exc:
+            raise FetchError(f"{request.shown}: bad response: {exc}") from None
+        else:
+            if len(objects) > fetch.max_results:
+                # Failing, not truncating: dropped objects would be tasks silently lost.
+                raise FetchError(
+                    f"{request.shown}: the answer has {len(objects)} objects, more than "
+                    f"max_results ({fetch.max_results})"
+                )
+            outcome = "ok"
+        finally:
+            state.stats.record(outcome, seconds)
+        log.debug("fetched", request=request.shown, objects=len(objects))
+        return [flatten(obj, fetch.returns) for obj in objects]
+
+
+def retry_message(request: Request, problem: str, attempts: int) -> str:
+    after = f" (after {attempts} attempts)" if attempts > 1 else ""
+    return f"{request.shown}: {problem}{after}"
+
+
+class Fetcher(FetchStates):
+    """Calls web services for fetch rules, from threads: one pooled HTTP client and one
+    circuit breaker per fetch. Safe to call from several threads. (A watcher fetches on
+    an event loop instead: resc.fetch.aio.)
+
+    `stop`, when set, ends the wait before a retry at once: the fetch then fails with
+    FetchStopped. `stats_of` gives the FetchStats each fetch's requests are counted in
+    (by default, one of its own per fetch).
+    """
+
+    def __init__(
+        self,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        stop: threading.Event | None = None,
+        concurrency: int = 1,
+        stats_of: Callable[[Fetch], FetchStats] | None = None,
+    ) -> None:
+        super().__init__(stats_of)
+        self._client = httpx.Client(
+            transport=transport,
+            # As many connections as requests can be made at once, so that none waits
+            # for a free connection (which would count as a timeout).
+            limits=httpx.Limits(max_connections=max(100, concurrency)),
+            # Followed by _redirected, only to the same origin.
+            follow_redirects=False,
+            headers=HEADERS,
+        )
+        self._stop = stop or threading.Event()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __call__(self, fetch: Fetch, variables: Mapping[str, bytes]) -> list[dict[str, bytes]]:
+        """The objects of `fetch`'s answer for an event's variables, each as `returns.field`
+        variables. MissingVariable or FetchError when the event cannot have them."""
+        request = build_request(fetch, variables)
+        state = self._state(fetch)
+        body, seconds = self._guarded(state, request)
+        return self._objects(state, request, body, seconds)
 
     def _guarded(self, state: _FetchState, request: Request) -> tuple[bytes, float]:
         """The body of a 2xx answer and the seconds it took (not counted yet), through the
@@ -276,8 +299,7 @@ class Fetcher:
                 return self._timed_attempt(request, state)
             except _Retryable as exc:
                 if attempt >= attempts:
-                    after = f" (after {attempts} attempts)" if attempts > 1 else ""
-                    raise _Unavailable(f"{request.shown}: {exc.problem}{after}") from None
+                    raise _Unavailable(retry_message(request, exc.problem, attempts)) from None
                 delay_s = exc.retry_after_s
                 if delay_s is None:
                     delay_s = backoff_delay_s(attempt - 1, fetch.backoff)

@@ -8,6 +8,9 @@
 --          were taken ahead, not processed yet; see recover.lua)
 -- KEYS[4]  optional: the instance's heartbeat (string with a time to live)
 -- ARGV[1]  most events to move (> 0)
+-- ARGV[2]  optional: "now" when the events moved are processed at once, not taken
+--          ahead: the taken-ahead count is cleared instead (every event of the taken
+--          list is being processed)
 -- Returns  the moved events, oldest first; false, with nothing moved, when KEYS[4] is
 --          given and does not exist (the heartbeat was lost: another instance may have
 --          put the list back, and nobody would recover what is taken into it now); an
@@ -47,5 +50,9 @@ local chunk = 1000
 for first = 1, n, chunk do
   redis.call('LPUSH', KEYS[2], unpack(oldest_first, first, math.min(first + chunk - 1, n)))
 end
-redis.call('SET', KEYS[3], n)
+if ARGV[2] == 'now' then
+  redis.call('DEL', KEYS[3])
+else
+  redis.call('SET', KEYS[3], n)
+end
 return oldest_first
