@@ -8,6 +8,7 @@ recovers the taken queue instead, which is the truth about what is committed.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections import deque
@@ -470,6 +471,30 @@ def _keys_of(result: Result) -> tuple[bytes | None, ...]:
     return result.queue, result.set, result.queue + _DELAYED, result.queue + _DELAYED_COUNTER
 
 
+@functools.lru_cache(maxsize=256)
+def _own_keys(queues: _Queues) -> tuple[tuple[bytes, ...], frozenset[bytes]]:
+    """KEYS[1.._OWN_KEYS] of commit.lua, and every key of the watcher's own (also those
+    that only recover.lua, take.lua and the instances' logic write), which no result
+    may write: the same for every commit of a watcher's instance."""
+    taken_list, taken_queue, failed_queue = queues.taken_list, queues.taken_queue, queues.failed
+    keys = (
+        taken_list.encode(),
+        failed_queue.encode(),
+        failed_reasons(failed_queue).encode(),
+        attempts(taken_queue).encode(),
+        queues.delayed_queues.encode(),
+    )
+    others = (
+        taken_queue,
+        taken_ahead(taken_list),
+        taken_ahead(taken_queue),
+        taken_owner(taken_queue),
+        instances(taken_queue),
+        f"{taken_list}/heartbeat",
+    )
+    return keys, frozenset((*keys, *(key.encode() for key in others)))
+
+
 def _commit_arguments(
     queues: _Queues,
     outcomes: Sequence[Outcome],
@@ -479,29 +504,9 @@ def _commit_arguments(
     """KEYS and ARGV of commit.lua (see its header). Records a failure for an event that
     would use one key in two roles (a queue and a set, say), or write into the watcher's
     own keys. A result due by now is pushed now."""
-    taken_list, taken_queue, failed_queue = queues.taken_list, queues.taken_queue, queues.failed
-    keys = [
-        taken_list.encode(),
-        failed_queue.encode(),
-        failed_reasons(failed_queue).encode(),
-        attempts(taken_queue).encode(),
-        queues.delayed_queues.encode(),
-    ]
-    # Also the keys that only recover.lua, take.lua and the instances' logic write.
-    own = {
-        *keys,
-        *(
-            key.encode()
-            for key in (
-                taken_queue,
-                taken_ahead(taken_list),
-                taken_ahead(taken_queue),
-                taken_owner(taken_queue),
-                instances(taken_queue),
-                f"{taken_list}/heartbeat",
-            )
-        ),
-    }
+    taken_queue = queues.taken_queue
+    own_keys, own = _own_keys(queues)
+    keys = list(own_keys)
     roles: dict[bytes, tuple[str, int]] = {}
     now = time.time()
     args: list[Any] = [int(now)]
@@ -551,7 +556,7 @@ class _KeyConflict(Exception):
 
 
 def _index(
-    key: bytes, role: str, roles: dict[bytes, tuple[str, int]], own: set[bytes], keys: list[bytes]
+    key: bytes, role: str, roles: dict[bytes, tuple[str, int]], own: frozenset[bytes], keys: list[bytes]
 ) -> int:
     """The index in KEYS of `key` in `role` ("todo queue", "set", ...), added when new;
     _KeyConflict when it is one of the watcher's own keys or already has another role."""
