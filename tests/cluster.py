@@ -97,7 +97,7 @@ class ClusterTopology:
         for master, replica in zip(self.masters, self.replicas, strict=False):
             master_id = master.node_id()
             with replica.plain() as client:
-                wait_until(lambda c=client: master_id in c.execute_command("CLUSTER", "NODES"))
+                wait_until(lambda c=client, i=master_id: i in c.execute_command("CLUSTER", "NODES"))
                 client.execute_command("CLUSTER", "REPLICATE", master_id)
         for node in self.nodes:
             wait_until(lambda n=node: self._ready(n), timeout_s=20)
