@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
+from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
 from resc.core.errors import RedisUnavailable, StoreError
 
@@ -18,6 +19,21 @@ _WRONGTYPE = re.compile(r"WRONGTYPE (.*)")
 # replica loading its data): waited out like a lost connection, never a fault of the
 # command.
 NOT_A_MASTER_NOW = ("READONLY", "UNBLOCKED", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN")
+
+# Error replies of a cluster node that does not serve a key's slot now (it moved, is
+# moving, or has no master), and NOSCRIPT from a master that took over after a failover
+# (the script did not run): waited out like a lost connection, after which the caller
+# asks the cluster again where the slot lives and loads its scripts again.
+CLUSTER_MOVING = ("MOVED", "ASK", "CLUSTERDOWN", "NOSCRIPT")
+
+
+def is_transient_reply(error: redis.ResponseError) -> bool:
+    """Whether an error reply says the server cannot run the command now (a failover, a
+    slot on the move), rather than that the command is wrong."""
+    return isinstance(error, redis.ReadOnlyError) or str(error).startswith(
+        (*NOT_A_MASTER_NOW, *CLUSTER_MOVING)
+    )
+
 
 # Waits between reconnection attempts: doubling from the first, up to the cap, each
 # shortened by up to a fifth at random so that many watchers do not retry in step.
@@ -64,9 +80,17 @@ def converted_errors(action: str) -> Iterator[None]:
     except redis.TimeoutError as exc:
         raise RedisUnavailable(f"{action}: no answer from Redis: {exc}") from None
     except redis.ResponseError as exc:
-        if isinstance(exc, redis.ReadOnlyError) or str(exc).startswith(NOT_A_MASTER_NOW):
+        if is_transient_reply(exc):
             raise RedisUnavailable(f"{action}: Redis is not a writable master now: {exc}") from None
         wrong_type = _WRONGTYPE.search(str(exc))
         raise StoreError(f"{action}: {wrong_type[1] if wrong_type else exc}") from None
     except redis.RedisError as exc:
+        raise StoreError(f"{action}: {exc}") from None
+    except SlotNotCoveredError as exc:
+        raise RedisUnavailable(
+            f"{action}: the cluster serves no slot of the key now: {exc}"
+        ) from None
+    except RedisClusterException as exc:
+        # redis-py's own refusals (keys of one command in several slots, say), which do
+        # not derive from RedisError.
         raise StoreError(f"{action}: {exc}") from None
