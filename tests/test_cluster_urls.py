@@ -12,9 +12,15 @@ from redis.cluster import RedisCluster
 
 from resc.config.load import load_config
 from resc.config.redis_url import ClusterUrl, is_cluster_url, parse_redis_url
-from resc.connection.clients import ClientOf, cluster_client, connection_pool, is_cluster
+from resc.connection.clients import (
+    ClientOf,
+    async_client,
+    cluster_client,
+    connection_pool,
+    is_cluster,
+)
 from resc.connection.edge import redact_url
-from resc.core.errors import ConfigError
+from resc.core.errors import ConfigError, StoreError
 
 
 def test_a_cluster_url_names_its_startup_nodes():
@@ -102,9 +108,14 @@ def test_redact_url_hides_the_password_of_a_cluster_url():
     assert redact_url("rediss+cluster://:p@w@a:1") == "rediss+cluster://:***@a:1"
 
 
-def test_a_cluster_url_gives_no_single_server_pool():
-    with pytest.raises(ValueError, match="use cluster_client"):
-        connection_pool("redis+cluster://a:1")
+def test_a_cluster_url_gives_no_single_server_client():
+    for make in (connection_pool, async_client):
+        with pytest.raises(StoreError) as info:
+            make("redis+cluster://:hunter2@a:1")
+        assert str(info.value) == (
+            "redis+cluster://:***@a:1 names a Redis Cluster: only `resc run` and `resc check` "
+            "support one yet"
+        )
 
 
 def test_the_cluster_client_follows_the_url_without_retries(cluster):

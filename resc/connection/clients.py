@@ -31,7 +31,9 @@ from resc.config.redis_url import (
     is_sentinel_url,
     parse_redis_url,
 )
+from resc.connection.edge import converted_errors, redact_url
 from resc.connection.sentinel import MasterTracker, tls_arguments, tracker_for
+from resc.core.errors import StoreError
 
 
 def connection_pool(url: str, **options: Any) -> redis.ConnectionPool:
@@ -39,7 +41,7 @@ def connection_pool(url: str, **options: Any) -> redis.ConnectionPool:
     redis-py's connection arguments (timeouts, retry, client_name...)."""
     target = parse_redis_url(url)
     if isinstance(target, ClusterUrl):
-        raise ValueError("a cluster URL names no single server: use cluster_client()")
+        raise _no_single_server(url)
     if isinstance(target, ServerUrl):
         return redis.ConnectionPool.from_url(url, **options)
     ssl = tls_arguments(target)
@@ -49,6 +51,12 @@ def connection_pool(url: str, **options: Any) -> redis.ConnectionPool:
         **_master_arguments(target),
         **ssl,
         **options,
+    )
+
+
+def _no_single_server(url: str) -> StoreError:
+    return StoreError(
+        f"{redact_url(url)} names a Redis Cluster: only `resc run` and `resc check` support one yet"
     )
 
 
@@ -66,8 +74,6 @@ def is_cluster(url: str, server: redis.Redis | RedisCluster | None = None) -> bo
         return True
     if is_sentinel_url(url):
         return False
-    from resc.connection.edge import converted_errors, redact_url
-
     with converted_errors(f"asking {redact_url(url)} whether it is a cluster node"):
         if server is not None:
             info = server.info("cluster")
@@ -103,7 +109,7 @@ def async_client(url: str, **options: Any) -> aioredis.Redis:
     """An asyncio client of the server or master the URL names."""
     target = parse_redis_url(url)
     if isinstance(target, ClusterUrl):
-        raise ValueError("a cluster URL names no single server: use cluster_client()")
+        raise _no_single_server(url)
     if isinstance(target, ServerUrl):
         return aioredis.Redis.from_url(url, **options)
     ssl = tls_arguments(target)
@@ -263,14 +269,16 @@ class ClientOf:
                 "retry": Retry(NoBackoff(), 0),
                 "client_name": self.name,
             }
-            made: redis.Redis | RedisCluster = (
-                client(url, **options)
-                if not is_cluster_url(url)
-                else cluster_client(url, **options)
-            )
-            if isinstance(made, redis.Redis) and is_cluster(url, made):
-                made.close()
-                made = cluster_client(url, **options)
+            # A RedisCluster connects as it is made.
+            with converted_errors(f"connecting to {redact_url(url)}"):
+                made: redis.Redis | RedisCluster = (
+                    cluster_client(url, **options)
+                    if is_cluster_url(url)
+                    else client(url, **options)
+                )
+                if isinstance(made, redis.Redis) and is_cluster(url, made):
+                    made.close()
+                    made = cluster_client(url, **options)
             self._client = made
             self.url = url
         return self._client
