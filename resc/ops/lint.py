@@ -367,16 +367,19 @@ class SlotFindings:
 
     errors: list[Finding]
     notes: list[Finding]
+    cross_slot: list[Finding]  # the notes' results, each in a line, for `resc run` to refuse
 
 
 class _SlotLinter(_Linter):
     def __init__(self, config: Config, source: SourceFile) -> None:
         super().__init__(config, source)
         self.notes: list[Finding] = []
+        self.cross_slot: list[Finding] = []
 
-    def note(self, loc: Loc, message: str) -> None:
+    def note(self, loc: Loc, message: str, short: str) -> None:
         line = self.source.line_of(loc) or 0
         self.notes.append(Finding(line, located(self.source, loc, message)))
+        self.cross_slot.append(Finding(line, located(self.source, loc, short)))
 
     def own_slots(self) -> None:
         for w, watcher in enumerate(self.config.watchers):
@@ -431,6 +434,8 @@ class _SlotLinter(_Linter):
                     f"commit it with the event, give the queue"
                     f"{' and its set' if make.set is not None else ''} the input queue's tag: "
                     f"write queue: {_hjson(_with_tag(make.queue.source, home.text.encode()))}",
+                    f"{quoted(make.queue.source)} is not in the slot of the input queue "
+                    f"{quoted(watcher.input_queue)}: a cross-slot result",
                 )
 
 
@@ -482,4 +487,4 @@ def cluster_findings(config: Config, source: SourceFile) -> SlotFindings:
     def ordered(findings: list[Finding]) -> list[Finding]:
         return sorted(findings, key=lambda f: (f.line, f.text))
 
-    return SlotFindings(ordered(linter.findings), ordered(linter.notes))
+    return SlotFindings(ordered(linter.findings), ordered(linter.notes), ordered(linter.cross_slot))
