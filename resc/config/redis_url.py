@@ -1,5 +1,6 @@
 """The Redis URLs resc accepts, parsed in one place: redis://, rediss:// and unix:// (a
-server), and redis+sentinel:// or rediss+sentinel:// (the master that sentinels name).
+server), redis+sentinel:// or rediss+sentinel:// (the master that sentinels name), and
+redis+cluster:// or rediss+cluster:// (a Redis Cluster).
 
     redis+sentinel://[[user]:password@]host:port[,host:port...]/MASTER_NAME[/DB]
         [?sentinel_password=...&sentinel_username=...]
