@@ -15,7 +15,10 @@ from typing import Any
 import pytest
 from redis.cluster import RedisCluster
 
+from resc.commands.run import _cluster_refusal
+from resc.config.load import load_config
 from resc.connection.clients import cluster_client
+from resc.engine.daemon import Daemon
 from tests.cluster import ClusterTopology
 from tests.conftest import (
     drained,
@@ -222,3 +225,22 @@ def test_stuck_set_members_expire_in_sets_on_every_master(
         wait_until(lambda: daemon.expiry_stats.removed["{${p}}/set"] == 3)
     for tag in tags:
         assert client.zrange(f"{{{tag}}}/set", 0, -1) == [b"job/2"]
+
+
+def test_a_reload_to_a_cross_slot_result_is_refused_and_the_config_stays(
+    cluster: ClusterTopology, client: RedisCluster, tmp_path: Path
+):
+    path = write_config(tmp_path, backlog_config(cluster.url()))
+    daemon = Daemon(load_config(path), path, grace_period_s=5, refusal=_cluster_refusal)
+    daemon.start()
+    try:
+        write_config(tmp_path, backlog_config(cluster.url(), queue=OTHER_TODO))
+        assert daemon.reload() is False
+        client.lpush(INPUT, "ev/1")
+        wait_until(lambda: client.lrange(TODO, 0, -1) == [b"task/1"])
+        write_config(tmp_path, backlog_config(cluster.url(), with_set=True))
+        assert daemon.reload() is True
+    finally:
+        daemon.stop.set()
+        assert daemon.wait() == 0
+    assert client.llen(OTHER_TODO) == 0

@@ -164,6 +164,7 @@ def _run(
             on_forced_exit,
             instance=instance.id,
             heartbeat_ttl_s=instance.heartbeat_ttl_s,
+            refusal=_cluster_refusal,
         )
     except RescError as exc:
         print(f"resc: {exc}", file=sys.stderr)
