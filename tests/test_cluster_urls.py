@@ -19,8 +19,10 @@ from resc.connection.clients import (
     connection_pool,
     is_cluster,
 )
-from resc.connection.edge import redact_url
-from resc.core.errors import ConfigError, StoreError
+from resc.connection.edge import converted_errors, redact_url
+from resc.core.errors import ConfigError, RedisUnavailable, StoreError
+from resc.dev.embedded import free_port
+from resc.engine.store import Store
 
 
 def test_a_cluster_url_names_its_startup_nodes():
@@ -146,3 +148,26 @@ def test_a_cluster_nodes_plain_url_is_found_to_be_a_cluster(cluster, redis_serve
         assert not isinstance(shared.get(redis_server.url), RedisCluster)
     finally:
         shared.close()
+
+
+def test_an_unreachable_cluster_is_unavailable_and_its_password_stays_hidden():
+    store = Store(f"redis+cluster://:hunter2@127.0.0.1:{free_port()}")
+    try:
+        with pytest.raises(RedisUnavailable) as info:
+            store.connect()
+    finally:
+        store.close()
+    assert str(info.value).startswith("connecting to redis+cluster://:***@127.0.0.1:")
+    assert "hunter2" not in str(info.value)
+
+
+def test_redis_pys_cross_slot_refusal_is_a_store_error(cluster):
+    client = cluster_client(cluster.url())
+    try:
+        with pytest.raises(StoreError) as info, converted_errors("moving"):
+            client.execute_command("RENAME", "{a}/x", "{b}/y")
+    finally:
+        client.close()
+    assert not isinstance(info.value, RedisUnavailable)
+    assert str(info.value).startswith("moving: ")
+    assert "same key slot" in str(info.value)

@@ -47,6 +47,9 @@ def reconnect_delay_s(failures: int) -> float:
     return delay * (1 - random.random() / 5)
 
 
+# How redis-py's RedisCluster says that it reached none of its nodes.
+_CLUSTER_UNREACHABLE = "Redis Cluster cannot be connected"
+
 _QUERY_PASSWORD = re.compile(r"([?&](?:sentinel_)?password=)[^&#]*")
 
 
@@ -91,6 +94,8 @@ def converted_errors(action: str) -> Iterator[None]:
             f"{action}: the cluster serves no slot of the key now: {exc}"
         ) from None
     except RedisClusterException as exc:
+        if str(exc).startswith(_CLUSTER_UNREACHABLE):
+            raise RedisUnavailable(f"{action}: {exc}") from None
         # redis-py's own refusals (keys of one command in several slots, say), which do
         # not derive from RedisError.
         raise StoreError(f"{action}: {exc}") from None
