@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,9 @@ from redis.cluster import RedisCluster
 from resc.commands.run import _cluster_refusal
 from resc.config.load import load_config
 from resc.connection.clients import cluster_client
+from resc.core.errors import RedisUnavailable
 from resc.engine.daemon import Daemon
+from resc.engine.store import Store
 from tests.cluster import ClusterTopology
 from tests.conftest import (
     drained,
@@ -244,3 +248,52 @@ def test_a_reload_to_a_cross_slot_result_is_refused_and_the_config_stays(
         daemon.stop.set()
         assert daemon.wait() == 0
     assert client.llen(OTHER_TODO) == 0
+
+
+@pytest.mark.slow
+def test_a_store_follows_its_slot_to_the_new_master_after_a_failover(
+    cluster_with_replicas: ClusterTopology,
+):
+    """A manual CLUSTER FAILOVER: the take blocked on the old master is told so
+    (UNBLOCKED on Redis 7.0, MOVED on Valkey), the next command there gets MOVED: both
+    are a lost connection; connect() again finds the new master and loads the scripts
+    there (which it has not: NOSCRIPT otherwise)."""
+    topology = cluster_with_replicas
+    store = Store(topology.url())
+    client = cluster_client(topology.url(), socket_timeout=5)
+    try:
+        store.connect()
+        assert store.take(INPUT, f"{TAKEN}/i1", 10) == []
+        old = topology.master_of(INPUT)
+        replica = topology.replicas[topology.masters.index(old)]
+        outcome: list[BaseException | bytes | None] = []
+
+        def blocked_take() -> None:
+            try:
+                outcome.append(store.wait_take(INPUT, f"{TAKEN}/i1"))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        # wait_take waits BLOCK_TIMEOUT_S (1 s) at most: start one, then fail over.
+        thread = threading.Thread(target=blocked_take)
+        thread.start()
+        time.sleep(0.2)
+        with replica.plain() as plain:
+            plain.execute_command("CLUSTER", "FAILOVER")
+        wait_until(lambda: topology.master_of(INPUT) is replica)
+        thread.join(5)
+        [taken] = outcome
+        if taken is None:  # the failover came after the wait ended: the next take sees it
+            with pytest.raises(RedisUnavailable) as info:
+                store.take(INPUT, f"{TAKEN}/i1", 10)
+            taken = info.value
+        assert isinstance(taken, RedisUnavailable)
+        assert "MOVED" in str(taken) or "UNBLOCKED" in str(taken)
+        client.lpush(INPUT, "ev/1")
+        store.connect()
+        assert store.take(INPUT, f"{TAKEN}/i1", 10) == [b"ev/1"]
+        with replica.plain() as plain:  # the scripts were loaded on the new master
+            assert plain.execute_command("SCRIPT", "EXISTS", *store._sha.values()) == [1] * 5
+    finally:
+        store.close()
+        client.close()

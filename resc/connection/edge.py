@@ -9,7 +9,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
-from redis.exceptions import RedisClusterException, SlotNotCoveredError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MasterDownError,
+    MovedError,
+    NoScriptError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
 from resc.core.errors import RedisUnavailable, StoreError
 
@@ -27,10 +36,36 @@ NOT_A_MASTER_NOW = ("READONLY", "UNBLOCKED", "LOADING", "MASTERDOWN", "NOREPLICA
 CLUSTER_MOVING = ("MOVED", "ASK", "CLUSTERDOWN", "NOSCRIPT")
 
 
+# redis-py's classes for some of those replies, whose messages lose the first word.
+_TRANSIENT_CLASSES = (
+    redis.ReadOnlyError,
+    AskError,  # and MovedError
+    TryAgainError,
+    ClusterDownError,  # and MasterDownError
+    NoScriptError,
+)
+
+
+def reply_text(error: redis.ResponseError) -> str:
+    """The error reply as the server wrote it: with the first word that redis-py drops
+    when it picks a class for it (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, NOSCRIPT...)."""
+    for kind, word in (
+        (MovedError, "MOVED"),
+        (AskError, "ASK"),
+        (TryAgainError, "TRYAGAIN"),
+        (MasterDownError, "MASTERDOWN"),
+        (ClusterDownError, "CLUSTERDOWN"),
+        (NoScriptError, "NOSCRIPT"),
+    ):
+        if isinstance(error, kind):
+            return f"{word} {error}"
+    return str(error)
+
+
 def is_transient_reply(error: redis.ResponseError) -> bool:
     """Whether an error reply says the server cannot run the command now (a failover, a
     slot on the move), rather than that the command is wrong."""
-    return isinstance(error, redis.ReadOnlyError) or str(error).startswith(
+    return isinstance(error, _TRANSIENT_CLASSES) or str(error).startswith(
         (*NOT_A_MASTER_NOW, *CLUSTER_MOVING)
     )
 
@@ -84,7 +119,9 @@ def converted_errors(action: str) -> Iterator[None]:
         raise RedisUnavailable(f"{action}: no answer from Redis: {exc}") from None
     except redis.ResponseError as exc:
         if is_transient_reply(exc):
-            raise RedisUnavailable(f"{action}: Redis is not a writable master now: {exc}") from None
+            raise RedisUnavailable(
+                f"{action}: Redis is not a writable master now: {reply_text(exc)}"
+            ) from None
         wrong_type = _WRONGTYPE.search(str(exc))
         raise StoreError(f"{action}: {wrong_type[1] if wrong_type else exc}") from None
     except redis.RedisError as exc:

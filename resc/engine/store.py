@@ -35,7 +35,7 @@ from redis.retry import Retry
 from resc.config.models import EMBEDDED_REDIS
 from resc.config.redis_url import is_cluster_url
 from resc.connection.clients import cluster_client, connection_pool, master_moved
-from resc.connection.edge import converted_errors, is_transient_reply, redact_url
+from resc.connection.edge import converted_errors, is_transient_reply, redact_url, reply_text
 from resc.core.errors import HeartbeatLost, RedisUnavailable, StoreError
 from resc.core.failures import FailedRecord, decode
 from resc.core.keys import (
@@ -54,6 +54,14 @@ from resc.engine.rules import Result
 _LUA = {
     name: (files("resc.engine") / "lua" / f"{name}.lua").read_text("utf-8")
     for name in ("take", "recover", "commit", "replay", "heartbeat")
+}
+
+# On a cluster the scripts are loaded as each master's connection is made, after the
+# first command to it is built: that command names them by these, the SHA-1s of the
+# flagged text that _load_scripts loads (Redis 7 and later).
+_SHEBANG = "#!lua\n"
+_CLUSTER_SHA = {
+    name: sha1((_SHEBANG + source).encode()).hexdigest() for name, source in _LUA.items()
 }
 
 # A blocking take waits this long, so that a stop request is seen promptly.
@@ -107,7 +115,7 @@ class Reply(Generic[T]):
         self._convert = convert
         self._done = False
         self._value: Any = None
-        self._error: Exception | None = None
+        self._error: redis.ResponseError | None = None
         self._unavailable = False
 
     def _receive(self, value: Any, unavailable: bool = False) -> None:
@@ -122,7 +130,10 @@ class Reply(Generic[T]):
         if not self._done:
             self._store._read_until(self)
         if self._error is not None and self._unavailable:
-            raise RedisUnavailable(f"{self.action}: the cluster moves the slot now: {self._error}")
+            raise RedisUnavailable(
+                f"{self.action}: the cluster serves the slot elsewhere now: "
+                f"{reply_text(self._error)}"
+            )
         if self._error is not None:
             # A script's own type check answers "WRONGTYPE <key> holds a <type>, ...".
             message = str(self._error).removeprefix("WRONGTYPE ")
@@ -172,6 +183,8 @@ class Store:
         self._pending: deque[tuple[Any, Reply[Any]]] = deque()
         self._has_lmove = True
         self._sha = {name: sha1(source.encode()).hexdigest() for name, source in _LUA.items()}
+        if self._on_cluster:
+            self._sha = _CLUSTER_SHA.copy()
 
     @property
     def on_cluster(self) -> bool:
@@ -234,7 +247,7 @@ class Store:
         flight on it), flagged as connect() does on Redis 7 (a cluster node is 7 or
         newer, or else takes them unflagged)."""
         for name, source in _LUA.items():
-            for text in ("#!lua\n" + source, source):
+            for text in (_SHEBANG + source, source):
                 load: tuple[Any, ...] = (b"SCRIPT", b"LOAD", text)
                 conn.send_packed_command([hiredis.pack_command(load)])
                 try:
@@ -307,6 +320,7 @@ class Store:
                 self._pool.disconnect()
                 self._pool = None
                 self._on_cluster = True
+                self._sha = _CLUSTER_SHA.copy()
                 with converted_errors(action):
                     self._cluster = cluster_client(self.url, **self._options)
                 self._stale = False
