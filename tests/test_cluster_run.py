@@ -139,7 +139,9 @@ def test_sigkill_of_resc_twice_during_a_backlog_then_restart_gives_one_task_per_
             lambda: client.llen(TODO) >= BACKLOG and drained(client, INPUT, TAKEN), timeout_s=60
         )
     finally:
-        stop(process)
+        log = stop(process)
+    # Nothing refused on the way: the scripts were there at the first commit.
+    assert "Redis unavailable" not in log and "refused" not in log, log
     assert_exactly_once(client, BACKLOG)
 
 
