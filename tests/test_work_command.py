@@ -303,7 +303,7 @@ def test_a_bad_redis_url_is_a_usage_error():
     assert (done.returncode, done.stderr.strip()) == (
         2,
         "resc work: --redis http://x/: must start with redis://, rediss://, unix://, "
-        "redis+sentinel:// or rediss+sentinel://",
+        "redis+sentinel://, rediss+sentinel://, redis+cluster:// or rediss+cluster://",
     )
 
 

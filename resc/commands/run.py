@@ -125,6 +125,11 @@ def main(args: argparse.Namespace) -> int:
         return _run_with_private_redis(config, args.http, dashboard, instance)
     if args.fail_fast and not _redis_reachable(config):
         return EXIT_FATAL
+    refusal = _cluster_refusal(config, Path(args.config))
+    if refusal:
+        for line in refusal:
+            print(f"resc: {line}", file=sys.stderr)
+        return EXIT_USAGE
     return _run(config, Path(args.config), args.watch_config, args.http, dashboard, instance)
 
 
@@ -162,10 +167,41 @@ def _run(
             on_forced_exit,
             instance=instance.id,
             heartbeat_ttl_s=instance.heartbeat_ttl_s,
+            refusal=_cluster_refusal,
         )
     except RescError as exc:
         print(f"resc: {exc}", file=sys.stderr)
         return EXIT_FATAL
+
+
+def _cluster_refusal(config: Config, path: Path) -> list[str]:
+    """On a Redis Cluster (a cluster URL, or a server URL whose server says it is a
+    cluster node), why the config cannot run there: the slot errors of `resc check`, or
+    its cross-slot results, which are not supported on a cluster yet. Empty when it can
+    (or when the server cannot be asked now: the watchers wait for it)."""
+    from resc.config.source import read_source
+    from resc.connection.clients import is_cluster
+    from resc.ops.lint import cluster_findings
+
+    try:
+        if not is_cluster(config.redis.url):
+            return []
+    except StoreError:
+        return []
+    try:
+        source = read_source(path)
+    except RescError:
+        return []
+    found = cluster_findings(config, source)
+    if found.errors:
+        return [f.text for f in found.errors] + ["see `resc check` for what to write"]
+    if found.cross_slot:
+        return [f.text for f in found.cross_slot] + [
+            "cross-slot results are not supported on a Redis Cluster yet: give each "
+            "make's queue and set the hash tag of its watcher's input queue "
+            "(`resc check` says what to write)"
+        ]
+    return []
 
 
 def _redis_reachable(config: Config) -> bool:

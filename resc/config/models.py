@@ -106,7 +106,10 @@ class RedisConfig(_Model):
     url: str = Field(
         description="redis://, rediss:// or unix:// URL, with password and db; "
         "redis+sentinel://[[user]:password@]host:port[,host:port...]/MASTER_NAME[/DB] for the "
-        'master that sentinels name; or "embedded": a private server that `resc run` starts '
+        "master that sentinels name; "
+        "redis+cluster://[[user]:password@]host:port[,host:port...] for a Redis Cluster (a "
+        "redis:// URL of a cluster node is used as one too); or "
+        '"embedded": a private server that `resc run` starts '
         '(pip install "resc[embedded]")'
     )
 

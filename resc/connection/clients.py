@@ -5,6 +5,11 @@ connections ask the sentinels for the master when they connect, refuse a server 
 says it is no master (ROLE), and are dropped when the sentinels name another master
 (resc.connection.sentinel): a pool hands out no connection to a replaced master, and
 master_moved() tells a connection kept across commands (the watcher's) to let go.
+
+A cluster URL (redis+cluster://), or a server URL naming a node of a Redis Cluster
+(`INFO cluster` says `cluster_enabled:1`), gives a redis-py RedisCluster: is_cluster()
+tells which, cluster_client() makes one. Its commands go without client retry, as the
+others' do: its default retries send a script whose reply was lost again.
 """
 
 from __future__ import annotations
@@ -15,16 +20,28 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
-from resc.config.redis_url import SentinelUrl, ServerUrl, parse_redis_url
+from resc.config.redis_url import (
+    ClusterUrl,
+    SentinelUrl,
+    ServerUrl,
+    is_cluster_url,
+    is_sentinel_url,
+    parse_redis_url,
+)
+from resc.connection.edge import converted_errors, redact_url
 from resc.connection.sentinel import MasterTracker, tls_arguments, tracker_for
+from resc.core.errors import StoreError
 
 
 def connection_pool(url: str, **options: Any) -> redis.ConnectionPool:
     """A pool of connections to the server or master the URL names; `options` are
     redis-py's connection arguments (timeouts, retry, client_name...)."""
     target = parse_redis_url(url)
+    if isinstance(target, ClusterUrl):
+        raise _no_single_server(url)
     if isinstance(target, ServerUrl):
         return redis.ConnectionPool.from_url(url, **options)
     ssl = tls_arguments(target)
@@ -37,14 +54,62 @@ def connection_pool(url: str, **options: Any) -> redis.ConnectionPool:
     )
 
 
+def _no_single_server(url: str) -> StoreError:
+    return StoreError(
+        f"{redact_url(url)} names a Redis Cluster: only `resc run` and `resc check` support one yet"
+    )
+
+
 def client(url: str, **options: Any) -> redis.Redis:
     """A client of the server or master the URL names."""
     return redis.Redis.from_pool(connection_pool(url, **options))
 
 
+def is_cluster(url: str, server: redis.Redis | RedisCluster | None = None) -> bool:
+    """Whether the URL names a Redis Cluster: a cluster URL, or a server URL of a node
+    that has cluster mode on (asked with `INFO cluster`, on `server` when given, else
+    on a connection of its own). A sentinel URL never does. RedisUnavailable or
+    StoreError when the server cannot be asked."""
+    if isinstance(server, RedisCluster) or is_cluster_url(url):
+        return True
+    if is_sentinel_url(url):
+        return False
+    with converted_errors(f"asking {redact_url(url)} whether it is a cluster node"):
+        if server is not None:
+            info = server.info("cluster")
+        else:
+            with client(
+                url, socket_timeout=5, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0)
+            ) as probe:
+                info = probe.info("cluster")
+    return bool(info.get("cluster_enabled"))
+
+
+def cluster_client(url: str, **options: Any) -> RedisCluster:
+    """A RedisCluster client of the cluster the URL names: a cluster URL's nodes, or the
+    node of a server URL, as its startup nodes. Without client retry unless `options`
+    give one."""
+    target = parse_redis_url(url)
+    options.setdefault("retry", Retry(NoBackoff(), 0))
+    if isinstance(target, SentinelUrl):
+        raise ValueError("a sentinel URL names no cluster")
+    if isinstance(target, ServerUrl):
+        return RedisCluster.from_url(url, **options)
+    ssl = tls_arguments(target)
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],  # type: ignore[no-untyped-call]
+        username=target.username,
+        password=target.password,
+        **ssl,
+        **options,
+    )
+
+
 def async_client(url: str, **options: Any) -> aioredis.Redis:
     """An asyncio client of the server or master the URL names."""
     target = parse_redis_url(url)
+    if isinstance(target, ClusterUrl):
+        raise _no_single_server(url)
     if isinstance(target, ServerUrl):
         return aioredis.Redis.from_url(url, **options)
     ssl = tls_arguments(target)
@@ -190,18 +255,31 @@ class ClientOf:
         self.name = name
         self.url = ""
         self._timeout_s = socket_timeout_s
-        self._client: redis.Redis | None = None
+        self._client: redis.Redis | RedisCluster | None = None
 
-    def get(self, url: str) -> redis.Redis:
+    def get(self, url: str) -> redis.Redis | RedisCluster:
+        """The client; a RedisCluster when the URL names a cluster (asked of the server at
+        the first use of a server URL: RedisUnavailable or StoreError when it cannot
+        be)."""
         if self._client is None or url != self.url:
             self.close()
-            self._client = client(
-                url,
-                socket_timeout=self._timeout_s,
-                socket_connect_timeout=5,
-                retry=Retry(NoBackoff(), 0),
-                client_name=self.name,
-            )
+            options: dict[str, Any] = {
+                "socket_timeout": self._timeout_s,
+                "socket_connect_timeout": 5,
+                "retry": Retry(NoBackoff(), 0),
+                "client_name": self.name,
+            }
+            # A RedisCluster connects as it is made.
+            with converted_errors(f"connecting to {redact_url(url)}"):
+                made: redis.Redis | RedisCluster = (
+                    cluster_client(url, **options)
+                    if is_cluster_url(url)
+                    else client(url, **options)
+                )
+                if isinstance(made, redis.Redis) and is_cluster(url, made):
+                    made.close()
+                    made = cluster_client(url, **options)
+            self._client = made
             self.url = url
         return self._client
 

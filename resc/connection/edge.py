@@ -9,6 +9,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MasterDownError,
+    MovedError,
+    NoScriptError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
 from resc.core.errors import RedisUnavailable, StoreError
 
@@ -18,6 +28,47 @@ _WRONGTYPE = re.compile(r"WRONGTYPE (.*)")
 # replica loading its data): waited out like a lost connection, never a fault of the
 # command.
 NOT_A_MASTER_NOW = ("READONLY", "UNBLOCKED", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN")
+
+# Error replies of a cluster node that does not serve a key's slot now (it moved, is
+# moving, or has no master), and NOSCRIPT from a master that took over after a failover
+# (the script did not run): waited out like a lost connection, after which the caller
+# asks the cluster again where the slot lives and loads its scripts again.
+CLUSTER_MOVING = ("MOVED", "ASK", "CLUSTERDOWN", "NOSCRIPT")
+
+
+# redis-py's classes for some of those replies, whose messages lose the first word.
+_TRANSIENT_CLASSES = (
+    redis.ReadOnlyError,
+    AskError,  # and MovedError
+    TryAgainError,
+    ClusterDownError,  # and MasterDownError
+    NoScriptError,
+)
+
+
+def reply_text(error: redis.ResponseError) -> str:
+    """The error reply as the server wrote it: with the first word that redis-py drops
+    when it picks a class for it (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, NOSCRIPT...)."""
+    for kind, word in (
+        (MovedError, "MOVED"),
+        (AskError, "ASK"),
+        (TryAgainError, "TRYAGAIN"),
+        (MasterDownError, "MASTERDOWN"),
+        (ClusterDownError, "CLUSTERDOWN"),
+        (NoScriptError, "NOSCRIPT"),
+    ):
+        if isinstance(error, kind):
+            return f"{word} {error}"
+    return str(error)
+
+
+def is_transient_reply(error: redis.ResponseError) -> bool:
+    """Whether an error reply says the server cannot run the command now (a failover, a
+    slot on the move), rather than that the command is wrong."""
+    return isinstance(error, _TRANSIENT_CLASSES) or str(error).startswith(
+        (*NOT_A_MASTER_NOW, *CLUSTER_MOVING)
+    )
+
 
 # Waits between reconnection attempts: doubling from the first, up to the cap, each
 # shortened by up to a fifth at random so that many watchers do not retry in step.
@@ -30,6 +81,9 @@ def reconnect_delay_s(failures: int) -> float:
     delay: float = min(RECONNECT_CAP_S, RECONNECT_FIRST_S * 2 ** min(failures, 16))
     return delay * (1 - random.random() / 5)
 
+
+# How redis-py's RedisCluster says that it reached none of its nodes.
+_CLUSTER_UNREACHABLE = "Redis Cluster cannot be connected"
 
 _QUERY_PASSWORD = re.compile(r"([?&](?:sentinel_)?password=)[^&#]*")
 
@@ -64,9 +118,21 @@ def converted_errors(action: str) -> Iterator[None]:
     except redis.TimeoutError as exc:
         raise RedisUnavailable(f"{action}: no answer from Redis: {exc}") from None
     except redis.ResponseError as exc:
-        if isinstance(exc, redis.ReadOnlyError) or str(exc).startswith(NOT_A_MASTER_NOW):
-            raise RedisUnavailable(f"{action}: Redis is not a writable master now: {exc}") from None
+        if is_transient_reply(exc):
+            raise RedisUnavailable(
+                f"{action}: Redis is not a writable master now: {reply_text(exc)}"
+            ) from None
         wrong_type = _WRONGTYPE.search(str(exc))
         raise StoreError(f"{action}: {wrong_type[1] if wrong_type else exc}") from None
     except redis.RedisError as exc:
+        raise StoreError(f"{action}: {exc}") from None
+    except SlotNotCoveredError as exc:
+        raise RedisUnavailable(
+            f"{action}: the cluster serves no slot of the key now: {exc}"
+        ) from None
+    except RedisClusterException as exc:
+        if str(exc).startswith(_CLUSTER_UNREACHABLE):
+            raise RedisUnavailable(f"{action}: {exc}") from None
+        # redis-py's own refusals (keys of one command in several slots, say), which do
+        # not derive from RedisError.
         raise StoreError(f"{action}: {exc}") from None

@@ -20,7 +20,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from resc.config.redis_url import SentinelUrl
+from resc.config.redis_url import ClusterUrl, SentinelUrl
 from resc.core.logs import get_logger
 
 log = get_logger("resc.sentinel")
@@ -151,7 +151,7 @@ class MasterTracker:
         return master
 
 
-def tls_arguments(url: SentinelUrl) -> dict[str, Any]:
+def tls_arguments(url: SentinelUrl | ClusterUrl) -> dict[str, Any]:
     """redis-py's connection arguments for the URL's TLS options (none without TLS)."""
     if not url.tls:
         return {}

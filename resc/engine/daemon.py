@@ -72,6 +72,10 @@ def _settings(config: WatcherConfig) -> dict[str, object]:
     return config.model_dump(exclude={"rules"})
 
 
+# Why a config cannot run (an empty list when it can), given the config and its file.
+Refusal = Callable[[Config, Path], list[str]]
+
+
 class Daemon:
     """Runs the watchers of a config until stopped. SIGHUP (or, with watch_config, a
     change of the file) reloads the config from config_path."""
@@ -85,11 +89,14 @@ class Daemon:
         services: Sequence[ServiceFactory] = (),
         instance: str | None = None,
         heartbeat_ttl_s: float | None = None,
+        refusal: Refusal | None = None,
     ) -> None:
         """`instance`: the base of the instance ids (default: host, pid and a random
         part); `heartbeat_ttl_s` overrides the config's heartbeat_ttl, also after a
-        reload."""
+        reload; `refusal`: why a reloaded config cannot run (for one meant for a Redis
+        Cluster), checked before it replaces the running one."""
         self.config = config
+        self._refusal = refusal
         self.identity = Identity(instance)
         self.heartbeat_ttl_s = heartbeat_ttl_s
         self.config_path = config_path
@@ -194,6 +201,13 @@ class Daemon:
             log.error(
                 'config not reloaded: redis.url "embedded" needs a restart of resc; '
                 "the running config stays"
+            )
+            return False
+        refused = self._refusal(new, self.config_path) if self._refusal else []
+        if refused:
+            log.error(
+                "config not reloaded: it cannot run on this Redis; the running config stays",
+                problems="; ".join(refused),
             )
             return False
         everything = (
@@ -366,6 +380,7 @@ def run(
     on_forced_exit: Callable[[], None] | None = None,
     instance: str | None = None,
     heartbeat_ttl_s: float | None = None,
+    refusal: Refusal | None = None,
 ) -> int:
     """Run resc until stopped by a signal; the exit status. RescError when a service
     (the HTTP server) cannot start."""
@@ -376,6 +391,7 @@ def run(
         services=services,
         instance=instance,
         heartbeat_ttl_s=heartbeat_ttl_s,
+        refusal=refusal,
     )
     daemon.install_signal_handlers(on_forced_exit)
     daemon.start()

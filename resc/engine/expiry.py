@@ -19,8 +19,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib.resources import files
+from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from resc.config.models import Config
 from resc.config.patterns import Pattern
@@ -146,7 +148,7 @@ class SetExpiry:
             if self._stop.wait(min(max(left_s, 0.0), 1.0) or 1.0):
                 return True
 
-    def _client(self) -> redis.Redis:
+    def _client(self) -> redis.Redis | RedisCluster:
         return self._redis.get(self._config.redis.url)
 
     def sweep(self, found: list[Target]) -> int:
@@ -184,33 +186,48 @@ class SetExpiry:
                         )
         return total
 
-    def _sets(self, client: redis.Redis, target: Target) -> list[tuple[str, str]]:
+    def _sets(self, client: redis.Redis | RedisCluster, target: Target) -> list[tuple[str, str]]:
         """(set, queue) for the target's sets that exist, at most MOST_SETS: the next ones
         of a SCAN that goes on where the previous sweep stopped."""
         if not target.set.refs:
             return [(target.set.source, target.queue.source)]
         glob = glob_of(target.set.source)
-        cursor = self._scan_cursors.pop(target.set.source, 0)
         found: list[tuple[str, str]] = []
-        while True:
-            cursor, names = client.scan(cursor, match=glob, count=SCAN_COUNT, _type="zset")
-            raw: bytes
-            for raw in names:  # type: ignore[assignment]
-                name = raw.decode("utf-8", "backslashreplace")
-                variables = match_pattern(target.set, name)
-                if variables is not None:
-                    encoded = {k: v.encode() for k, v in variables.items()}
-                    queue = target.queue.expand(encoded).decode("utf-8", "backslashreplace")
-                    found.append((name, queue))
-            if cursor == 0:
-                return found
-            if len(found) >= MOST_SETS:
-                self._scan_cursors[target.set.source] = cursor
-                return found
+        # A cluster is scanned one master after another, each with its own cursor.
+        nodes: list[Any] = [None]
+        if isinstance(client, RedisCluster):
+            nodes = sorted(client.get_primaries(), key=lambda n: str(n.name))  # type: ignore[no-untyped-call]
+        for node in nodes:
+            where = target.set.source if node is None else f"{target.set.source} @{node.name}"
+            cursor = self._scan_cursors.pop(where, 0)
+            while True:
+                if node is None:
+                    cursor, names = client.scan(cursor, match=glob, count=SCAN_COUNT, _type="zset")
+                else:
+                    # RedisCluster answers {node name: cursor}, names.
+                    cursors: Any
+                    cursors, names = client.scan(
+                        cursor, match=glob, count=SCAN_COUNT, _type="zset", target_nodes=node
+                    )
+                    cursor = int(cursors[node.name])
+                raw: bytes
+                for raw in names:  # type: ignore[assignment]
+                    name = raw.decode("utf-8", "backslashreplace")
+                    variables = match_pattern(target.set, name)
+                    if variables is not None:
+                        encoded = {k: v.encode() for k, v in variables.items()}
+                        queue = target.queue.expand(encoded).decode("utf-8", "backslashreplace")
+                        found.append((name, queue))
+                if cursor == 0:
+                    break
+                if len(found) >= MOST_SETS:
+                    self._scan_cursors[where] = cursor
+                    return found
+        return found
 
     @staticmethod
     def _expire(
-        client: redis.Redis,
+        client: redis.Redis | RedisCluster,
         script: redis.commands.core.Script,
         set_name: str,
         queue: str,

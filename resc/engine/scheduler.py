@@ -21,6 +21,7 @@ from importlib.resources import files
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from resc.config.models import Config
 from resc.connection import clients
@@ -105,7 +106,7 @@ class Scheduler:
             sleep_s = MAX_SLEEP_S if next_due is None else next_due - time.time()
             self._woken.wait(min(max(sleep_s, 0.0), MAX_SLEEP_S))
 
-    def _client(self) -> redis.Redis:
+    def _client(self) -> redis.Redis | RedisCluster:
         return self._redis.get(self._config.redis.url)
 
     def push_due(self) -> float | None:
@@ -138,7 +139,7 @@ class Scheduler:
         return any(delayed_queues(w.input_queue) == registry for w in self._config.watchers)
 
     def _push_queue(
-        self, client: redis.Redis, script: Any, registry: str, member: bytes
+        self, client: redis.Redis | RedisCluster, script: Any, registry: str, member: bytes
     ) -> tuple[float | None, int]:
         """Push the due tasks of one queue: (when its next task is due, tasks pushed).
         A key of the wrong type is logged (once, until it is right again) and skipped."""

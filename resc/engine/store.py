@@ -4,6 +4,14 @@ Commands that change queues are sent without client retries: a retried command w
 reply was lost would run twice (a commit pushing its tasks twice, a take leaving an
 event in the taken queue that nobody processes). After a connection error the caller
 recovers the taken queue instead, which is the truth about what is committed.
+
+On a Redis Cluster each command goes to the master that serves its (first) key's slot,
+on a connection per master, where the scripts are loaded when it is made; a watcher's
+keys all live in its input queue's slot (resc.core.slots), so its commands use one.
+A reply saying that the slot is served elsewhere now (MOVED, ASK, CLUSTERDOWN,
+TRYAGAIN, UNBLOCKED after a failover) or that the scripts are missing (NOSCRIPT, a new
+master) counts as a lost connection: nothing more is read from it, and the next
+command asks the cluster again where the slots live.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from hashlib import sha1
 from importlib.resources import files
@@ -21,11 +30,13 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import hiredis
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from resc.config.models import EMBEDDED_REDIS
-from resc.connection.clients import connection_pool, master_moved
-from resc.connection.edge import converted_errors, redact_url
+from resc.config.redis_url import is_cluster_url
+from resc.connection.clients import cluster_client, connection_pool, master_moved
+from resc.connection.edge import converted_errors, is_transient_reply, redact_url, reply_text
 from resc.core.errors import HeartbeatLost, RedisUnavailable, StoreError
 from resc.core.failures import FailedRecord, decode
 from resc.core.keys import (
@@ -38,11 +49,20 @@ from resc.core.keys import (
     taken_ahead,
     taken_owner,
 )
+from resc.core.slots import slot_of
 from resc.engine.rules import Result
 
 _LUA = {
     name: (files("resc.engine") / "lua" / f"{name}.lua").read_text("utf-8")
     for name in ("take", "recover", "commit", "replay", "heartbeat")
+}
+
+# On a cluster the scripts are loaded as each master's connection is made, after the
+# first command to it is built: that command names them by these, the SHA-1s of the
+# flagged text that _load_scripts loads (Redis 7 and later).
+_SHEBANG = "#!lua\n"
+_CLUSTER_SHA = {
+    name: sha1((_SHEBANG + source).encode()).hexdigest() for name, source in _LUA.items()
 }
 
 # A blocking take waits this long, so that a stop request is seen promptly.
@@ -96,10 +116,12 @@ class Reply(Generic[T]):
         self._convert = convert
         self._done = False
         self._value: Any = None
-        self._error: Exception | None = None
+        self._error: redis.ResponseError | None = None
+        self._unavailable = False
 
-    def _receive(self, value: Any) -> None:
+    def _receive(self, value: Any, unavailable: bool = False) -> None:
         self._done = True
+        self._unavailable = unavailable
         if isinstance(value, redis.ResponseError):
             self._error = value
         else:
@@ -108,6 +130,11 @@ class Reply(Generic[T]):
     def get(self) -> T:
         if not self._done:
             self._store._read_until(self)
+        if self._error is not None and self._unavailable:
+            raise RedisUnavailable(
+                f"{self.action}: the cluster serves the slot elsewhere now: "
+                f"{reply_text(self._error)}"
+            )
         if self._error is not None:
             # A script's own type check answers "WRONGTYPE <key> holds a <type>, ...".
             message = str(self._error).removeprefix("WRONGTYPE ")
@@ -133,22 +160,45 @@ class Store:
         # BLOCK_TIMEOUT_S at most), so the socket timeout is its health check; TCP
         # keepalive also finds a peer that vanished from the network.
         tcp = {} if url.startswith("unix:") else {"socket_keepalive": True}
-        self._pool = pool or connection_pool(
-            url,
-            socket_timeout=BLOCK_TIMEOUT_S + 10,
-            socket_connect_timeout=5,
-            retry=Retry(NoBackoff(), 0),
-            client_name="resc",
+        self._options: dict[str, Any] = {
+            "socket_timeout": BLOCK_TIMEOUT_S + 10,
+            "socket_connect_timeout": 5,
+            "retry": Retry(NoBackoff(), 0),
+            "client_name": "resc",
             **tcp,
-        )
+        }
+        # A cluster: its client knows the slots' masters (made at the first connection, as
+        # it connects at once); a plain URL of a cluster node is found to be one at
+        # connect().
+        self._cluster: RedisCluster | None = None
+        self._on_cluster = pool is None and is_cluster_url(url)
+        self._pool: redis.ConnectionPool | None = None
+        if not self._on_cluster:
+            self._pool = pool or connection_pool(url, **self._options)
+        self._own_pool = pool is None
         self._conn: Any = None
-        self._pending: deque[Reply[Any]] = deque()
+        # On a cluster: a connection per master (by node name), and whether the slots'
+        # masters must be asked again before the next command.
+        self._conns: dict[str, tuple[redis.ConnectionPool, Any]] = {}
+        self._stale = False
+        self._pending: deque[tuple[Any, Reply[Any]]] = deque()
         self._has_lmove = True
         self._sha = {name: sha1(source.encode()).hexdigest() for name, source in _LUA.items()}
+        if self._on_cluster:
+            self._sha = _CLUSTER_SHA.copy()
+
+    @property
+    def on_cluster(self) -> bool:
+        """Whether the Store talks to a Redis Cluster (known for a plain URL after
+        connect())."""
+        return self._on_cluster
 
     def close(self) -> None:
-        self._pending.clear()
-        self._pool.disconnect()
+        self._broken()
+        if self._pool is not None:
+            self._pool.disconnect()
+        if self._cluster is not None:
+            self._cluster.close()
 
     # --- the connection -----------------------------------------------------------
 
@@ -159,37 +209,91 @@ class Store:
         if self._conn is not None and (moved := master_moved(self._conn)):
             self._broken()
             raise RedisUnavailable(f"{action}: {moved}")
-        try:
-            if self._conn is None:
-                self._conn = self._pool.get_connection()
-            self._conn.send_packed_command([hiredis.pack_command(args)])
-        except redis.RedisError as exc:
-            self._broken()
-            with converted_errors(action):
-                raise exc from None
-        self._pending.append(reply)
+        with converted_errors(action):
+            try:
+                conn = self._connection(args)
+                conn.send_packed_command([hiredis.pack_command(args)])
+            except BaseException:
+                self._broken()
+                raise
+        self._pending.append((conn, reply))
         return reply
+
+    def _connection(self, args: tuple[Any, ...]) -> Any:
+        if not self._on_cluster:
+            if self._conn is None:
+                assert self._pool is not None
+                self._conn = self._pool.get_connection()
+            return self._conn
+        if self._cluster is None:
+            self._cluster = cluster_client(self.url, **self._options)
+        elif self._stale:
+            self._cluster.nodes_manager.initialize()
+        self._stale = False
+        key = _first_key(args)
+        if key is None:
+            raise StoreError(f"{args[0]!r} names no key, so no slot of the cluster")
+        node = self._cluster.nodes_manager.get_node_from_slot(slot_of(key))
+        known = self._conns.get(node.name)
+        if known is not None:
+            return known[1]
+        pool = node.redis_connection.connection_pool
+        conn = pool.get_connection()
+        self._conns[node.name] = (pool, conn)
+        self._load_scripts(conn)
+        return conn
+
+    def _load_scripts(self, conn: Any) -> None:
+        """Load the scripts on a new connection to a cluster's master (nothing else is in
+        flight on it), flagged as connect() does on Redis 7 (a cluster node is 7 or
+        newer, or else takes them unflagged)."""
+        for name, source in _LUA.items():
+            for text in (_SHEBANG + source, source):
+                load: tuple[Any, ...] = (b"SCRIPT", b"LOAD", text)
+                conn.send_packed_command([hiredis.pack_command(load)])
+                try:
+                    self._sha[name] = conn.read_response(disable_decoding=True).decode()
+                    break
+                except redis.ResponseError:
+                    if text == source:
+                        raise
 
     def _read_until(self, reply: Reply[Any]) -> None:
         while not reply._done:
             if not self._pending:
                 raise StoreError(f"{reply.action}: the connection was lost before the reply")
-            oldest = self._pending[0]
+            conn, oldest = self._pending[0]
             try:
-                value = self._conn.read_response(disable_decoding=True)
+                value = conn.read_response(disable_decoding=True)
             except redis.ResponseError as exc:
                 value = exc
             except redis.RedisError as exc:
                 self._broken()
                 with converted_errors(oldest.action):
                     raise exc from None
-            self._pending.popleft()._receive(value)
+            self._pending.popleft()
+            if (
+                self._on_cluster
+                and isinstance(value, redis.ResponseError)
+                and is_transient_reply(value)
+            ):
+                self._broken()
+                oldest._receive(value, unavailable=True)
+                return
+            oldest._receive(value)
 
     def _broken(self) -> None:
         """After a connection error nothing in flight can be trusted: drop it all."""
         self._pending.clear()
         if self._conn is not None:
             self._conn.disconnect()
+        if self._cluster is not None:
+            for pool, conn in self._conns.values():
+                conn.disconnect()
+                with suppress(Exception):  # a pool closed meanwhile: nothing to give back
+                    pool.release(conn)
+            self._conns.clear()
+            self._stale = True
 
     def _call(self, args: tuple[Any, ...], action: str, convert: Callable[[Any], T]) -> T:
         return self._send(args, action, convert).get()
@@ -199,7 +303,29 @@ class Store:
         is unreachable."""
         self._broken()
         action = f"connecting to {self.display_url}"
+        if self._on_cluster:
+            with converted_errors(action):
+                if self._cluster is None:
+                    self._cluster = cluster_client(self.url, **self._options)
+                else:
+                    self._cluster.nodes_manager.initialize()
+            self._stale = False
+            return
         info = self._call((b"INFO", b"server"), action, bytes)
+        if self._own_pool and self._pool is not None:
+            cluster_info = self._call((b"INFO", b"cluster"), action, bytes)
+            if b"cluster_enabled:1" in cluster_info:
+                # A cluster node's URL: the cluster it belongs to, from now on.
+                self._broken()
+                self._conn = None
+                self._pool.disconnect()
+                self._pool = None
+                self._on_cluster = True
+                self._sha = _CLUSTER_SHA.copy()
+                with converted_errors(action):
+                    self._cluster = cluster_client(self.url, **self._options)
+                self._stale = False
+                return
         found = re.search(rb"redis_version:(\d+)\.(\d+)", info)
         version = (int(found[1]), int(found[2])) if found else (0, 0)
         self._has_lmove = version >= (6, 2)
@@ -545,6 +671,15 @@ def _commit_arguments(
             failures[i] = failure
         args += (event, -1, failure)
     return keys, args
+
+
+def _first_key(args: tuple[Any, ...]) -> Any:
+    """The first key a command names (which routes it on a cluster), or None."""
+    if args[0] == b"EVALSHA":
+        return args[3] if int(args[2]) else None
+    if args[0] in (b"INFO", b"SCRIPT"):
+        return None
+    return args[1] if len(args) > 1 else None
 
 
 def _event_or_none(reply: Any) -> bytes | None:

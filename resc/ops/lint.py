@@ -16,10 +16,16 @@ key's name (loops, resc's own queues) only look at patterns without variables.
 - A make pushing into a watcher's taken or failed queue, or its reasons hash.
 - Hjson values written without quotes that swallowed a comment, a comma or a closing
   bracket, which hjson keeps as text without complaint.
+
+For a Redis Cluster (cluster_findings), per slot: an input queue without a hash tag, a
+taken or failed queue outside the input queue's slot, a make whose set and queue do not
+share a slot (errors), and a make whose queue is in another slot than the event's input
+queue (a note: a cross-slot result).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -29,7 +35,8 @@ from resc.config.load import field_path, located
 from resc.config.models import Config, Make, Rule
 from resc.config.source import Loc, SourceFile
 from resc.config.text import quoted, shown
-from resc.core.keys import failed_reasons
+from resc.core.keys import default_failed_queue, default_taken_queue, failed_reasons
+from resc.core.slots import hash_tag, slot_of, tagged
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,3 +319,172 @@ def warnings(config: Config, source: SourceFile) -> list[Finding]:
     linter.own_keys()
     linter.loops()
     return sorted(linter.findings + hjson_pitfalls(source), key=lambda f: (f.line, f.text))
+
+
+# --- Redis Cluster: slots ------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\$\{[\w.]+\}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """Where a queue or set name hashes: a known slot, or (for a name whose hash tag or
+    whole text holds variables) the text that decides it, which only an identical text
+    is known to share."""
+
+    slot: int | None
+    text: str
+
+    def shares(self, other: _Slot) -> bool:
+        if self.slot is not None and other.slot is not None:
+            return self.slot == other.slot
+        return self.slot is None and other.slot is None and self.text == other.text
+
+    def shown(self) -> str:
+        return f"slot {self.slot}" if self.slot is not None else f"the slot of {quoted(self.text)}"
+
+
+def _masked(source: str) -> str:
+    """The pattern with each `${name}` as `\0\0name\1`, of the same length: its braces
+    are no hash tag's."""
+    return _PLACEHOLDER.sub(lambda m: "\x00\x00" + m[0][2:-1] + "\x01", source)
+
+
+def _slot(source: str) -> _Slot:
+    # Variables are read as opaque names (their braces are no hash tag's).
+    masked = _masked(source)
+    tag = hash_tag(masked)
+    decisive = masked if tag is None else tag.decode("utf-8", "surrogateescape")
+    if "\x00" in decisive:
+        return _Slot(None, decisive.replace("\x00\x00", "${").replace("\x01", "}"))
+    return _Slot(slot_of(decisive if tag is None else "{" + decisive + "}"), decisive)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotFindings:
+    """What `resc check` says of a config for a Redis Cluster: errors (the config cannot
+    run there) and notes (results committed across slots)."""
+
+    errors: list[Finding]
+    notes: list[Finding]
+    cross_slot: list[Finding]  # the notes' results, each in a line, for `resc run` to refuse
+
+
+class _SlotLinter(_Linter):
+    def __init__(self, config: Config, source: SourceFile) -> None:
+        super().__init__(config, source)
+        self.notes: list[Finding] = []
+        self.cross_slot: list[Finding] = []
+
+    def note(self, loc: Loc, message: str, short: str) -> None:
+        line = self.source.line_of(loc) or 0
+        self.notes.append(Finding(line, located(self.source, loc, message)))
+        self.cross_slot.append(Finding(line, located(self.source, loc, short)))
+
+    def own_slots(self) -> None:
+        for w, watcher in enumerate(self.config.watchers):
+            name = watcher.input_queue
+            if hash_tag(name) is None:
+                self.warn(
+                    ("watchers", w, "input_queue"),
+                    f"has no hash tag: in a Redis Cluster a watcher's own keys (its taken "
+                    f"lists, failed queue, heartbeats) must live in its input queue's slot, "
+                    f"which takes a tag; write input_queue: {_hjson(tagged(name))}",
+                )
+                continue
+            home = slot_of(name)
+            for field, key, default in (
+                ("taken_queue", watcher.taken_queue, default_taken_queue(name)),
+                ("failed_queue", watcher.failed_queue, default_failed_queue(name)),
+            ):
+                if key != default and slot_of(key) != home:
+                    tag = hash_tag(name) or b""
+                    self.warn(
+                        ("watchers", w, field),
+                        f"{quoted(key)} is in slot {slot_of(key)}, not in the input queue's "
+                        f"slot {home}: a watcher's own keys must share it; give it the input "
+                        f"queue's tag: write {field}: {_hjson(_with_tag(key, tag))}",
+                    )
+
+    def results(self) -> None:
+        for loc, make in self.makes():
+            watcher = self.config.watchers[int(loc[1])]
+            queue = _slot(make.queue.source)
+            if make.set is not None:
+                dedup = _slot(make.set.source)
+                if not dedup.shares(queue):
+                    hint = _same_tag_hint(make.queue.source, make.set.source, queue)
+                    self.warn(
+                        (*loc, "set"),
+                        f"set {quoted(make.set.source)} ({dedup.shown()}) and queue "
+                        f"{quoted(make.queue.source)} ({queue.shown()}) do not share a slot: the "
+                        f"dedup test and the push are one script, so in a Redis Cluster they "
+                        f"must; {hint}",
+                    )
+                    continue
+            if hash_tag(watcher.input_queue) is None:
+                continue  # reported at the input queue
+            home = _slot(watcher.input_queue)
+            if not queue.shares(home):
+                self.note(
+                    (*loc, "queue"),
+                    f"{quoted(make.queue.source)} ({queue.shown()}) is not in the slot of the "
+                    f"input queue {quoted(watcher.input_queue)} ({home.shown()}): a cross-slot "
+                    f"result, which `resc run` does not support on a Redis Cluster yet; to "
+                    f"commit it with the event, give the queue"
+                    f"{' and its set' if make.set is not None else ''} the input queue's tag: "
+                    f"write queue: {_hjson(_with_tag(make.queue.source, home.text.encode()))}",
+                    f"{quoted(make.queue.source)} is not in the slot of the input queue "
+                    f"{quoted(watcher.input_queue)}: a cross-slot result",
+                )
+
+
+def _with_tag(name: str, tag: bytes) -> str:
+    """`name` with `tag` as its hash tag: in place of its own, or of its first path
+    segment when that is the tag's text, or else in front."""
+    text = tag.decode("utf-8", "surrogateescape")
+    braced = "{" + text + "}"
+    masked = _masked(name)
+    if hash_tag(masked) is not None:
+        start = masked.index("{")
+        return name[:start] + braced + name[masked.index("}", start + 1) + 1 :]
+    if name.startswith(text + "/"):
+        return braced + name[len(text) :]
+    return f"{braced}/{name}"
+
+
+def _same_tag_hint(queue: str, dedup: str, slot: _Slot) -> str:
+    if slot.slot is not None and hash_tag(_masked(queue)) is not None:
+        return f"write set: {_hjson(_with_tag(dedup, slot.text.encode()))}"
+    shared = []
+    for a, b in zip(queue.split("/")[:-1], dedup.split("/")[:-1], strict=False):
+        if a != b:
+            break
+        shared.append(a)
+    common = "/".join(shared)
+    untagged = hash_tag(_masked(queue)) is None and hash_tag(_masked(dedup)) is None
+    if common and untagged:
+        tag = "{" + common + "}"
+        return (
+            f"give both the same hash tag: write queue: {_hjson(tag + queue[len(common) :])} "
+            f"and set: {_hjson(tag + dedup[len(common) :])}"
+        )
+    return "give both the same hash tag"
+
+
+def _hjson(value: str) -> str:
+    """A string as a config writes it, in double quotes (Hjson reads JSON strings)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def cluster_findings(config: Config, source: SourceFile) -> SlotFindings:
+    """The slot problems of a config meant for a Redis Cluster, reasoned per slot (two
+    tags on one master are still two slots), in the order of the file's lines."""
+    linter = _SlotLinter(config, source)
+    linter.own_slots()
+    linter.results()
+
+    def ordered(findings: list[Finding]) -> list[Finding]:
+        return sorted(findings, key=lambda f: (f.line, f.text))
+
+    return SlotFindings(ordered(linter.findings), ordered(linter.notes), ordered(linter.cross_slot))

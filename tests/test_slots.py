@@ -1,0 +1,89 @@
+"""Hash slots (resc.core.slots), and every key resc derives from a watcher's or a todo
+queue's name kept in that name's slot when the name has a hash tag."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from redis.crc import key_slot
+
+from resc.core import keys
+from resc.core.slots import hash_tag, same_slot, slot_of, tagged
+
+
+@pytest.mark.parametrize(
+    ("key", "tag"),
+    [
+        ("{plant}/events", b"plant"),
+        ("a{b}c{d}", b"b"),
+        ("x}{y}", b"y"),
+        ("{}x{y}", None),  # an empty first tag: the whole name is hashed
+        ("a{b", None),
+        ("plain", None),
+        ("{{a}}", b"{a"),
+    ],
+)
+def test_the_hash_tag_is_the_clusters(key: str, tag: bytes | None):
+    assert hash_tag(key) == tag
+    assert slot_of(key) == key_slot(tag or key.encode()) % 16384
+
+
+def test_slot_of_known_names():
+    # The values Redis's CLUSTER KEYSLOT answers.
+    assert slot_of("foo") == 12182
+    assert slot_of("{user1000}.following") == slot_of("user1000") == 3443
+    assert slot_of(b"") == 0
+
+
+def test_tagged_tells_what_to_write():
+    assert tagged("orders/events") == "{orders}/events"
+    assert tagged("events") == "{events}"
+    assert tagged("{orders}/events") == "{orders}/events"
+    assert tagged("/a/b") == "{/a/b}"
+    assert tagged("a{/b") == "{a/b}"
+    for name in ("orders/events", "events", "/a/b", "a{/b", "x}y/z"):
+        assert hash_tag(tagged(name)) is not None
+
+
+# One example call of each function of resc.core.keys, with a tagged base name: a new
+# key function must be added here (the test below fails until it is).
+BASE = "{plant}/events"
+DERIVED = {
+    "default_taken_queue": (BASE,),
+    "default_failed_queue": (BASE,),
+    "failed_reasons": (BASE + "/failed",),
+    "attempts": (BASE + "/taken",),
+    "taken_ahead": (BASE + "/taken/i1",),
+    "taken_owner": (BASE + "/taken",),
+    "instance_taken": (BASE + "/taken", "host-1.example:42"),
+    "instance_heartbeat": (BASE + "/taken", "host-1.example:42"),
+    "instances": (BASE + "/taken",),
+    "worker_taken_list": ("{plant}/todo", "w-1"),
+    "worker_heartbeat": ("{plant}/todo", "w-1"),
+    "queue_workers": ("{plant}/todo",),
+    "delayed_tasks": ("{plant}/todo",),
+    "delayed_counter": ("{plant}/todo",),
+    "delayed_queues": (BASE,),
+}
+
+
+def test_every_derived_key_keeps_its_base_names_slot():
+    functions = {
+        name
+        for name, value in inspect.getmembers(keys, inspect.isfunction)
+        if value.__module__ == keys.__name__ and not name.startswith("_")
+    }
+    assert functions == set(DERIVED)
+    for name, args in DERIVED.items():
+        derived = getattr(keys, name)(*args)
+        assert slot_of(derived) == slot_of("{plant}"), (name, derived)
+    # The watcher's keys that the engine and its scripts build in place.
+    taken_list = keys.instance_taken(keys.default_taken_queue(BASE), "i1")
+    for inline in (f"{taken_list}/instances", f"{taken_list}/heartbeat", BASE):
+        assert slot_of(inline) == slot_of("{plant}")
+
+
+def test_a_name_without_a_tag_does_not_keep_its_slot():
+    assert not same_slot("orders/events", keys.default_taken_queue("orders/events"))
+    assert same_slot("{orders}/events", keys.default_taken_queue("{orders}/events"), "{orders}")
