@@ -691,7 +691,11 @@ class _KeyConflict(Exception):
 
 
 def _index(
-    key: bytes, role: str, roles: dict[bytes, tuple[str, int]], own: frozenset[bytes], keys: list[bytes]
+    key: bytes,
+    role: str,
+    roles: dict[bytes, tuple[str, int]],
+    own: frozenset[bytes],
+    keys: list[bytes],
 ) -> int:
     """The index in KEYS of `key` in `role` ("todo queue", "set", ...), added when new;
     _KeyConflict when it is one of the watcher's own keys or already has another role."""
