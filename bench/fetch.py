@@ -6,6 +6,8 @@ local web service in a child process that answers after a fixed delay.
                   the CPU each spends per request
   fetch_original  the original's protocol re-enacted with a sequential fetch per event
   fetch_5ms       the backlog with every answer after 5 ms, at several concurrencies
+  fetch_5ms_2x    the same backlog shared by two resc processes on one config (each its
+                  own instance id), at the concurrencies that do best with one
   fetch_slow      the same with 10% of the answers after 200 ms
 
 The service is asyncio (uvloop) answering raw HTTP/1.1 with keep-alive, so that it costs
@@ -56,14 +58,16 @@ class FetchSizes:
     original: int
     concurrencies: tuple[int, ...]
     slow_concurrencies: tuple[int, ...]
+    twice_concurrencies: tuple[int, ...]
     client_requests: int
 
 
 FETCH_FULL = FetchSizes(
     backlog=10_000,
     original=1_000,
-    concurrencies=(1, 16, 64, 256),
+    concurrencies=(1, 4, 16, 32, 64, 128, 256),
     slow_concurrencies=(16, 64, 256),
+    twice_concurrencies=(64, 128),
     client_requests=20_000,
 )
 FETCH_QUICK = FetchSizes(
@@ -71,6 +75,7 @@ FETCH_QUICK = FetchSizes(
     original=100,
     concurrencies=(1, 16),
     slow_concurrencies=(16,),
+    twice_concurrencies=(16,),
     client_requests=500,
 )
 
@@ -175,16 +180,35 @@ def cpu_s(pid: int) -> float:
 
 
 def run_fetch_backlog(
-    server: EmbeddedRedis, port: int, service_pid: int, count: int, concurrency: int, workdir: Path
+    server: EmbeddedRedis,
+    port: int,
+    service_pid: int,
+    count: int,
+    concurrency: int,
+    workdir: Path,
+    processes: int = 1,
 ) -> dict[str, float]:
-    """Events/s of a backlog of `count` events, each fetching once, and the CPU per
-    event of resc and of the web service."""
+    """Events/s of a backlog of `count` events, each fetching once, taken by `processes`
+    resc on one config, and the CPU per event of resc (all of them) and of the web
+    service."""
     client = server.client()
     client.flushall()
     preload(client, "bench/staging", 0, count)
     queues = list(expected_tasks("set", count))
-    with resc(server, fetch_rules(port), workdir, concurrency=concurrency) as process:
-        cpu_before, service_before = cpu_s(process.pid), cpu_s(service_pid)
+    with contextlib.ExitStack() as running:
+        pids = [
+            running.enter_context(
+                resc(
+                    server,
+                    fetch_rules(port),
+                    workdir,
+                    concurrency=concurrency,
+                    instance=f"bench-{i}" if processes > 1 else None,
+                )
+            ).pid
+            for i in range(processes)
+        ]
+        cpu_before, service_before = sum(map(cpu_s, pids)), cpu_s(service_pid)
         started = time.perf_counter()
         client.rename("bench/staging", INPUT)
 
@@ -198,7 +222,7 @@ def run_fetch_backlog(
             return lengths[0] == 0 and lengths[1] == 0 and sum(lengths[2:]) >= count
 
         finished = wait_for(done, 600, f"{count} events")
-        resc_cpu = cpu_s(process.pid) - cpu_before
+        resc_cpu = sum(map(cpu_s, pids)) - cpu_before
         service_cpu = cpu_s(service_pid) - service_before
     check_backlog(client, "set", count)
     client.close()
@@ -328,6 +352,18 @@ def run_all(
                 workdir,
                 results,
             )
+        if "fetch_5ms_2x" in wanted:
+            results["fetch_5ms_2x"] = _sweep(
+                "fetch_5ms_2x",
+                server,
+                port,
+                service,
+                sizes.backlog,
+                sizes.twice_concurrencies,
+                workdir,
+                results,
+                processes=2,
+            )
     if "fetch_slow" in wanted:
         with web_service(slow=True) as (port, service):
             results["fetch_slow"] = _sweep(
@@ -352,17 +388,23 @@ def _sweep(
     concurrencies: tuple[int, ...],
     workdir: Path,
     results: dict[str, Any],
+    processes: int = 1,
 ) -> dict[str, dict[str, float]]:
     sweep = {}
     assert service.pid is not None
     for concurrency in concurrencies:
-        figures = run_fetch_backlog(server, port, service.pid, count, concurrency, workdir)
+        figures = run_fetch_backlog(
+            server, port, service.pid, count, concurrency, workdir, processes
+        )
         sweep[str(concurrency)] = figures
         ratio = ""
+        one = results.get("fetch_5ms", {}).get(str(concurrency)) if processes > 1 else None
+        if one is not None:
+            ratio = f", {figures['events_per_s'] / one['events_per_s']:.2f}x one process"
         if "fetch_original" in results:
-            ratio = f", {figures['events_per_s'] / results['fetch_original']:.0f}x original"
+            ratio += f", {figures['events_per_s'] / results['fetch_original']:.0f}x original"
         print(
-            f"  {name:<10} c={concurrency:<4} {figures['events_per_s']:>10,.0f} events/s{ratio}"
+            f"  {name:<12} c={concurrency:<4} {figures['events_per_s']:>8,.0f} events/s{ratio}"
             f"  (CPU per event: resc {figures['resc_cpu_us_per_event']:.0f} µs, "
             f"service {figures['service_cpu_us_per_event']:.0f} µs)",
             flush=True,
@@ -370,4 +412,4 @@ def _sweep(
     return sweep
 
 
-SCENARIOS = ["fetch_client", "fetch_original", "fetch_5ms", "fetch_slow"]
+SCENARIOS = ["fetch_client", "fetch_original", "fetch_5ms", "fetch_5ms_2x", "fetch_slow"]

@@ -157,9 +157,11 @@ def resc(
     batch: int | None = None,
     http: dict[str, Any] | None = None,
     concurrency: int | None = None,
+    instance: str | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """resc running as a child process on a one-watcher config, ready to take events;
-    with `http` (the config's http section), its HTTP server too."""
+    with `http` (the config's http section), its HTTP server too; with `instance`, under
+    that instance id (beside other resc already running on the same config)."""
     watcher: dict[str, Any] = {"input_queue": INPUT, "taken_queue": TAKEN, "rules": rules}
     if batch is not None:
         watcher["batch"] = batch
@@ -170,16 +172,20 @@ def resc(
         config["http"] = http
     path = workdir / "bench.json"
     path.write_text(json.dumps(config))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "resc", str(path)], env={**os.environ, "RESC_LOG": "warn"}
-    )
     client = server.client()
+
+    def waiting() -> int:
+        return sum(
+            c.get("name") == "resc" and c.get("cmd") == "blmove" for c in client.client_list()
+        )
+
+    already = waiting()
+    command = [sys.executable, "-m", "resc", *(["--instance", instance] if instance else [])]
+    process = subprocess.Popen([*command, str(path)], env={**os.environ, "RESC_LOG": "warn"})
     try:
         deadline = time.monotonic() + 30
-        # Ready: resc's connection waits in BLMOVE on the empty input queue.
-        while not any(
-            c.get("name") == "resc" and c.get("cmd") == "blmove" for c in client.client_list()
-        ):
+        # Ready: its watcher's connection waits in BLMOVE on the empty input queue.
+        while waiting() <= already:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise WrongResult("resc did not start")
             time.sleep(0.01)

@@ -48,7 +48,7 @@ def test_quick_benchmark_runs_every_scenario_with_correct_results(tmp_path: Path
         assert name in done.stdout
     assert "api_latency" in done.stdout
     assert results["fetch_original"] > 0
-    for kind in ("fetch_5ms", "fetch_slow"):
+    for kind in ("fetch_5ms", "fetch_5ms_2x", "fetch_slow"):
         sweep = results[kind]
         assert sweep and all(figures["events_per_s"] > 0 for figures in sweep.values())
         assert kind in done.stdout

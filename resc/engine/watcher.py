@@ -41,8 +41,8 @@ _POLL_S = 0.1
 # How long a watcher with events in flight waits for one to finish before it looks for
 # new events in the input queue again.
 _TAKE_POLL_S = 0.01
-# How long a watcher waits for more of its events in flight to finish once one has,
-# before committing those done.
+# How long a watcher's event loop waits for more of its events in flight to finish
+# once one has, before handing those done over to be committed.
 _GATHER_S = 0.002
 rules_log = get_logger("resc.rules")
 
@@ -321,7 +321,7 @@ class Watcher:
         self._alone = max(0, self._alone - 1)
         if self._loop is None:
             self._loop = LoopThread(f"{cfg.input_queue} fetches")
-        flight = _Flight(self._loop)
+        flight = _Flight(self._loop, cfg.concurrency // 4)
         matched: list[str] = []
         info = self.log.isEnabledFor(logging.INFO)
         debug = self._rules_log.isEnabledFor(logging.DEBUG)
@@ -341,7 +341,7 @@ class Watcher:
         taking = True
         try:
             while flight.count:
-                done = flight.wait(_TAKE_POLL_S if taking else _POLL_S, cfg.concurrency // 4)
+                done = flight.wait(_TAKE_POLL_S if taking else _POLL_S)
                 finished = [(outcome, at) for outcome, at in done if outcome is not None]
                 committing = None
                 if finished:
@@ -643,14 +643,23 @@ async def _on_loop(
 class _Flight:
     """The events being processed on a watcher's event loop, and their outcomes as they
     finish (None for an event left to put back: resc is stopping). `count` and the
-    methods belong to the watcher's thread; the rest runs on the loop."""
+    methods belong to the watcher's thread; the rest runs on the loop.
 
-    def __init__(self, loop: LoopThread) -> None:
+    The loop gathers what finishes into waves and hands each over at once: when
+    `enough` are done, when nothing else runs, or _GATHER_S after the wave's first. The
+    watcher's thread then wakes once per wave (one commit for many events costs Redis
+    and that thread much less), not once per event.
+    """
+
+    def __init__(self, loop: LoopThread, enough: int) -> None:
         self.count = 0
         self._loop = loop.loop
+        self._enough = max(1, enough)
         self._done: SimpleQueue[list[tuple[Outcome | None, float]]] = SimpleQueue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._finished: list[tuple[Outcome | None, float]] = []
+        self._running = 0  # on the loop
+        self._timer: asyncio.TimerHandle | None = None
 
     def start(
         self, events: Sequence[bytes], process: Callable[[bytes], Awaitable[Outcome | None]]
@@ -658,21 +667,13 @@ class _Flight:
         self.count += len(events)
         self._loop.call_soon_threadsafe(self._start, events, process, time.monotonic())
 
-    def wait(self, timeout_s: float, enough: int) -> list[tuple[Outcome | None, float]]:
+    def wait(self, timeout_s: float) -> list[tuple[Outcome | None, float]]:
         """The outcomes finished since the last call, and when their events were taken;
-        waits up to `timeout_s` for the first, then up to _GATHER_S for `enough` of them
-        (one commit for many events costs Redis and this thread much less)."""
+        waits up to `timeout_s` for a wave."""
         try:
             done = self._done.get(timeout=timeout_s)
         except Empty:
             return []
-        until = time.monotonic() + _GATHER_S
-        while len(done) < min(enough, self.count):
-            left = until - time.monotonic()
-            try:
-                done += self._done.get(timeout=left) if left > 0 else self._done.get_nowait()
-            except Empty:
-                break
         while not self._done.empty():
             done += self._done.get()
         self.count -= len(done)
@@ -688,6 +689,7 @@ class _Flight:
         process: Callable[[bytes], Awaitable[Outcome | None]],
         taken_at: float,
     ) -> None:
+        self._running += len(events)
         for event in events:
             task = self._loop.create_task(self._one(event, process, taken_at))
             self._tasks.add(task)
@@ -696,15 +698,24 @@ class _Flight:
     async def _one(
         self, event: bytes, process: Callable[[bytes], Awaitable[Outcome | None]], taken_at: float
     ) -> None:
-        outcome = await process(event)
-        if not self._finished:
-            # One hand-over per turn of the loop, for all the events it finished.
-            self._loop.call_soon(self._hand_over)
-        self._finished.append((outcome, taken_at))
+        try:
+            outcome = await process(event)
+        finally:
+            self._running -= 1
+        finished = self._finished
+        finished.append((outcome, taken_at))
+        if len(finished) >= self._enough or not self._running:
+            self._hand_over()
+        elif self._timer is None:
+            self._timer = self._loop.call_later(_GATHER_S, self._hand_over)
 
     def _hand_over(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         finished, self._finished = self._finished, []
-        self._done.put(finished)
+        if finished:
+            self._done.put(finished)
 
     def _cancel(self) -> None:
         for task in self._tasks:

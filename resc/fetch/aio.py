@@ -11,6 +11,7 @@ in flight, aiohttp about 90 µs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable, Mapping
 from urllib.parse import quote
@@ -52,6 +53,14 @@ _NAMES = {
     "ServerDisconnectedError": "RemoteProtocolError",
     "ClientPayloadError": "RemoteProtocolError",
 }
+
+
+@functools.cache
+def _timeout(timeout_s: float) -> aiohttp.ClientTimeout:
+    """A fetch's timeouts, made once per value rather than per request."""
+    return aiohttp.ClientTimeout(
+        total=None, connect=None, sock_connect=timeout_s, sock_read=timeout_s
+    )
 
 
 def _name(exc: BaseException) -> str:
@@ -180,9 +189,7 @@ class AsyncFetcher(FetchStates):
 
     async def _attempt(self, request: Request, fetch: Fetch) -> bytes:
         """One request: the body of a 2xx answer; _Retryable or FetchError otherwise."""
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=None, sock_connect=fetch.timeout, sock_read=fetch.timeout
-        )
+        timeout = _timeout(fetch.timeout)
         try:
             url = URL(quote(request.url, safe=_URL_SAFE), encoded=True)
         except ValueError as exc:
@@ -192,7 +199,11 @@ class AsyncFetcher(FetchStates):
                 f"{request.shown}: UnsupportedProtocol: Request URL has an unsupported "
                 f"protocol '{url.scheme}://'."
             )
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers.items()}
+        headers = (
+            {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers.items()}
+            if request.headers
+            else None
+        )
         method, body = request.method, request.body
         try:
             for _ in range(MAX_REDIRECTS + 1):

@@ -10,6 +10,7 @@ becomes the event's reason in the failed queue.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import threading
@@ -29,6 +30,7 @@ from resc.fetch.request import Request, build_request
 from resc.fetch.retry import backoff_delay_s, retry_after_s, retryable_status
 
 log = get_logger("resc.fetch")
+_debug_log = logging.getLogger("resc.fetch")
 
 # Redirects followed in one attempt, as many as httpx follows by default.
 MAX_REDIRECTS = 20
@@ -215,7 +217,8 @@ class FetchStates:
             outcome = "ok"
         finally:
             state.stats.record(outcome, seconds)
-        log.debug("fetched", request=request.shown, objects=len(objects))
+        if _debug_log.isEnabledFor(logging.DEBUG):
+            log.debug("fetched", request=request.shown, objects=len(objects))
         return [flatten(obj, fetch.returns) for obj in objects]
 
 
