@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 from redis.cluster import RedisCluster
 
+from resc.config.load import load_config
 from resc.connection.clients import cluster_client
+from resc.engine.expiry import ExpiryStats
+from resc.ops.todo_metrics import TodoCollector
 from tests.cluster import ClusterTopology
 from tests.conftest import make_config, run_resc, write_config
 
@@ -104,3 +107,17 @@ def test_status_of_a_cluster_nodes_plain_url(
     lengths = {k["key"]: k["length"] for k in json.loads(done.stdout)["keys"]}
     assert lengths["{plant}/events"] == 2
     assert lengths["{orders}/events"] == 1
+
+
+def test_the_todo_metrics_read_every_master(
+    cluster: ClusterTopology, client: RedisCluster, tmp_path: Path
+):
+    fill(client)
+    conf = load_config(write_config(tmp_path, config(cluster.url())))
+    families = {
+        family.name: {tuple(s.labels.values()): s.value for s in family.samples}
+        for family in TodoCollector(lambda: conf, ExpiryStats()).collect()
+    }
+    assert families["resc_todo_tasks"] == {("{plant}/todo",): 3, ("{orders}/todo",): 0}
+    assert families["resc_todo_failed"] == {("{plant}/todo",): 0, ("{orders}/todo",): 1}
+    assert families["resc_todo_tasks_held"][("{orders}/todo",)] == 1

@@ -59,7 +59,8 @@ def connection_pool(url: str, **options: Any) -> redis.ConnectionPool:
 
 def _no_single_server(url: str) -> StoreError:
     return StoreError(
-        f"{redact_url(url)} names a Redis Cluster: only `resc run` and `resc check` support one yet"
+        f"{redact_url(url)} names a Redis Cluster: the HTTP API and the dashboard do not "
+        "support one yet (resc run, check, status, failed, work and the worker library do)"
     )
 
 
