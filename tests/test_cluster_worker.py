@@ -197,8 +197,8 @@ def test_a_worker_given_a_cluster_nodes_plain_url_works_on_the_cluster(
 
 def work(topology: ClusterTopology, done_queue: str, worker_id: str, out: Path):
     """`resc work` on the queue, whose command logs each task it starts in `out` and
-    takes 20 ms; a heartbeat TTL of 1 s, so that a killed worker is reaped soon."""
-    script = f'echo "$RESC_TASK" >> {out}; sleep 0.02'
+    takes 50 ms; a heartbeat TTL of 1 s, so that a killed worker is reaped soon."""
+    script = f'echo "$RESC_TASK" >> {out}; sleep 0.05'
     return resc_process(
         "work",
         "--redis",
@@ -233,40 +233,50 @@ def stopped(process: subprocess.Popen[str]) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("restart_as", ["first", "second"])
 @pytest.mark.parametrize("done_queue", [CO_LOCATED_DONE, CROSS_SLOT_DONE])
-def test_resc_work_killed_mid_task_then_another_does_every_task(
-    cluster: ClusterTopology, client: RedisCluster, tmp_path: Path, done_queue: str
-):
-    """kill -9 of `resc work` with tasks in hand; another worker reaps them once the
-    killed one's heartbeat expires. Every task is done; with the done queue in the
-    queue's slot each is notified exactly once (one atomic step); in another slot at
-    least once (README: a crash between the push and the removal notifies again)."""
+def test_resc_work_killed_mid_task_then_restarted_does_every_task(
+    cluster: ClusterTopology, client: RedisCluster, tmp_path: Path, done_queue: str,
+    restart_as: str,
+):  # fmt: skip
+    """kill -9 of `resc work` with tasks in hand, then a worker started again: under the
+    same id once its heartbeat has expired (it puts back what it had taken, join.lua), or
+    under another id (it reaps the killed one, reap.lua). Every task is done; with the
+    done queue in the queue's slot each is notified exactly once (one atomic step); in
+    another slot at least once (README: a crash between the push and the removal
+    notifies again)."""
     count = 150
     queue_tasks(client, count, with_set=True)
     out = tmp_path / "started"
     first = work(cluster, done_queue, "first", out)
+    taken = worker_taken_list(QUEUE, "first")
     try:
-        wait_until(lambda: client.llen(worker_taken_list(QUEUE, "first")) >= 1, timeout_s=20)
         wait_until(lambda: client.llen(done_queue) >= 20, timeout_s=20)
+        wait_until(lambda: client.llen(taken) >= 1, timeout_s=20)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     finally:
         first.kill()
-    in_hand_at_kill = client.llen(worker_taken_list(QUEUE, "first"))
-    second = work(cluster, done_queue, "second", out)
+    in_hand_at_kill = client.llen(taken)
+    assert in_hand_at_kill >= 1
+    if restart_as == "first":
+        wait_until(lambda: client.exists(f"{QUEUE}/heartbeat/first") == 0, timeout_s=10)
+    again = work(cluster, done_queue, restart_as, out)
     try:
         wait_until(lambda: len(notices(client, done_queue)) == count, timeout_s=60)
-        log = stopped(second)
+        log = stopped(again)
     finally:
-        second.kill()
-    assert "heartbeat of a worker expired" in log or in_hand_at_kill == 0, log
+        again.kill()
+    if restart_as == "first":
+        assert "tasks left taken by a previous run put back" in log, log
+    else:
+        assert "heartbeat of a worker expired: its tasks are back in the queue" in log, log
     done = notices(client, done_queue)
     assert set(done) == {t.encode() for t in tasks(count)}
     if done_queue == CO_LOCATED_DONE:
         assert max(done.values()) == 1, [t for t, n in done.items() if n > 1]
     assert client.llen(QUEUE) == 0
-    assert client.exists(worker_taken_list(QUEUE, "first")) == 0
-    assert client.exists(worker_taken_list(QUEUE, "second")) == 0
+    assert client.exists(taken, worker_taken_list(QUEUE, restart_as)) == 0
     assert client.zcard(SET) == 0
     assert client.smembers(f"{QUEUE}/workers") == set()
     started = Counter(out.read_text().split())
