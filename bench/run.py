@@ -17,6 +17,8 @@ Scenarios:
             trips each (BRPOPLPUSH, ZSCORE, ZADD, LPUSH, PUBLISH, LREM, PUBLISH).
   api_*     the HTTP API under a keep-alive load client (bench/api.py).
   fetch_*   a rule that fetches, against a local web service (bench/fetch.py).
+  cluster_* a co-located backlog on a 3-master Redis Cluster the bench starts, beside one
+            node (bench/cluster.py).
 
 Every run checks its result (exact task counts, no duplicates, queues empty) and a wrong
 result is an error, never a number.
@@ -333,7 +335,7 @@ SCENARIOS = ["original", "backlog", "latency", "ceiling", "memory"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench import api, fetch, latency  # they build on this module's scenarios
+    from bench import api, cluster, fetch, latency  # they build on this module's scenarios
 
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -351,12 +353,12 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         nargs="+",
         metavar="SCENARIO",
-        choices=[*SCENARIOS, *api.SCENARIOS, *fetch.SCENARIOS],
+        choices=[*SCENARIOS, *api.SCENARIOS, *fetch.SCENARIOS, *cluster.SCENARIOS],
         help="run only these scenarios",
     )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    scenarios = set(args.only or [*SCENARIOS, *api.SCENARIOS, *fetch.SCENARIOS])
+    scenarios = set(args.only or [*SCENARIOS, *api.SCENARIOS, *fetch.SCENARIOS, *cluster.SCENARIOS])
     results: dict[str, Any] = {
         "resc": __version__,
         "python": platform.python_version(),
@@ -413,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             results.update(api.run_all(server, workdir, args.quick, scenarios))
             results.update(fetch.run_all(server, workdir, args.quick, scenarios))
+            results.update(cluster.run_all(workdir, scenarios, sizes.backlog, sizes.runs))
     except WrongResult as exc:
         print(f"bench: WRONG RESULT, no numbers reported: {exc}", file=sys.stderr)
         return 1

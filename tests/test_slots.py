@@ -1,5 +1,6 @@
 """Hash slots (resc.core.slots), and every key resc derives from a watcher's or a todo
-queue's name kept in that name's slot when the name has a hash tag."""
+queue's name (a worker's keys among them) kept in that name's slot when the name has a
+hash tag."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from redis.crc import key_slot
 
 from resc.core import keys
 from resc.core.slots import hash_tag, same_slot, slot_of, tagged
+from resc.worker.settings import worker_settings
+from resc.worker.store import cluster_refusal
 
 
 @pytest.mark.parametrize(
@@ -87,3 +90,50 @@ def test_every_derived_key_keeps_its_base_names_slot():
 def test_a_name_without_a_tag_does_not_keep_its_slot():
     assert not same_slot("orders/events", keys.default_taken_queue("orders/events"))
     assert same_slot("{orders}/events", keys.default_taken_queue("{orders}/events"), "{orders}")
+
+
+@pytest.mark.parametrize("worker_id", ["w-1", "host{x}-42", "{}"])
+def test_every_key_of_a_worker_keeps_its_tagged_queues_slot(worker_id: str):
+    settings = worker_settings(
+        connections=1,
+        queue="{plant}/todo",
+        set="{plant}/todo-set",
+        done_queue="global/events",
+        zrem="before",
+        concurrency=1,
+        retries=0,
+        retry_delay_s=0,
+        failed_queue=None,
+        worker_id=worker_id,
+        heartbeat_ttl_s=30,
+        taken_queue=None,
+        timeout_s=None,
+    )
+    own = settings.keys.own_keys()
+    assert {settings.keys.taken, settings.keys.heartbeat, settings.keys.failed_reasons} <= set(own)
+    assert {slot_of(key) for key in own} == {slot_of("{plant}")}
+    assert cluster_refusal(settings.keys) is None
+    # The done queue is not among them: it is notified apart when it is in another slot.
+    assert settings.keys.notice_apart()
+
+
+def test_a_worker_on_an_untagged_queue_is_told_what_to_write():
+    settings = worker_settings(
+        connections=1,
+        queue="plant/todo",
+        set=None,
+        done_queue="plant/events",
+        zrem="before",
+        concurrency=1,
+        retries=0,
+        retry_delay_s=0,
+        failed_queue=None,
+        worker_id="w-1",
+        heartbeat_ttl_s=30,
+        taken_queue=None,
+        timeout_s=None,
+    )
+    refusal = cluster_refusal(settings.keys)
+    assert refusal is not None
+    assert "plant/todo/taken/w-1" in refusal
+    assert "'{plant}/todo'" in refusal

@@ -427,8 +427,8 @@ def test_a_notice_whose_reply_was_lost_is_not_sent_twice(r, redis_server):
     real_done = worker.store.done
     results: list[bool] = []
 
-    def done_losing_the_first_reply(task: bytes, zrem: bool) -> bool:
-        result = real_done(task, zrem)
+    def done_losing_the_first_reply(task: bytes, zrem: bool, notice: worker_store.Notice) -> bool:
+        result = real_done(task, zrem, notice)
         results.append(result)
         if len(results) == 1:
             raise RedisUnavailable("notifying: connection lost")

@@ -8,8 +8,9 @@ master_moved() tells a connection kept across commands (the watcher's) to let go
 
 A cluster URL (redis+cluster://), or a server URL naming a node of a Redis Cluster
 (`INFO cluster` says `cluster_enabled:1`), gives a redis-py RedisCluster: is_cluster()
-tells which, cluster_client() makes one. Its commands go without client retry, as the
-others' do: its default retries send a script whose reply was lost again.
+tells which, cluster_client() makes one (async_cluster_client() an asyncio one). Its
+commands go without client retry, as the others' do: its default retries send a script
+whose reply was lost again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
@@ -56,7 +59,8 @@ def connection_pool(url: str, **options: Any) -> redis.ConnectionPool:
 
 def _no_single_server(url: str) -> StoreError:
     return StoreError(
-        f"{redact_url(url)} names a Redis Cluster: only `resc run` and `resc check` support one yet"
+        f"{redact_url(url)} names a Redis Cluster: the HTTP API and the dashboard do not "
+        "support one yet (resc run, check, status, failed, work and the worker library do)"
     )
 
 
@@ -101,6 +105,24 @@ def cluster_client(url: str, **options: Any) -> RedisCluster:
         username=target.username,
         password=target.password,
         **ssl,
+        **options,
+    )
+
+
+def async_cluster_client(url: str, **options: Any) -> AsyncRedisCluster:
+    """An asyncio RedisCluster client, as cluster_client() makes a threaded one; it
+    connects at its first command (or `await initialize()`)."""
+    target = parse_redis_url(url)
+    options.setdefault("retry", Retry(NoBackoff(), 0))
+    if isinstance(target, SentinelUrl):
+        raise ValueError("a sentinel URL names no cluster")
+    if isinstance(target, ServerUrl):
+        return AsyncRedisCluster.from_url(url, **options)
+    return AsyncRedisCluster(
+        startup_nodes=[AsyncClusterNode(host, port) for host, port in target.nodes],
+        username=target.username,
+        password=target.password,
+        **tls_arguments(target),
         **options,
     )
 

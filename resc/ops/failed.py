@@ -9,6 +9,10 @@ Safe while the daemon and workers run: what is changed is decided on a snapshot 
 the start, and each copy is then moved or deleted by one Lua script (resc/ops/lua) that
 does nothing when the copy is no longer there. A copy that fails again meanwhile is a
 new copy, never in the snapshot, so no run loops on its own requeued items.
+
+On a Redis Cluster the SCANs go to every master, and each script to the master of its
+keys' slot: a failed list, its reasons, its queue and that queue's set or attempts hash
+share a slot in a config without slot errors (`resc check`); others are refused.
 """
 
 from __future__ import annotations
@@ -17,19 +21,23 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Literal
+from typing import Any, Literal
 
+import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.retry import Retry
 
 from resc.config.models import Config
+from resc.config.redis_url import is_cluster_url
 from resc.config.todo import TodoSpec, match_pattern, todo_specs
 from resc.connection import clients
 from resc.connection.edge import converted_errors, redact_url
 from resc.core.errors import StoreError
 from resc.core.failures import FailedRecord, decode
 from resc.core.keys import attempts, default_failed_queue, failed_reasons
+from resc.core.slots import same_slot
 
 _LUA = {
     name: (files("resc.ops") / "lua" / f"{name}.lua").read_text("utf-8")
@@ -111,23 +119,60 @@ class FailedStore:
     def __init__(self, url: str) -> None:
         """StoreError when redis-py cannot use the URL."""
         self.display_url = redact_url(url)
+        self._url = url
         # No retry: a re-sent script whose reply was lost would move a second copy.
-        try:
-            self._redis = clients.client(
-                url,
-                socket_timeout=10,
-                socket_connect_timeout=5,
-                retry=Retry(NoBackoff(), 0),
-                client_name="resc-failed",
-            )
-        except ValueError as exc:
-            raise StoreError(f"cannot use the Redis URL {self.display_url}: {exc}") from None
-        self._scripts: dict[str, Script] = {
-            name: self._redis.register_script(source) for name, source in _LUA.items()
+        self._options: dict[str, Any] = {
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+            "retry": Retry(NoBackoff(), 0),
+            "client_name": "resc-failed",
         }
+        self._client: redis.Redis | RedisCluster | None = None
+        self._probed = is_cluster_url(url)
+        if not self._probed:
+            try:
+                self._client = clients.client(url, **self._options)
+            except ValueError as exc:
+                raise StoreError(f"cannot use the Redis URL {self.display_url}: {exc}") from None
+        self._scripts: dict[str, Script] = self._registered()
 
     def close(self) -> None:
-        self._redis.close()
+        if self._client is not None:
+            self._client.close()
+
+    @property
+    def _redis(self) -> redis.Redis | RedisCluster:
+        """The client, made (or found to be a cluster's: `INFO cluster`) at the first
+        command, inside its caller's converted_errors."""
+        if self._client is None:
+            self._client = clients.cluster_client(self._url, **self._options)
+            self._scripts = self._registered()
+        elif not self._probed:
+            info = self._client.info("cluster")
+            self._probed = True
+            if info.get("cluster_enabled"):
+                self._client.close()
+                self._client = clients.cluster_client(self._url, **self._options)
+                self._scripts = self._registered()
+        return self._client
+
+    def _registered(self) -> dict[str, Script]:
+        """The scripts, on the client made so far (none yet for a cluster URL)."""
+        if self._client is None:
+            return {}
+        return {name: self._client.register_script(source) for name, source in _LUA.items()}
+
+    def _script(self, name: str, keys: list[str]) -> Script:
+        """The script; on a cluster, a StoreError when its keys are in several slots (a
+        config `resc check` finds slot errors in)."""
+        client = self._redis
+        if isinstance(client, RedisCluster) and not same_slot(*keys):
+            raise StoreError(
+                f"{', '.join(keys)} are not in one slot of the Redis Cluster, so one script "
+                "cannot move a copy between them: give them one hash tag (`resc check` "
+                "says what to write)"
+            )
+        return self._scripts[name]
 
     def find(self, config: Config, globs: Iterable[str], most_keys: int) -> Found:
         """The watchers' failed lists, then those of the config's literal todo queues,
@@ -204,7 +249,7 @@ class FailedStore:
                 keys, mode = [fl.name, fl.reasons, fl.queue], "none"
             with converted_errors(f"moving a copy from {fl.name} back to {fl.queue}"):
                 moved = int(
-                    self._scripts["requeue_failed"](
+                    self._script("requeue_failed", keys)(
                         keys=keys, args=[item.text, mode, int(time.time())]
                     )
                 )
@@ -221,9 +266,8 @@ class FailedStore:
         for item in items:
             fl = item.list
             with converted_errors(f"deleting a copy from {fl.name}"):
-                deleted = int(
-                    self._scripts["delete_failed"](keys=[fl.name, fl.reasons], args=[item.text])
-                )
+                keys = [fl.name, fl.reasons]
+                deleted = int(self._script("delete_failed", keys)(keys=keys, args=[item.text]))
             if deleted:
                 outcome.done += 1
             else:

@@ -19,9 +19,12 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from resc.config.models import Config
+from resc.config.redis_url import is_cluster_url
 from resc.connection import clients
 from resc.connection.edge import redact_url
 from resc.core.errors import StoreError
@@ -73,25 +76,46 @@ def configured_keys(config: Config) -> list[Key]:
 
 
 class StatusReader:
-    """A read-only connection to the config's Redis."""
+    """A read-only connection to the config's Redis: on a Redis Cluster (a cluster URL,
+    or a server URL of a node, asked at the first read), a RedisCluster, whose SCANs go to
+    every master and whose pipelines send each read to its key's master."""
 
     def __init__(self, url: str) -> None:
         """StoreError when redis-py cannot use the URL."""
         self.display_url = redact_url(url)
+        self._url = url
         # No retry: an unreachable Redis is reported at once rather than after backoff.
-        try:
-            self._redis = clients.client(
-                url,
-                socket_timeout=5,
-                socket_connect_timeout=5,
-                retry=Retry(NoBackoff(), 0),
-                client_name="resc-status",
-            )
-        except ValueError as exc:
-            raise StoreError(f"cannot use the Redis URL {self.display_url}: {exc}") from None
+        self._options: dict[str, Any] = {
+            "socket_timeout": 5,
+            "socket_connect_timeout": 5,
+            "retry": Retry(NoBackoff(), 0),
+            "client_name": "resc-status",
+        }
+        self._client: redis.Redis | RedisCluster | None = None
+        self._probed = is_cluster_url(url)
+        if not self._probed:
+            try:
+                self._client = clients.client(url, **self._options)
+            except ValueError as exc:
+                raise StoreError(f"cannot use the Redis URL {self.display_url}: {exc}") from None
 
     def close(self) -> None:
-        self._redis.close()
+        if self._client is not None:
+            self._client.close()
+
+    @property
+    def _redis(self) -> redis.Redis | RedisCluster:
+        """The client; made (or found to be a cluster's) at the first read. redis-py's
+        errors, or RedisClusterException."""
+        if self._client is None:
+            self._client = clients.cluster_client(self._url, **self._options)
+        elif not self._probed:
+            info = self._client.info("cluster")
+            self._probed = True
+            if info.get("cluster_enabled"):
+                self._client.close()
+                self._client = clients.cluster_client(self._url, **self._options)
+        return self._client
 
     def sample(
         self, keys: list[Key], globs: Iterable[str], shown: Iterable[str] = ()
@@ -100,7 +124,7 @@ class StatusReader:
         but those `shown` elsewhere. StoreError when Redis cannot be read."""
         try:
             return self._sample(keys, globs, set(shown))
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             raise StoreError(f"cannot read Redis at {self.display_url}: {exc}") from None
 
     def todo(self, config: Config, globs: Iterable[str], most_keys: int) -> TodoRead:
@@ -109,7 +133,7 @@ class StatusReader:
         try:
             found = find_todo_queues(self._redis, config, globs, most_keys)
             return TodoRead(read_todo_queues(self._redis, found), found.truncated)
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             raise StoreError(f"cannot read Redis at {self.display_url}: {exc}") from None
 
     def instances(self, config: Config) -> list[InstanceSample]:
@@ -117,7 +141,7 @@ class StatusReader:
         Redis cannot be read."""
         try:
             return self._instances(config)
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             raise StoreError(f"cannot read Redis at {self.display_url}: {exc}") from None
 
     def _instances(self, config: Config) -> list[InstanceSample]:

@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterable, Iterator
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.exceptions import RedisClusterException
 
 from resc.config.models import Config
-from resc.connection import clients
+from resc.connection.clients import ClientOf
+from resc.core.errors import StoreError
 from resc.core.logs import get_logger
 from resc.engine.expiry import ExpiryStats
 from resc.engine.scheduler import SchedulerStats
@@ -46,8 +46,8 @@ class TodoCollector(Collector):
         self._expiry = expiry
         self._scheduler = scheduler
         self._lock = threading.Lock()  # scrapes run in threads of their own
-        self._redis: redis.Redis | None = None
-        self._url = ""
+        # Made at the first scrape; a RedisCluster on a cluster.
+        self._clients = ClientOf("resc-metrics", socket_timeout_s=5)
 
     def collect(self) -> Iterable[Metric]:
         yield from self._expiry_counters()
@@ -55,28 +55,15 @@ class TodoCollector(Collector):
         config = self._config()
         with self._lock:
             try:
-                client = self._client(config.redis.url)
+                # No retry: a scrape that fails shows no todo samples, the next one tries
+                # again.
+                client = self._clients.get(config.redis.url)
                 found = find_todo_queues(client, config, (), MOST_KEYS)
                 samples = read_todo_queues(client, found)
-            except redis.RedisError as exc:
+            except (redis.RedisError, RedisClusterException, StoreError) as exc:
                 log.debug("todo queues not read for the metrics", error=str(exc))
                 samples = []
         yield from _families(samples)
-
-    def _client(self, url: str) -> redis.Redis:
-        if self._redis is None or url != self._url:
-            if self._redis is not None:
-                self._redis.close()
-            # No retry: a scrape that fails shows no todo samples, the next one tries again.
-            self._redis = clients.client(
-                url,
-                socket_timeout=5,
-                socket_connect_timeout=2,
-                retry=Retry(NoBackoff(), 0),
-                client_name="resc-metrics",
-            )
-            self._url = url
-        return self._redis
 
     def _expiry_counters(self) -> Iterator[Metric]:
         removed = CounterMetricFamily(

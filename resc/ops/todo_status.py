@@ -26,6 +26,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from resc.config.models import Config
 from resc.config.todo import TodoSpec, glob_of, match_pattern, todo_specs
@@ -111,7 +112,7 @@ def unlisted_patterns(config: Config, globs: Iterable[str]) -> list[str]:
 
 
 def find_todo_queues(
-    client: redis.Redis, config: Config, globs: Iterable[str], most_keys: int
+    client: redis.Redis | RedisCluster, config: Config, globs: Iterable[str], most_keys: int
 ) -> TodoQueues:
     """The literal todo queues of the config, then those its queue_globs and `globs` find
     that a make's queue pattern names, by name. Raises redis-py's errors."""
@@ -151,7 +152,7 @@ def _kind(reply: Any) -> str:
     return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
-def read_todo_queues(client: redis.Redis, queues: TodoQueues) -> list[TodoSample]:
+def read_todo_queues(client: redis.Redis | RedisCluster, queues: TodoQueues) -> list[TodoSample]:
     """Every queue's sample, in two round trips. Raises redis-py's errors."""
     named = []
     for queue, spec in queues.queues:

@@ -222,11 +222,12 @@ class AsyncTaskLoop:
         return None
 
     async def _done(self, task: bytes, text: str) -> None:
+        notice = worker_store.Notice()  # so that a retry after a lost reply does not push again
         outcome = await until_answered(
             self.stop,
             self.log,
             "notifying",
-            lambda: self.store.done(task, self.options.zrem == "after"),
+            lambda: self.store.done(task, self.options.zrem == "after", notice),
         )
         if outcome is None:
             self._stopped_in_outage(text)

@@ -341,8 +341,9 @@ class TaskLoop:
             )
 
     def _done(self, task: bytes, text: str) -> None:
+        notice = worker_store.Notice()  # so that a retry after a lost reply does not push again
         outcome = self._until_answered(
-            "notifying", lambda: self.store.done(task, self.options.zrem == "after")
+            "notifying", lambda: self.store.done(task, self.options.zrem == "after", notice)
         )
         if outcome is None:
             self._stopped_in_outage(text)

@@ -1,0 +1,263 @@
+"""The cluster scenarios: resc on a Redis Cluster of three masters that the bench starts
+(CLUSTER ADDSLOTSRANGE and MEET, as tests/cluster.py does), beside the same config on
+one node.
+
+  cluster_backlog   N events pre-loaded, split over three watchers whose input queues
+                    are tagged for the three masters (`{p0}/events`...), each event's
+                    task co-located with it (`{p0}/todo`, set `{p0}/todo-set`); time until
+                    every task is queued and every input and taken list is empty
+                    (events/s), on the cluster and on one node with the same config.
+
+Cross-slot results are not measured: `resc run` refuses them on a cluster (README, Redis
+Cluster). Every run checks its result exactly, as bench/run.py's do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+
+from bench.run import WrongResult, wait_for
+from resc.connection.clients import cluster_client
+from resc.dev.embedded import EmbeddedRedis, free_port
+
+SCENARIOS = ["cluster_backlog"]
+SLOTS = 16384
+BUS_OFFSET = 10000
+# One tag per master of the three slot ranges (0-5460, 5461-10921, 10922-16383).
+TAGS = ("p3", "p2", "p0")
+
+
+def _ports_with_bus() -> int:
+    """A free port P whose cluster bus port P + 10000 is free too."""
+    while True:
+        port = free_port()
+        if port + BUS_OFFSET > 65535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + BUS_OFFSET))
+            except OSError:
+                continue
+        return port
+
+
+class LocalCluster:
+    """Three masters on loopback, sharing the slots in three ranges."""
+
+    def __init__(self, masters: int = 3) -> None:
+        self.nodes = [
+            EmbeddedRedis(
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "1000",
+                prefer="path",
+            )
+            for _ in range(masters)
+        ]
+        for node in self.nodes:
+            node.port = _ports_with_bus()
+            node.url = f"redis://127.0.0.1:{node.port}/0"
+
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def __enter__(self) -> LocalCluster:
+        try:
+            for node in self.nodes:
+                node.start()
+            share = SLOTS // len(self.nodes)
+            for i, node in enumerate(self.nodes):
+                last = SLOTS - 1 if i == len(self.nodes) - 1 else (i + 1) * share - 1
+                with node.client() as client:
+                    client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * share, last)
+            with self.nodes[0].client() as first:
+                for node in self.nodes[1:]:
+                    first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+            wait_for(self._ready, 30, "the cluster to be ready")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _ready(self) -> bool:
+        for node in self.nodes:
+            with node.client(decode_responses=True) as client:
+                info = client.execute_command("CLUSTER", "INFO")
+                if "cluster_state:ok" not in info:
+                    return False
+                if f"cluster_known_nodes:{len(self.nodes)}" not in info:
+                    return False
+        return True
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close(at_once=True)
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def config(url: str) -> dict[str, Any]:
+    """Three watchers, one per tag, each making its event's task in its own slot."""
+    watchers = [
+        {
+            "input_queue": f"{{{tag}}}/events",
+            "rules": [
+                {
+                    "on": r"^acq/(?P<product_id>\w+)$",
+                    "make": {
+                        "task": f"trt/{tag}/${{product_id}}",
+                        "queue": f"{{{tag}}}/todo",
+                        "set": f"{{{tag}}}/todo-set",
+                    },
+                }
+            ],
+        }
+        for tag in TAGS
+    ]
+    return {"redis": {"url": url}, "watchers": watchers}
+
+
+def expected(count: int) -> dict[str, set[bytes]]:
+    """Todo queue -> its exact tasks, for `count` events spread over the tags."""
+    queues: dict[str, set[bytes]] = {f"{{{tag}}}/todo": set() for tag in TAGS}
+    for i in range(count):
+        tag = TAGS[i % len(TAGS)]
+        queues[f"{{{tag}}}/todo"].add(f"trt/{tag}/{i}".encode())
+    return queues
+
+
+Client = redis.Redis | RedisCluster
+
+
+def _preload(client: Client, count: int) -> None:
+    chunk = 5_000
+    for t, tag in enumerate(TAGS):
+        ids = range(t, count, len(TAGS))
+        for start in range(0, len(ids), chunk):
+            client.lpush(
+                f"{{{tag}}}/staging", *(f"acq/{i}".encode() for i in ids[start : start + chunk])
+            )
+
+
+def _in_hand(client: Client) -> int:
+    total = 0
+    for tag in TAGS:
+        names = client.scan_iter(match=f"{{{tag}}}/events/taken*", _type="list")
+        total += sum(int(client.llen(name)) for name in names)  # type: ignore[arg-type]
+    return total
+
+
+def _check(client: Client, count: int) -> None:
+    for tag in TAGS:
+        for queue in (f"{{{tag}}}/events", f"{{{tag}}}/events/failed"):
+            if client.llen(queue):
+                raise WrongResult(f"{queue} holds {client.llen(queue)} events")
+    if _in_hand(client):
+        raise WrongResult(f"{_in_hand(client)} events still in hand")
+    for queue, tasks in expected(count).items():
+        got = client.lrange(queue, 0, -1)
+        if len(got) != len(tasks) or set(got) != tasks:  # type: ignore[arg-type]
+            raise WrongResult(
+                f"{queue}: {len(got)} tasks, {len(set(got))} distinct, expected {len(tasks)}"  # type: ignore[arg-type]
+            )
+
+
+def _taking(masters: list[EmbeddedRedis]) -> bool:
+    """Every input queue's master has resc waiting in BLMOVE (on one node: three)."""
+    waiting = 0
+    for node in masters:
+        with node.client() as client:
+            waiting += sum(
+                c.get("name") == "resc" and c.get("cmd") == "blmove" for c in client.client_list()
+            )
+    return waiting >= len(TAGS)
+
+
+@contextmanager
+def _resc(url: str, masters: list[EmbeddedRedis], workdir: Path) -> Iterator[None]:
+    path = workdir / "bench-cluster.json"
+    path.write_text(json.dumps(config(url)))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "resc", str(path)], env={**os.environ, "RESC_LOG": "warn"}
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _taking(masters):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise WrongResult("resc did not start")
+            time.sleep(0.01)
+        yield
+    finally:
+        process.send_signal(signal.SIGTERM)
+        if process.wait(30) != 0:
+            raise WrongResult(f"resc exited with status {process.returncode}")
+
+
+def run_backlog(
+    url: str, masters: list[EmbeddedRedis], client: Client, count: int, workdir: Path
+) -> float:
+    """Events per second for a backlog of `count` events over the three watchers."""
+    for node in masters:
+        with node.client() as plain:
+            plain.flushall()
+    _preload(client, count)
+    with _resc(url, masters, workdir):
+        started = time.perf_counter()
+        for tag in TAGS:  # each rename wakes that watcher's BLMOVE
+            client.rename(f"{{{tag}}}/staging", f"{{{tag}}}/events")
+
+        def done() -> bool:
+            inputs = sum(int(client.llen(f"{{{tag}}}/events")) for tag in TAGS)  # type: ignore[arg-type]
+            tasks = sum(int(client.llen(f"{{{tag}}}/todo")) for tag in TAGS)  # type: ignore[arg-type]
+            return inputs == 0 and tasks >= count
+
+        finished = wait_for(done, 600, f"{count} events")
+        wait_for(lambda: _in_hand(client) == 0, 30, "the taken lists to empty")
+    _check(client, count)
+    return count / (finished - started)
+
+
+def run_all(workdir: Path, scenarios: set[str], count: int, runs: int) -> dict[str, Any]:
+    """The cluster scenarios among `scenarios`: the same backlog on one node and on the
+    cluster, medians of `runs`."""
+    from bench.run import median_of
+
+    results: dict[str, Any] = {}
+    if "cluster_backlog" not in scenarios:
+        return results
+    with EmbeddedRedis(prefer="path") as node, node.client() as one:
+        results["cluster_backlog_one_node"] = median_of(
+            runs, lambda: run_backlog(node.url, [node], one, count, workdir)
+        )
+    with LocalCluster() as cluster:
+        client = cluster_client(cluster.url(), socket_timeout=10)
+        try:
+            results["cluster_backlog"] = median_of(
+                runs, lambda: run_backlog(cluster.url(), cluster.nodes, client, count, workdir)
+            )
+        finally:
+            client.close()
+    one_node, on_cluster = results["cluster_backlog_one_node"], results["cluster_backlog"]
+    print(
+        f"  {'cluster_backlog':<18} {on_cluster:>10,.0f} events/s on 3 masters, "
+        f"{one_node:,.0f} on one node ({on_cluster / one_node:.2f}x; 3 watchers, co-located)",
+        flush=True,
+    )
+    return results
