@@ -130,7 +130,27 @@ def main(args: argparse.Namespace) -> int:
         for line in refusal:
             print(f"resc: {line}", file=sys.stderr)
         return EXIT_USAGE
-    return _run(config, Path(args.config), args.watch_config, args.http, dashboard, instance)
+    listen = args.http or (config.http.listen if config.http else None)
+    with_api = listen is None or not _on_cluster(config)
+    if not with_api:
+        print(
+            f"resc: the HTTP API does not support a Redis Cluster yet: {listen} serves "
+            "/metrics, /livez and /readyz only",
+            file=sys.stderr,
+        )
+    return _run(
+        config, Path(args.config), args.watch_config, args.http, dashboard, instance, with_api
+    )
+
+
+def _on_cluster(config: Config) -> bool:
+    """Whether redis.url names a Redis Cluster (False when its server cannot be asked)."""
+    from resc.connection.clients import is_cluster
+
+    try:
+        return is_cluster(config.redis.url)
+    except StoreError:
+        return False
 
 
 def _run(
@@ -140,8 +160,10 @@ def _run(
     http_listen: str | None,
     dashboard: Access | None,
     instance: _Instance,
+    with_api: bool = True,
     on_forced_exit: Callable[[], None] | None = None,
 ) -> int:
+    """`with_api` False: the HTTP server without the API (on a Redis Cluster)."""
     from resc.engine import daemon
     from resc.server.api_process import daemon_api_process
     from resc.server.service import daemon_service
@@ -150,14 +172,16 @@ def _run(
     services: list[daemon.ServiceFactory] = []
     if listen is not None:
         in_own_process = config.http is None or config.http.api_process
-        serve = daemon_api_process if in_own_process else daemon_service
-        services.append(
-            lambda running: serve(
-                running,
-                listen,
-                [daemon_dashboard(running, dashboard)] if dashboard is not None else [],
-            )
-        )
+
+        def serve(running: daemon.Daemon) -> daemon.Service:
+            extensions = [daemon_dashboard(running, dashboard)] if dashboard is not None else []
+            if not with_api:
+                return daemon_api_process(running, listen, extensions, with_api=False)
+            if in_own_process:
+                return daemon_api_process(running, listen, extensions)
+            return daemon_service(running, listen, extensions)
+
+        services.append(serve)
     try:
         return daemon.run(
             config,
