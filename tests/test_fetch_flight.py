@@ -78,7 +78,8 @@ def test_kill_9_in_a_fetch_backlog_then_every_task_exactly_once(r, redis_server,
 
 
 def test_identical_events_in_flight_together_each_count_once(r, redis_server, tmp_path, web):
-    web.answer("/same", {"prefix": "same"}, delay_s=0.2)
+    # Long enough for all 8 to be in flight together even on a loaded machine.
+    web.answer("/same", {"prefix": "same"}, delay_s=1.0)
     rules = [fetch_rule(web, set="seen"), {**fetch_rule(web), "make": {"queue": "all"}}]
     config = make_config(
         redis_server.url, [{"input_queue": "in", "concurrency": 8, "rules": rules}]
