@@ -81,12 +81,15 @@ def test_two_instances_share_a_backlog_and_count_every_event_once(
     r: redis.Redis, redis_server: RedisServer, tmp_path: Path
 ):
     count = 20_000
-    preload(r, count)
     path = write_config(tmp_path, backlog_config(redis_server.url))
     a, b = start(path, "a"), start(path, "b")
     busy: set[str] = set()
     try:
         wait_until(lambda: registered(r) == {"a", "b"}, timeout_s=30)
+        # Pushed once both wait for events: a backlog pushed before could be gone before
+        # the second instance is up.
+        wait_until(lambda: sum(c.get("cmd") == "blmove" for c in r.client_list()) >= 2)
+        preload(r, count)
 
         def done() -> bool:
             busy.update(i for i in ("a", "b") if r.llen(f"in/taken/{i}"))
