@@ -268,6 +268,47 @@ class _AsyncMasterPool(aioredis.ConnectionPool):
         await super().ensure_connection(connection)
 
 
+class ProbedClient:
+    """A client of one URL that is a RedisCluster when the URL names a cluster: from its
+    first use for a cluster URL, or once the server of a server URL says at the first
+    use that it is a cluster node (`INFO cluster`). StoreError at construction when
+    redis-py cannot use the URL."""
+
+    def __init__(self, url: str, options: dict[str, Any]) -> None:
+        self._url = url
+        self._options = options
+        self._client: redis.Redis | RedisCluster | None = None
+        self._probed = is_cluster_url(url)
+        if not self._probed:
+            try:
+                self._client = client(url, **options)
+            except ValueError as exc:
+                raise StoreError(f"cannot use the Redis URL {redact_url(url)}: {exc}") from None
+
+    @property
+    def current(self) -> redis.Redis | RedisCluster | None:
+        """The client made so far, without asking the server (None for a cluster URL
+        before its first use)."""
+        return self._client
+
+    def get(self) -> redis.Redis | RedisCluster:
+        """The client; redis-py's errors, or RedisClusterException, when the first use
+        cannot reach the server."""
+        if self._client is None:
+            self._client = cluster_client(self._url, **self._options)
+        elif not self._probed:
+            info = self._client.info("cluster")
+            self._probed = True
+            if info.get("cluster_enabled"):
+                self._client.close()
+                self._client = cluster_client(self._url, **self._options)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
 class ClientOf:
     """A client of whatever URL the running config names: made at the first use, and
     made again when a reload changes the URL. Commands go without client retry: its

@@ -30,7 +30,6 @@ from redis.commands.core import Script
 from redis.retry import Retry
 
 from resc.config.models import Config
-from resc.config.redis_url import is_cluster_url
 from resc.config.todo import TodoSpec, match_pattern, todo_specs
 from resc.connection import clients
 from resc.connection.edge import converted_errors, redact_url
@@ -127,40 +126,28 @@ class FailedStore:
             "retry": Retry(NoBackoff(), 0),
             "client_name": "resc-failed",
         }
-        self._client: redis.Redis | RedisCluster | None = None
-        self._probed = is_cluster_url(url)
-        if not self._probed:
-            try:
-                self._client = clients.client(url, **self._options)
-            except ValueError as exc:
-                raise StoreError(f"cannot use the Redis URL {self.display_url}: {exc}") from None
-        self._scripts: dict[str, Script] = self._registered()
+        self._client = clients.ProbedClient(url, self._options)
+        # The scripts, registered on the client they were made for.
+        self._scripts: dict[str, Script] = {}
+        self._scripts_of: redis.Redis | RedisCluster | None = None
+        if self._client.current is not None:
+            self._register(self._client.current)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        self._client.close()
 
     @property
     def _redis(self) -> redis.Redis | RedisCluster:
         """The client, made (or found to be a cluster's: `INFO cluster`) at the first
         command, inside its caller's converted_errors."""
-        if self._client is None:
-            self._client = clients.cluster_client(self._url, **self._options)
-            self._scripts = self._registered()
-        elif not self._probed:
-            info = self._client.info("cluster")
-            self._probed = True
-            if info.get("cluster_enabled"):
-                self._client.close()
-                self._client = clients.cluster_client(self._url, **self._options)
-                self._scripts = self._registered()
-        return self._client
+        client = self._client.get()
+        if client is not self._scripts_of:
+            self._register(client)
+        return client
 
-    def _registered(self) -> dict[str, Script]:
-        """The scripts, on the client made so far (none yet for a cluster URL)."""
-        if self._client is None:
-            return {}
-        return {name: self._client.register_script(source) for name, source in _LUA.items()}
+    def _register(self, client: redis.Redis | RedisCluster) -> None:
+        self._scripts = {name: client.register_script(src) for name, src in _LUA.items()}
+        self._scripts_of = client
 
     def _script(self, name: str, keys: list[str]) -> Script:
         """The script; on a cluster, a StoreError when its keys are in several slots (a

@@ -24,7 +24,6 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from resc.config.models import Config
-from resc.config.redis_url import is_cluster_url
 from resc.connection import clients
 from resc.connection.edge import redact_url
 from resc.core.errors import StoreError
@@ -91,31 +90,16 @@ class StatusReader:
             "retry": Retry(NoBackoff(), 0),
             "client_name": "resc-status",
         }
-        self._client: redis.Redis | RedisCluster | None = None
-        self._probed = is_cluster_url(url)
-        if not self._probed:
-            try:
-                self._client = clients.client(url, **self._options)
-            except ValueError as exc:
-                raise StoreError(f"cannot use the Redis URL {self.display_url}: {exc}") from None
+        self._client = clients.ProbedClient(url, self._options)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        self._client.close()
 
     @property
     def _redis(self) -> redis.Redis | RedisCluster:
         """The client; made (or found to be a cluster's) at the first read. redis-py's
         errors, or RedisClusterException."""
-        if self._client is None:
-            self._client = clients.cluster_client(self._url, **self._options)
-        elif not self._probed:
-            info = self._client.info("cluster")
-            self._probed = True
-            if info.get("cluster_enabled"):
-                self._client.close()
-                self._client = clients.cluster_client(self._url, **self._options)
-        return self._client
+        return self._client.get()
 
     def sample(
         self, keys: list[Key], globs: Iterable[str], shown: Iterable[str] = ()
