@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 from resc.config.durations import parse_duration_s, parse_time_s
@@ -106,21 +106,7 @@ class RuleSet:
         Raises EventError (MissingVariable, FetchError) when the event cannot be processed.
         """
         results: list[Result] = []
-        rules = self.rules
-        indexes: Iterable[int] = (
-            self._set.matching(event) if self._set is not None else range(len(rules))
-        )
-        for i in indexes:
-            rule = rules[i]
-            variables = rule.on.search(event)
-            if variables is None:
-                continue
-            variables[INPUT_TASK] = event
-            if matched is not None:
-                matched.append(rule.name)
-            if _debug_log.isEnabledFor(logging.DEBUG):
-                found = {k: v for k, v in variables.items() if k != INPUT_TASK}
-                log.debug("rule fired", rule=rule.name, input_task=event, **found)
+        for i, rule, variables in self._fired(event, matched):
             if not rule.fetch:
                 for task, queue, dedup, make, when in self._makes[i]:
                     results.append(
@@ -144,6 +130,20 @@ class RuleSet:
     ) -> list[Result]:
         """apply, with the fetches awaited on an event loop."""
         results: list[Result] = []
+        for i, rule, variables in self._fired(event, matched):
+            if not rule.fetch:
+                self._make(i, rule.name, variables, results)
+                continue
+            for fetcher in rule.fetch:
+                for fields in await fetch(fetcher, variables):
+                    self._make(i, rule.name, {**variables, **fields}, results)
+        return results
+
+    def _fired(
+        self, event: bytes, matched: list[str] | None
+    ) -> Iterator[tuple[int, Rule, dict[str, bytes]]]:
+        """Each rule matching `event`, in config order: its index, itself and its
+        variables (the event's named groups, and the event itself)."""
         rules = self.rules
         indexes: Iterable[int] = (
             self._set.matching(event) if self._set is not None else range(len(rules))
@@ -159,13 +159,7 @@ class RuleSet:
             if _debug_log.isEnabledFor(logging.DEBUG):
                 found = {k: v for k, v in variables.items() if k != INPUT_TASK}
                 log.debug("rule fired", rule=rule.name, input_task=event, **found)
-            if not rule.fetch:
-                self._make(i, rule.name, variables, results)
-                continue
-            for fetcher in rule.fetch:
-                for fields in await fetch(fetcher, variables):
-                    self._make(i, rule.name, {**variables, **fields}, results)
-        return results
+            yield i, rule, variables
 
     def _make(
         self, i: int, rule: str, variables: Mapping[str, bytes], results: list[Result]
