@@ -1,7 +1,8 @@
 """resc on a real Redis Cluster of three masters, with co-located results (every key of
 a watcher and of its results under its input queue's hash tag): exactly one task per
 event through a backlog, kill -9 of resc, and a master's failover; and a config with a
-cross-slot result refused at start."""
+delayed task in another slot refused at start. (Cross-slot results:
+test_cluster_outbox.py.)"""
 
 from __future__ import annotations
 
@@ -42,10 +43,14 @@ INPUT, TAKEN, TODO, SEEN = "{plant}/events", "{plant}/events/taken", "{plant}/to
 OTHER_TODO = "{orders}/todo"
 
 
-def backlog_config(url: str, with_set: bool = False, queue: str = TODO) -> dict[str, Any]:
+def backlog_config(
+    url: str, with_set: bool = False, queue: str = TODO, delay: str | None = None
+) -> dict[str, Any]:
     make: dict[str, Any] = {"task": "task/${n}", "queue": queue}
     if with_set:
         make["set"] = SEEN
+    if delay is not None:
+        make["delay"] = delay
     return make_config(
         url,
         [{"input_queue": INPUT, "rules": [{"on": r"^ev/(?P<n>\d+)$", "make": make}]}],
@@ -94,16 +99,18 @@ def test_a_cluster_nodes_plain_url_runs_as_the_cluster(
     assert_exactly_once(client, 500)
 
 
-def test_a_cross_slot_result_is_refused_at_start(cluster: ClusterTopology, tmp_path: Path):
-    path = write_config(tmp_path, backlog_config(cluster.url(), queue=OTHER_TODO))
+def test_a_delayed_task_in_another_slot_is_refused_at_start(
+    cluster: ClusterTopology, tmp_path: Path
+):
+    path = write_config(tmp_path, backlog_config(cluster.url(), queue=OTHER_TODO, delay="5s"))
     done = run_resc("run", str(path))
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
-        f"resc: {path}:13: watchers[0].rules[0].make.queue: '{OTHER_TODO}' is not in the slot "
-        f"of the input queue '{INPUT}': a cross-slot result",
-        "resc: cross-slot results are not supported on a Redis Cluster yet: give each make's "
-        "queue and set the hash tag of its watcher's input queue (`resc check` says what to "
-        "write)",
+        f"resc: {path}:13: watchers[0].rules[0].make.queue: '{OTHER_TODO}' (slot 105) is not "
+        f"in the slot of the input queue '{INPUT}' (slot 12555): in a Redis Cluster a delayed "
+        f"task's queue must share its watcher's slot; give the queue the input queue's tag: "
+        f'write queue: "{{plant}}/todo"',
+        "resc: see `resc check` for what to write",
     ]
 
 
@@ -233,14 +240,14 @@ def test_stuck_set_members_expire_in_sets_on_every_master(
         assert client.zrange(f"{{{tag}}}/set", 0, -1) == [b"job/2"]
 
 
-def test_a_reload_to_a_cross_slot_result_is_refused_and_the_config_stays(
+def test_a_reload_to_a_delayed_task_in_another_slot_is_refused_and_the_config_stays(
     cluster: ClusterTopology, client: RedisCluster, tmp_path: Path
 ):
     path = write_config(tmp_path, backlog_config(cluster.url()))
     daemon = Daemon(load_config(path), path, grace_period_s=5, refusal=_cluster_refusal)
     daemon.start()
     try:
-        write_config(tmp_path, backlog_config(cluster.url(), queue=OTHER_TODO))
+        write_config(tmp_path, backlog_config(cluster.url(), queue=OTHER_TODO, delay="1s"))
         assert daemon.reload() is False
         client.lpush(INPUT, "ev/1")
         wait_until(lambda: client.lrange(TODO, 0, -1) == [b"task/1"])

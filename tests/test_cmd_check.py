@@ -405,6 +405,7 @@ CLUSTER_CONFIG = """
             { queue: "{other}/todo", set: "{other}/seen" }
             { queue: "{${p}}/todo", set: "{${p}}/seen" }
             { queue: "trt/${p}/todo", set: "trt/${p}/seen" }
+            { queue: "{other}/later", delay: "5m" }
           ]
         }
       ]
@@ -434,17 +435,21 @@ def test_a_cluster_url_has_the_config_checked_per_slot(tmp_path):
             f"'trt/${{p}}/todo') do not share a slot: the dedup test and the push are one "
             f"script, so in a Redis Cluster they must; give both the same hash tag: write "
             f'queue: "{{trt/${{p}}}}/todo" and set: "{{trt/${{p}}}}/seen"',
+            f"error: {path}:20: watchers[1].rules[0].make[5].queue: '{{other}}/later' (slot "
+            f"11361) is not in the slot of the input queue '{{plant}}/events' (slot 12555): in "
+            f"a Redis Cluster a delayed task's queue must share its watcher's slot; give the "
+            f'queue the input queue\'s tag: write queue: "{{plant}}/later"',
             f"note: {path}:17: watchers[1].rules[0].make[2].queue: '{{other}}/todo' (slot "
             f"11361) is not in the slot of the input queue '{{plant}}/events' (slot 12555): a "
-            f"cross-slot result, which `resc run` does not support on a Redis Cluster yet; to "
-            f"commit it with the event, give the queue and its set the input queue's tag: "
-            f'write queue: "{{plant}}/todo"',
+            f"cross-slot result, committed exactly once through the outbox, in two more round "
+            f"trips per batch; to commit it in the event's own step, give the queue and its "
+            f'set the input queue\'s tag: write queue: "{{plant}}/todo"',
             f"note: {path}:18: watchers[1].rules[0].make[3].queue: '{{${{p}}}}/todo' (the slot "
             f"of '${{p}}') is not in the slot of the input queue '{{plant}}/events' (slot "
-            f"12555): a cross-slot result, which `resc run` does not support on a Redis Cluster "
-            f"yet; to commit it with the event, give the queue and its set the input queue's "
-            f'tag: write queue: "{{plant}}/todo"',
-            f"{path}: 4 errors",
+            f"12555): a cross-slot result, committed exactly once through the outbox, in two "
+            f"more round trips per batch; to commit it in the event's own step, give the queue "
+            f'and its set the input queue\'s tag: write queue: "{{plant}}/todo"',
+            f"{path}: 5 errors",
         ],
     )
 
@@ -454,7 +459,7 @@ def test_the_cluster_flag_checks_slots_of_a_config_with_a_server_url(tmp_path):
     assert check(path) == (0, [f"{path}: OK"])
     code, lines = check(path, "--cluster")
     assert code == 2
-    assert lines[-1] == f"{path}: 4 errors"
+    assert lines[-1] == f"{path}: 5 errors"
     assert sum(line.startswith("note: ") for line in lines) == 2
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import redis
 
+from resc.engine.store import SCRIPTS
 from tests.conftest import drained, make_config, running, wait_until
 from tests.webservice import ScriptedService
 
@@ -353,10 +354,9 @@ def test_scripts_flushed_from_redis_are_loaded_again(r, redis_server, tmp_path):
 def test_a_lone_event_is_committed_before_more_events_are_taken(r, redis_server, tmp_path):
     """The event the blocking take brings is committed first, then the take-ahead is
     sent: its task does not wait behind a take (seen in the order Redis ran them)."""
-    lua = Path(__file__).parent.parent / "resc" / "engine" / "lua"
     names = {}
     for name in ("commit", "take"):
-        source = (lua / f"{name}.lua").read_text()
+        source = SCRIPTS[name]
         for loaded in (source, "#!lua\n" + source):  # Redis 7 gets a shebang
             names[hashlib.sha1(loaded.encode()).hexdigest()] = name
     seen: list[str] = []

@@ -200,9 +200,9 @@ def _run(
 
 def _cluster_refusal(config: Config, path: Path) -> list[str]:
     """On a Redis Cluster (a cluster URL, or a server URL whose server says it is a
-    cluster node), why the config cannot run there: the slot errors of `resc check`, or
-    its cross-slot results, which are not supported on a cluster yet. Empty when it can
-    (or when the server cannot be asked now: the watchers wait for it)."""
+    cluster node), why the config cannot run there: the slot errors of `resc check`.
+    Empty when it can (or when the server cannot be asked now: the watchers wait for
+    it)."""
     from resc.config.source import read_source
     from resc.connection.clients import is_cluster
     from resc.ops.lint import cluster_findings
@@ -219,12 +219,6 @@ def _cluster_refusal(config: Config, path: Path) -> list[str]:
     found = cluster_findings(config, source)
     if found.errors:
         return [f.text for f in found.errors] + ["see `resc check` for what to write"]
-    if found.cross_slot:
-        return [f.text for f in found.cross_slot] + [
-            "cross-slot results are not supported on a Redis Cluster yet: give each "
-            "make's queue and set the hash tag of its watcher's input queue "
-            "(`resc check` says what to write)"
-        ]
     return []
 
 

@@ -40,7 +40,7 @@ def taken_owner(taken_queue: str) -> str:
 # queue. An instance id never holds a "/" and is none of the derived words, so that these
 # names cannot meet: `<taken_queue>/<id>` is never `<taken_queue>/attempts`.
 
-RESERVED_INSTANCE_IDS = frozenset({"attempts", "ahead", "owner", "instances"})
+RESERVED_INSTANCE_IDS = frozenset({"attempts", "ahead", "owner", "instances", "outbox"})
 
 
 def instance_taken(taken_queue: str, instance: str) -> str:
@@ -53,6 +53,19 @@ def instance_heartbeat(taken_queue: str, instance: str) -> str:
     pid and the time to live in milliseconds. Gone: the instance is dead, and any other
     instance puts its taken list back."""
     return f"{taken_queue}/{instance}/heartbeat"
+
+
+def outbox(taken_list: str) -> str:
+    """Hash, on a Redis Cluster: batch id -> the results of a committed batch for slots
+    other than its watcher's, until they are applied there (resc.engine.outbox). An
+    instance's is next to its taken list."""
+    return f"{taken_list}/outbox"
+
+
+def orphaned_outbox(taken_queue: str) -> str:
+    """Hash: the outbox entries of the watcher's instances that are gone, for any of its
+    instances to apply (recover.lua moves them here)."""
+    return f"{taken_queue}/outbox"
 
 
 def instances(taken_queue: str) -> str:

@@ -171,6 +171,9 @@ class Membership:
         # Interrupted events put back by sweeps, that the watcher has not heard of yet.
         self._interrupted = 0
         self._interrupted_lock = threading.Lock()
+        # A sweep moved outbox entries of a dead instance into the watcher's orphaned
+        # ones (recover.lua), which the watcher has not replayed yet.
+        self._orphans = threading.Event()
         self._log = log.bind(watcher=config.input_queue)
 
     @property
@@ -288,6 +291,8 @@ class Membership:
             registry=self.registry,
             leaving=instance,
         )
+        if recovered is not None and recovered.entries:
+            self._orphans.set()
         if recovered is not None and (recovered.back or recovered.failed):
             self._log.warning(
                 "put back the events of this instance's taken list",
@@ -303,9 +308,18 @@ class Membership:
             n, self._interrupted = self._interrupted, 0
         return n
 
+    def orphaned(self) -> bool:
+        """Whether outbox entries were orphaned since the last call (the watcher then
+        replays the watcher's orphaned entries)."""
+        found = self._orphans.is_set()
+        self._orphans.clear()
+        return found
+
     def _count(self, recovered: Recovered | None) -> int:
         if recovered is None:
             return 0
+        if recovered.entries:
+            self._orphans.set()
         with self._interrupted_lock:
             self._interrupted += recovered.interrupted
         return recovered.back + recovered.failed

@@ -17,7 +17,9 @@ command asks the cluster again where the slots live.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -46,23 +48,31 @@ from resc.core.keys import (
     delayed_queues,
     failed_reasons,
     instances,
+    orphaned_outbox,
+    outbox,
     taken_ahead,
     taken_owner,
 )
 from resc.core.slots import slot_of
+from resc.engine import outbox as outboxes
 from resc.engine.rules import Result
 
-_LUA = {
+# The scripts' texts, as they are loaded (by their SHA-1).
+SCRIPTS = {
     name: (files("resc.engine") / "lua" / f"{name}.lua").read_text("utf-8")
-    for name in ("take", "recover", "commit", "replay", "heartbeat")
+    for name in ("take", "recover", "commit", "replay", "heartbeat", "apply", "outbox_done")
 }
+# Put in front of the scripts that record failures.
+_FAILURE_RECORDS = (files("resc.engine") / "lua" / "lib" / "failure_records.lua").read_text("utf-8")
+for _name in ("commit", "recover", "outbox_done"):
+    SCRIPTS[_name] = _FAILURE_RECORDS + "\n" + SCRIPTS[_name]
 
 # On a cluster the scripts are loaded as each master's connection is made, after the
 # first command to it is built: that command names them by these, the SHA-1s of the
 # flagged text that _load_scripts loads (Redis 7 and later).
 _SHEBANG = "#!lua\n"
 _CLUSTER_SHA = {
-    name: sha1((_SHEBANG + source).encode()).hexdigest() for name, source in _LUA.items()
+    name: sha1((_SHEBANG + source).encode()).hexdigest() for name, source in SCRIPTS.items()
 }
 
 # A blocking take waits this long, so that a stop request is seen promptly.
@@ -86,6 +96,16 @@ class Recovered(NamedTuple):
     back: int  # put back into the input queue
     failed: int  # interrupted max_attempts times: moved to the failed queue
     interrupted: int  # of those put back, the ones that were being processed
+    entries: int = 0  # outbox entries of a holder gone for good, moved to be replayed
+
+
+class Replayed(NamedTuple):
+    """What a replay of outbox entries did (Store.replay_outbox)."""
+
+    entries: int  # entries applied and removed here
+    pushed: int  # tasks pushed now (the others had been pushed before the replay)
+    deduplicated: int  # tasks found in their set
+    failed: int  # events moved to the failed queue: a key of the wrong type
 
 
 class Outcome(NamedTuple):
@@ -183,7 +203,10 @@ class Store:
         self._stale = False
         self._pending: deque[tuple[Any, Reply[Any]]] = deque()
         self._has_lmove = True
-        self._sha = {name: sha1(source.encode()).hexdigest() for name, source in _LUA.items()}
+        # Outbox entries' batch ids: this Store's, and their number (resc.engine.outbox).
+        self._writer = secrets.token_hex(6)
+        self._batches = itertools.count(1)
+        self._sha = {name: sha1(source.encode()).hexdigest() for name, source in SCRIPTS.items()}
         if self._on_cluster:
             self._sha = _CLUSTER_SHA.copy()
 
@@ -247,7 +270,7 @@ class Store:
         """Load the scripts on a new connection to a cluster's master (nothing else is in
         flight on it), flagged as connect() does on Redis 7 (a cluster node is 7 or
         newer, or else takes them unflagged)."""
-        for name, source in _LUA.items():
+        for name, source in SCRIPTS.items():
             for text in (_SHEBANG + source, source):
                 load: tuple[Any, ...] = (b"SCRIPT", b"LOAD", text)
                 conn.send_packed_command([hiredis.pack_command(load)])
@@ -332,7 +355,7 @@ class Store:
         # Redis 7 refuses a script flagged by a shebang when it is out of memory, before
         # it runs, instead of failing at its first write.
         shebang = "#!lua\n" if version >= (7, 0) else ""
-        for name, source in _LUA.items():
+        for name, source in SCRIPTS.items():
             self._sha[name] = self._call(
                 (b"SCRIPT", b"LOAD", shebang + source), action, lambda sha: sha.decode()
             )
@@ -377,13 +400,15 @@ class Store:
             taken_ahead(taken_list),
             liveness or taken_owner(taken_list),
             registry or f"{taken_list}/instances",
+            outbox(taken_list),
+            orphaned_outbox(attempts_of or taken_list),
         )
         args = (max_attempts, leaving, "1" if only_if_dead else "0", dead_value)
         command = self._script("recover", keys, args)
-        back, failed, interrupted = self._call(command, f"recovering {taken_list}", list)
+        back, failed, interrupted, entries = self._call(command, f"recovering {taken_list}", list)
         if int(back) < 0:
             return None
-        return Recovered(int(back), int(failed), int(interrupted))
+        return Recovered(int(back), int(failed), int(interrupted), int(entries))
 
     def replay_one(self, failed_queue: str, input_queue: str) -> bytes | None:
         """Move the oldest failed event back to the input queue, with the oldest record of
@@ -548,12 +573,26 @@ class Store:
         listener: Listener | None,
         failures: dict[int, str],
     ) -> Reply[CommitReport]:
-        keys, args = _commit_arguments(queues, outcomes, failures, listener)
+        home = slot_of(queues.taken_list) if self._on_cluster else None
+        batch = f"{self._writer}-{next(self._batches)}" if home is not None else ""
+        keys, args, elsewhere = _commit_arguments(queues, outcomes, failures, listener, home, batch)
 
         def report(status: bytes) -> CommitReport:
             text = status.decode()
             if not text.startswith("!"):
-                return _report(text, failures)
+                committed = _report(text, failures)
+                if not any(committed.status[i] == "c" for i in elsewhere):
+                    return committed
+                items = [
+                    outboxes.Item(i, k, outcomes[i].event, outcomes[i].results[k])
+                    for i, ks in elsewhere.items()
+                    if committed.status[i] == "c"
+                    for k in ks
+                ]
+                applied, failed = self._apply_elsewhere(
+                    batch, items, listener, queues, outbox(queues.taken_list), own=True
+                )
+                return _merged(committed, outcomes, elsewhere, applied, failed)
             # A key holds the wrong type and nothing was written: fail the events that
             # use it, and commit again.
             index, _, actual = text[1:].partition(":")
@@ -573,6 +612,115 @@ class Store:
         command = self._script("commit", keys, args)
         return self._send(command, f"committing to {queues.taken_list}", report)
 
+    def _apply_elsewhere(
+        self,
+        batch: str,
+        items: Sequence[outboxes.Item],
+        listener: Listener | None,
+        queues: _Queues,
+        entry_outbox: str,
+        *,
+        own: bool,
+    ) -> tuple[dict[tuple[int, int], str], dict[int, str]]:
+        """Steps 2 to 4 of the outbox (resc.engine.outbox) for one entry: apply its items
+        in their slots, all sent before any reply is read, then remove the entry from
+        `entry_outbox`; with `own` (the writer, which has seen every reply) delete the
+        markers. Returns each item's status by (number, position): 'p' (pushed), 'd'
+        (already in its set) or '!' (a key of the wrong type), in capitals when it was
+        applied before (a replay), and the reasons of the events that failed."""
+        score = int(time.time())
+        if listener is None:
+            talk: tuple[Any, ...] = ("", "text", "", queues.taken_queue)
+        else:
+            talk = (
+                listener.channel,
+                "json" if listener.json else "text",
+                listener.watcher,
+                queues.taken_queue,
+            )
+        sent = []
+        for slot, group in outboxes.by_slot(items).items():
+            keys: list[Any] = [outboxes.marker(slot, batch)]
+            index: dict[bytes, int] = {}
+            args: list[Any] = [score, outboxes.MARKER_TTL_MS, *talk]
+            for item in group:
+                result = item.result
+                q = index.setdefault(result.queue, len(keys) + 1)
+                if q == len(keys) + 1:
+                    keys.append(result.queue)
+                d = 0
+                if result.set is not None:
+                    d = index.setdefault(result.set, len(keys) + 1)
+                    if d == len(keys) + 1:
+                        keys.append(result.set)
+                args += (item.event, result.task, q, d, result.rule, result.make or "")
+            command = self._script("apply", keys, args)
+            reply = self._send(command, f"committing to slot {slot} of the cluster", bytes)
+            sent.append((slot, group, reply))
+        statuses: dict[tuple[int, int], str] = {}
+        failed: dict[int, str] = {}
+        for _, group, reply in sent:
+            letters, _, why = reply.get().partition(b"\n")
+            if letters.startswith(b"="):
+                # Applied before this replay: nothing pushed now. Its failures are still
+                # recorded by the run that removes the entry.
+                letters = letters[1:]
+                before = True
+            else:
+                before = False
+            reasons = iter(why.decode("utf-8", "replace").split("\n"))
+            for item, letter in zip(group, letters.decode(), strict=True):
+                statuses[item.number, item.position] = letter.upper() if before else letter
+                if letter == "!":
+                    reason = f"key {next(reasons)}: its task was not pushed"
+                    failed.setdefault(item.number, reason)
+        events = {item.number: item.event for item in items}
+        pairs = [field for i, why in failed.items() for field in (events[i], why)]
+        done = self._script(
+            "outbox_done",
+            (entry_outbox, queues.failed, failed_reasons(queues.failed)),
+            (batch, *pairs),
+        )
+        removed = self._call(done, f"committing to {entry_outbox}", int)
+        if own and removed:
+            for slot, _, _ in sent:
+                self._send((b"DEL", outboxes.marker(slot, batch)), "forgetting a marker", int)
+        return statuses, failed
+
+    def replay_outbox(
+        self,
+        entry_outbox: str,
+        failed_queue: str,
+        listener: Listener | None,
+        taken_queue: str,
+    ) -> Replayed:
+        """Apply the entries left in an outbox (by a process killed between its commits'
+        steps: see resc.engine.outbox), oldest first; each push is done once, however
+        many instances replay the same entry. An entry that cannot be read is kept and
+        reported (StoreError): it is never dropped silently."""
+        action = f"reading {entry_outbox}"
+        fields = self._call((b"HGETALL", entry_outbox), action, _pairs)
+        queues = _Queues(taken_queue, taken_queue, failed_queue, "")
+        entries = pushed = deduplicated = failed = 0
+        pairs = sorted(fields, key=lambda p: _order(p[0]))
+        for batch, value in pairs:
+            try:
+                items = outboxes.decode(value)
+            except (ValueError, StopIteration, UnicodeDecodeError) as exc:
+                raise StoreError(
+                    f"{entry_outbox} field {batch.decode(errors='replace')} is not an "
+                    f"outbox entry ({exc}): it is left there"
+                ) from None
+            statuses, failures = self._apply_elsewhere(
+                batch.decode(), items, listener, queues, entry_outbox, own=False
+            )
+            entries += 1
+            letters = "".join(statuses.values())
+            pushed += letters.count("p")
+            deduplicated += letters.count("d")
+            failed += len(failures)
+        return Replayed(entries, pushed, deduplicated, failed)
+
 
 class _Queues(NamedTuple):
     """A watcher's own keys that a commit writes: the taken list it removes its events
@@ -586,7 +734,7 @@ class _Queues(NamedTuple):
 
 
 # KEYS[1.._OWN_KEYS] of commit.lua are the watcher's own.
-_OWN_KEYS = 5
+_OWN_KEYS = 6
 _DELAYED, _DELAYED_COUNTER = DELAYED.encode(), DELAYED_COUNTER.encode()
 
 
@@ -609,6 +757,7 @@ def _own_keys(queues: _Queues) -> tuple[tuple[bytes, ...], frozenset[bytes]]:
         failed_reasons(failed_queue).encode(),
         attempts(taken_queue).encode(),
         queues.delayed_queues.encode(),
+        outbox(taken_list).encode(),
     )
     others = (
         taken_queue,
@@ -616,6 +765,7 @@ def _own_keys(queues: _Queues) -> tuple[tuple[bytes, ...], frozenset[bytes]]:
         taken_ahead(taken_queue),
         taken_owner(taken_queue),
         instances(taken_queue),
+        orphaned_outbox(taken_queue),
         f"{taken_list}/heartbeat",
     )
     return keys, frozenset((*keys, *(key.encode() for key in others)))
@@ -626,10 +776,16 @@ def _commit_arguments(
     outcomes: Sequence[Outcome],
     failures: dict[int, str],
     listener: Listener | None,
-) -> tuple[list[bytes], list[Any]]:
-    """KEYS and ARGV of commit.lua (see its header). Records a failure for an event that
-    would use one key in two roles (a queue and a set, say), or write into the watcher's
-    own keys. A result due by now is pushed now."""
+    home: int | None = None,
+    batch: str = "",
+) -> tuple[list[bytes], list[Any], dict[int, list[int]]]:
+    """KEYS and ARGV of commit.lua (see its header), and per event that has results in
+    slots other than `home` (the watcher's slot on a Redis Cluster; None: one server)
+    the indexes of those results, which ARGV carries encoded for the outbox. Records a
+    failure for an event that would use one key in two roles (a queue and a set, say),
+    or write into the watcher's own keys, or (on a cluster) a set outside its queue's
+    slot or a delayed task outside the watcher's slot. A result due by now is pushed
+    now."""
     taken_queue = queues.taken_queue
     own_keys, own = _own_keys(queues)
     keys = list(own_keys)
@@ -645,18 +801,31 @@ def _commit_arguments(
             listener.watcher,
             taken_queue,
         )
+    args.append(batch)
     with_rule = listener is not None and listener.json
+    elsewhere: dict[int, list[int]] = {}
     for i, (event, results, failure) in enumerate(outcomes):
         if failures and i in failures:
             failure = failures[i]
         if failure is None:
-            record: list[Any] = [event, len(results)]
+            record: list[Any] = [event, 0]
+            remote: list[int] = []
             try:
-                for task, queue, dedup, rule, make, due in results:
+                for k, (task, queue, dedup, rule, make, due) in enumerate(results):
+                    delayed = due is not None and due > now
+                    if home is not None and _elsewhere(home, queue, dedup, delayed):
+                        _role(queue, "todo queue", roles, own)
+                        roles.setdefault(queue, ("todo queue", 0))
+                        if dedup is not None:
+                            _role(dedup, "set", roles, own)
+                            roles.setdefault(dedup, ("set", 0))
+                        remote.append(k)
+                        continue
                     q = _index(queue, "todo queue", roles, own, keys)
                     s = 0 if dedup is None else _index(dedup, "set", roles, own, keys)
                     d, due_ms = 0, 0
-                    if due is not None and due > now:
+                    if delayed:
+                        assert due is not None
                         d = _index(queue + _DELAYED, "delayed tasks' set", roles, own, keys)
                         _index(queue + _DELAYED_COUNTER, "delayed tasks' counter", roles, own, keys)
                         due_ms = int(due * 1000)
@@ -666,11 +835,37 @@ def _commit_arguments(
             except _KeyConflict as exc:
                 failure = str(exc)
             if failure is None:
+                record[1] = len(results) - len(remote)
+                if remote:
+                    elsewhere[i] = remote
+                    record.append(outboxes.encode(event, [results[k] for k in remote]))
+                else:
+                    record.append(b"")
                 args += record
                 continue
             failures[i] = failure
         args += (event, -1, failure)
-    return keys, args
+    return keys, args, elsewhere
+
+
+def _elsewhere(home: int, queue: bytes, dedup: bytes | None, delayed: bool) -> bool:
+    """Whether a result goes to a slot other than `home` (through the outbox);
+    _KeyConflict when it cannot be committed on a cluster at all."""
+    slot = slot_of(queue)
+    if dedup is not None and slot_of(dedup) != slot:
+        raise _KeyConflict(
+            f"set {dedup.decode('utf-8', 'replace')} and queue "
+            f"{queue.decode('utf-8', 'replace')} are in two slots of the cluster: the dedup "
+            "test and the push are one script, so they must share a hash tag"
+        )
+    if slot == home:
+        return False
+    if delayed:
+        raise _KeyConflict(
+            f"queue {queue.decode('utf-8', 'replace')} is not in the watcher's slot: on a "
+            "Redis Cluster a delayed task's queue must share its input queue's hash tag"
+        )
+    return True
 
 
 def _first_key(args: tuple[Any, ...]) -> Any:
@@ -680,6 +875,13 @@ def _first_key(args: tuple[Any, ...]) -> Any:
     if args[0] in (b"INFO", b"SCRIPT"):
         return None
     return args[1] if len(args) > 1 else None
+
+
+def _pairs(reply: Any) -> list[tuple[bytes, bytes]]:
+    """A hash's fields and values (HGETALL), as a flat list or a map (RESP3)."""
+    if isinstance(reply, dict):
+        return list(reply.items())
+    return list(zip(reply[::2], reply[1::2], strict=True))
 
 
 def _event_or_none(reply: Any) -> bytes | None:
@@ -699,6 +901,17 @@ def _index(
 ) -> int:
     """The index in KEYS of `key` in `role` ("todo queue", "set", ...), added when new;
     _KeyConflict when it is one of the watcher's own keys or already has another role."""
+    known = _role(key, role, roles, own)
+    if known:
+        return known
+    keys.append(key)
+    roles[key] = (role, len(keys))
+    return len(keys)
+
+
+def _role(key: bytes, role: str, roles: dict[bytes, tuple[str, int]], own: frozenset[bytes]) -> int:
+    """The index in KEYS that `key` has in `role`, 0 when it has none yet (a key of
+    another slot is recorded with 0); _KeyConflict as _index() says."""
     known = roles.get(key)
     if known is not None:
         if known[0] != role:
@@ -708,9 +921,37 @@ def _index(
     if key in own:
         name = key.decode("utf-8", "replace")
         raise _KeyConflict(f"{name} is one of the watcher's own keys, not a {role}")
-    keys.append(key)
-    roles[key] = (role, len(keys))
-    return len(keys)
+    return 0
+
+
+def _merged(
+    committed: CommitReport,
+    outcomes: Sequence[Outcome],
+    elsewhere: dict[int, list[int]],
+    applied: dict[tuple[int, int], str],
+    failed: dict[int, str],
+) -> CommitReport:
+    """A commit's report with what its results in other slots did: an event of which
+    one could not be pushed is reported failed."""
+    status = list(committed.status)
+    pushed = committed.pushed
+    failures = dict(committed.failures)
+    for i, positions in elsewhere.items():
+        if status[i] != "c":
+            continue
+        local = iter(pushed[i])
+        pushed[i] = [
+            applied.get((i, k)) == "p" if k in positions else next(local)
+            for k in range(len(outcomes[i].results))
+        ]
+        if i in failed:
+            status[i] = "f"
+            failures[i] = failed[i]
+    return CommitReport("".join(status), pushed, failures)
+
+
+def _order(batch: bytes) -> tuple[str, int]:
+    return outboxes.batch_order(batch)
 
 
 def _report(status: str, failures: dict[int, str]) -> CommitReport:

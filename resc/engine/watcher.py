@@ -25,7 +25,7 @@ from resc.core.errors import (
     RedisUnavailable,
     StoreError,
 )
-from resc.core.keys import failed_reasons
+from resc.core.keys import failed_reasons, orphaned_outbox, outbox
 from resc.core.logs import get_logger
 from resc.core.metrics import FetchStats, WatcherStats
 from resc.engine.instances import Identity, Membership
@@ -153,6 +153,9 @@ class Watcher:
                             lost = False
                             self.stats.reconnects += 1
                             self.log.info("Redis is back", url=self.store.display_url)
+                    if self.member.orphaned():
+                        # A sweep put a dead instance's outbox entries in the watcher's.
+                        self._replay_outboxes()
                     if self._rules_fetch():
                         self._pump_fetching()
                     else:
@@ -205,7 +208,30 @@ class Watcher:
         self._alone += self.member.interrupted()
         if self._alone:
             self.log.info("taking the interrupted events one at a time", events=self._alone)
+        if self.store.on_cluster:
+            self.member.orphaned()
+            self._replay_outboxes()
         return True
+
+    def _replay_outboxes(self) -> None:
+        """Apply what this instance's outbox and the watcher's orphaned entries still
+        hold (resc.engine.outbox): results for other slots of a Redis Cluster, of events
+        committed by a process that stopped before it had pushed them all."""
+        cfg = self.config
+        for entries in (outbox(self.member.taken_list), orphaned_outbox(cfg.taken_queue)):
+            replayed = self.store.replay_outbox(
+                entries, cfg.failed_queue, self.listener, cfg.taken_queue
+            )
+            if replayed.entries:
+                self.log.warning(
+                    "replayed the results for other slots of events committed before an "
+                    "interruption",
+                    outbox=entries,
+                    entries=replayed.entries,
+                    pushed=replayed.pushed,
+                    already_pushed_or_in_set=replayed.deduplicated,
+                    failed=replayed.failed,
+                )
 
     def _recover(self, max_attempts: int | None = None) -> None:
         """Put back this instance's taken list, counted as interrupted (max_attempts 0:
@@ -221,7 +247,7 @@ class Watcher:
             registry=self.member.registry,
         )
         assert recovered is not None  # only a recovery of another's list may be refused
-        back, failed, interrupted = recovered
+        back, failed, interrupted, _ = recovered
         if max_attempts == 0:
             return
         self._alone = interrupted

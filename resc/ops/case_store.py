@@ -10,7 +10,6 @@ one at a time, as the daemon does with events that arrive one by one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib.resources import files
 from typing import Any
 
 import fakeredis
@@ -19,7 +18,7 @@ import redis
 from resc.config.models import Config
 from resc.config.models import Watcher as WatcherConfig
 from resc.engine.rules import Result
-from resc.engine.store import Listener, Outcome, Store
+from resc.engine.store import SCRIPTS, Listener, Outcome, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +39,9 @@ class CaseStore:
         self._watcher = watcher
         server = fakeredis.FakeServer()
         self._client: redis.Redis = fakeredis.FakeRedis(server=server)
-        for script in (files("resc.engine") / "lua").iterdir():
-            if script.name.endswith(".lua"):
-                # Loaded as the Store names them: by the SHA-1 of the file's text.
-                self._client.script_load(script.read_text("utf-8"))
+        for source in SCRIPTS.values():
+            # Loaded as the Store names them: by the SHA-1 of the text.
+            self._client.script_load(source)
         # The daemon's Store, on a connection to the in-memory server: Store.connect()
         # asks the server for INFO, which fakeredis does not know, so the scripts are
         # loaded above instead.

@@ -367,19 +367,16 @@ class SlotFindings:
 
     errors: list[Finding]
     notes: list[Finding]
-    cross_slot: list[Finding]  # the notes' results, each in a line, for `resc run` to refuse
 
 
 class _SlotLinter(_Linter):
     def __init__(self, config: Config, source: SourceFile) -> None:
         super().__init__(config, source)
         self.notes: list[Finding] = []
-        self.cross_slot: list[Finding] = []
 
-    def note(self, loc: Loc, message: str, short: str) -> None:
+    def note(self, loc: Loc, message: str) -> None:
         line = self.source.line_of(loc) or 0
         self.notes.append(Finding(line, located(self.source, loc, message)))
-        self.cross_slot.append(Finding(line, located(self.source, loc, short)))
 
     def own_slots(self) -> None:
         for w, watcher in enumerate(self.config.watchers):
@@ -425,18 +422,27 @@ class _SlotLinter(_Linter):
             if hash_tag(watcher.input_queue) is None:
                 continue  # reported at the input queue
             home = _slot(watcher.input_queue)
-            if not queue.shares(home):
-                self.note(
+            if queue.shares(home):
+                continue
+            write = f"write queue: {_hjson(_with_tag(make.queue.source, home.text.encode()))}"
+            where = (
+                f"{quoted(make.queue.source)} ({queue.shown()}) is not in the slot of the "
+                f"input queue {quoted(watcher.input_queue)} ({home.shown()})"
+            )
+            both = " and its set" if make.set is not None else ""
+            if make.delay is not None or make.at is not None:
+                self.warn(
                     (*loc, "queue"),
-                    f"{quoted(make.queue.source)} ({queue.shown()}) is not in the slot of the "
-                    f"input queue {quoted(watcher.input_queue)} ({home.shown()}): a cross-slot "
-                    f"result, which `resc run` does not support on a Redis Cluster yet; to "
-                    f"commit it with the event, give the queue"
-                    f"{' and its set' if make.set is not None else ''} the input queue's tag: "
-                    f"write queue: {_hjson(_with_tag(make.queue.source, home.text.encode()))}",
-                    f"{quoted(make.queue.source)} is not in the slot of the input queue "
-                    f"{quoted(watcher.input_queue)}: a cross-slot result",
+                    f"{where}: in a Redis Cluster a delayed task's queue{both} must share "
+                    f"its watcher's slot; give the queue{both} the input queue's tag: {write}",
                 )
+                continue
+            self.note(
+                (*loc, "queue"),
+                f"{where}: a cross-slot result, committed exactly once through the outbox, "
+                f"in two more round trips per batch; to commit it in the event's own step, "
+                f"give the queue{both} the input queue's tag: {write}",
+            )
 
 
 def _with_tag(name: str, tag: bytes) -> str:
@@ -487,4 +493,4 @@ def cluster_findings(config: Config, source: SourceFile) -> SlotFindings:
     def ordered(findings: list[Finding]) -> list[Finding]:
         return sorted(findings, key=lambda f: (f.line, f.text))
 
-    return SlotFindings(ordered(linter.findings), ordered(linter.notes), ordered(linter.cross_slot))
+    return SlotFindings(ordered(linter.findings), ordered(linter.notes))

@@ -6,32 +6,39 @@
 --             reason, time, attempts; see resc/core/failures.py)
 -- KEYS[4]   attempts hash (event -> interruptions, see recover.lua)
 -- KEYS[5]   the watcher's set of todo queues with delayed tasks (schedule.lua)
--- KEYS[6..] the todo queues, dedup sets, delayed tasks' sorted sets and their counters
+-- KEYS[6]   the instance's outbox (hash: batch id -> the results of the batch's events
+--             for other slots of a Redis Cluster, see resc/engine/outbox.py)
+-- KEYS[7..] the todo queues, dedup sets, delayed tasks' sorted sets and their counters
 --           named by the records below
 -- ARGV[1]   score of new set members (unix time, whole seconds)
 -- ARGV[2]   listener channel, or '' for none
 -- ARGV[3]   listener format: 'text' (the original's messages) or 'json'
 -- ARGV[4]   the watcher's name (its input queue), for json messages
 -- ARGV[5]   the watcher's taken queue, as messages name it (not the instance's list)
--- ARGV[6..] one record per event, in the order they were taken:
+-- ARGV[6]   the batch id, under which KEYS[6] keeps the results for other slots
+-- ARGV[7..] one record per event, in the order they were taken:
 --             event, n, then n times: task, queue key index, set key index (0: no
 --               set), delayed key index d (0: push now; else KEYS[d] is the queue's
 --               sorted set of delayed tasks and KEYS[d + 1] their counter), due time
 --               (unix milliseconds, with d > 0), and with the json format the rule's
---               name and the make's name ('' for none)
+--               name and the make's name ('' for none); then the event's results for
+--               other slots, encoded (resc/engine/outbox.py), or ''
 --             event, -1, reason                       (the event failed)
 -- Returns   a status string: per event 'c' (committed), 'f' (moved to the failed
 --           queue) or 'm' (no longer in the taken queue: nothing done); after a 'c',
---           one letter per result: 'p' (pushed) or 'd' (already in its set).
+--           one letter per result of its slot: 'p' (pushed) or 'd' (already in its
+--           set).
 --           Or '!<key index>:<type>' when a key holds the wrong type: nothing was done.
 -- Touches   KEYS[1] (LREM), KEYS[2] (LPUSH), KEYS[3] (HSET), KEYS[4] (HDEL), KEYS[5]
---           (SADD), todo queues (LPUSH), dedup sets (ZADD NX), delayed tasks (ZADD)
+--           (SADD), KEYS[6] (HSET), todo queues (LPUSH), dedup sets (ZADD NX), delayed tasks (ZADD)
 --           and their counters (INCR); PUBLISHes to the listener channel.
 --
 -- The event is removed from the taken queue first: when it is no longer there (another
 -- process put it back into the input queue), it will be processed again, so nothing of
 -- it may be pushed now. Redis does not undo the writes of a script that fails halfway,
 -- so every key's type is checked before the first write.
+--
+-- add_failure_record comes from lib/failure_records.lua, which is put in front.
 --
 -- Identical events share their attempts count and their reasons field: the count goes
 -- only with the last copy in the taken list, and each failed copy adds its own record.
@@ -40,10 +47,15 @@
 -- A delayed task enters its dedup set now, scored by its due time, so that the set
 -- holds it from the commit until a worker is done with it, and set_ttl counts from
 -- when it is due; schedule.lua pushes it into its queue when it is due.
+--
+-- On a Redis Cluster a script writes one slot only: the results for other slots of the
+-- events committed here are kept in the outbox, in the same atomic step, and applied
+-- there afterwards by apply.lua (see resc/engine/outbox.py).
 
 local taken, failed, reasons, attempts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local delayed_queues = KEYS[5]
+local delayed_queues, outbox = KEYS[5], KEYS[6]
 local score, channel = ARGV[1], ARGV[2]
+local batch = ARGV[6]
 local json, watcher, named = ARGV[3] == 'json', ARGV[4], ARGV[5]
 local stride = json and 7 or 5
 local now
@@ -55,8 +67,9 @@ if channel ~= '' and json then
 end
 
 -- Pass 1: every key must hold its expected type or not exist.
-local expected = {[1] = 'list', [2] = 'list', [3] = 'hash', [4] = 'hash', [5] = 'set'}
-local i, nargs = 6, #ARGV
+local expected = {[1] = 'list', [2] = 'list', [3] = 'hash', [4] = 'hash', [5] = 'set',
+                  [6] = 'hash'}
+local i, nargs = 7, #ARGV
 while i <= nargs do
   local count = tonumber(ARGV[i + 1])
   i = i + 2
@@ -76,6 +89,7 @@ while i <= nargs do
       end
       i = i + stride
     end
+    i = i + 1 -- the results for other slots
   end
 end
 for index, wanted in pairs(expected) do
@@ -101,22 +115,11 @@ local function add_failure(event, reason, tries)
     local t = redis.call('TIME')
     failed_at = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
   end
-  local value = redis.call('HGET', reasons, event)
-  local records = nil
-  if value and string.sub(value, 1, 1) == '[' then
-    local ok, decoded = pcall(cjson.decode, value)
-    if ok and type(decoded) == 'table' then
-      records = decoded
-    end
-  end
-  if records == nil then
-    records = value and {{reason = value}} or {} -- a plain string: one older copy
-  end
-  records[#records + 1] = {reason = reason, time = failed_at, attempts = tries}
-  redis.call('HSET', reasons, event, cjson.encode(records))
+  add_failure_record(reasons, event, {reason = reason, time = failed_at, attempts = tries})
 end
 local status = {}
-i = 6
+local elsewhere = {} -- the committed events' results for other slots
+i = 7
 while i <= nargs do
   local event = ARGV[i]
   local count = tonumber(ARGV[i + 1])
@@ -132,7 +135,7 @@ while i <= nargs do
   end
   if not removed then
     status[#status + 1] = 'm'
-    i = i + (count < 0 and 1 or stride * count)
+    i = i + (count < 0 and 1 or stride * count + 1)
   elseif count < 0 then
     redis.call('LPUSH', failed, event)
     add_failure(event, ARGV[i], tries)
@@ -177,6 +180,10 @@ while i <= nargs do
       end
       i = i + stride
     end
+    if ARGV[i] ~= '' then
+      elsewhere[#elsewhere + 1] = ARGV[i]
+    end
+    i = i + 1
     if channel == '' then
       -- no message
     elseif json then
@@ -186,5 +193,8 @@ while i <= nargs do
       redis.call('PUBLISH', channel, named .. ' DONE ' .. event)
     end
   end
+end
+if #elsewhere > 0 then
+  redis.call('HSET', outbox, batch, table.concat(elsewhere))
 end
 return table.concat(status)

@@ -11,20 +11,24 @@
 -- KEYS[6]  taken-ahead count of the taken list (string, written by take.lua)
 -- KEYS[7]  the list holder's liveness key: its heartbeat (an older resc: its owner key)
 -- KEYS[8]  the set of the watcher's instance ids
+-- KEYS[9]  the holder's outbox (hash: batch id -> results for other slots, commit.lua)
+-- KEYS[10] the watcher's outbox of entries whose writer is gone (same form)
 -- ARGV[1]  most interruptions of one event (max_attempts); 0 when the events were only
 --          taken ahead, never processed, so that nothing is counted
 -- ARGV[2]  '' to leave the holder registered; or its id: the holder is gone for good,
---          KEYS[7] is deleted and ARGV[2] removed from KEYS[8]
+--          KEYS[7] is deleted, ARGV[2] removed from KEYS[8], and the entries of KEYS[9]
+--          moved into KEYS[10], for any instance to apply (resc/engine/outbox.py)
 -- ARGV[3]  '1': another instance's list: nothing is done while KEYS[7] exists (the
 --          holder is alive); '0': the caller's own list, moved whatever KEYS[7] holds
 -- ARGV[4]  with '1': a value of KEYS[7] known to be a dead holder's (its process is
 --          gone from this machine), which counts as expired; '' for none
 -- Returns  {events put back, events moved to the failed queue, events put back that
---          were being processed (interrupted)}, or {-1, 0, 0} when the holder is alive
---          (nothing done); an error reply, before any write, when a key holds the wrong
+--          were being processed (interrupted), outbox entries moved}, or {-1, 0, 0, 0}
+--          when the holder is alive (nothing done); an error reply, before any write, when a key holds the wrong
 --          type.
 -- Touches  KEYS[1] (RPUSH), KEYS[2] (DEL), KEYS[3] (HINCRBY, HDEL), KEYS[4] (LPUSH),
---          KEYS[5] (HSET), KEYS[6] (DEL), KEYS[7] (DEL), KEYS[8] (SREM).
+--          KEYS[5] (HSET), KEYS[6] (DEL), KEYS[7] (DEL), KEYS[8] (SREM), KEYS[9] (DEL),
+--          KEYS[10] (HSET).
 --
 -- The taken list holds the oldest event on its right, like the input queue: the
 -- newest taken event goes back next to the input's right end and the oldest ends up
@@ -39,7 +43,8 @@
 -- back meanwhile is left alone, and two instances recovering the same dead one move its
 -- events once (the second finds its list empty).
 
-for index, wanted in ipairs({'list', 'list', 'hash', 'list', 'hash', 'string', 'string', 'set'}) do
+for index, wanted in ipairs({'list', 'list', 'hash', 'list', 'hash', 'string', 'string', 'set',
+                             'hash', 'hash'}) do
   local actual = redis.call('TYPE', KEYS[index]).ok
   if actual ~= wanted and actual ~= 'none' then
     return redis.error_reply('WRONGTYPE ' .. KEYS[index] .. ' holds a ' .. actual
@@ -49,7 +54,7 @@ end
 
 if ARGV[3] == '1' and redis.call('EXISTS', KEYS[7]) == 1 then
   if ARGV[4] == '' or redis.call('GET', KEYS[7]) ~= ARGV[4] then
-    return {-1, 0, 0}
+    return {-1, 0, 0, 0}
   end
 end
 
@@ -66,25 +71,10 @@ if max_attempts > 0 then
   end
 end
 
--- One record per failed copy, as commit.lua writes them (see resc/core/failures.py).
+-- One record per failed copy, as commit.lua writes them (lib/failure_records.lua, put
+-- in front of this script).
 local time = redis.call('TIME')
 local now = time[1] .. '.' .. string.format('%06d', tonumber(time[2]))
-local function add_record(event, record)
-  local value = redis.call('HGET', KEYS[5], event)
-  local records = nil
-  if value and string.sub(value, 1, 1) == '[' then
-    local ok, decoded = pcall(cjson.decode, value)
-    if ok and type(decoded) == 'table' then
-      records = decoded
-    end
-  end
-  if records == nil then
-    records = value and {{reason = value}} or {}
-  end
-  records[#records + 1] = record
-  redis.call('HSET', KEYS[5], event, cjson.encode(records))
-end
-
 local function given_up(j)
   local tries = j > ahead and attempts[events[j]]
   return tries and tries >= max_attempts
@@ -96,7 +86,7 @@ for j = #events, 1, -1 do
   if given_up(j) then
     local tries = attempts[events[j]]
     redis.call('LPUSH', KEYS[4], events[j])
-    add_record(events[j], {
+    add_failure_record(KEYS[5], events[j], {
       reason = 'interrupted ' .. tries .. ' times (resc stopped or lost Redis while '
         .. 'processing it): given up after max_attempts',
       time = now, attempts = tries})
@@ -124,8 +114,17 @@ for first = 1, #back, chunk do
   redis.call('RPUSH', KEYS[1], unpack(back, first, math.min(first + chunk - 1, #back)))
 end
 redis.call('DEL', KEYS[2], KEYS[6])
+local entries = 0
 if ARGV[2] ~= '' then
   redis.call('DEL', KEYS[7])
   redis.call('SREM', KEYS[8], ARGV[2])
+  if KEYS[9] ~= KEYS[10] then
+    local fields = redis.call('HGETALL', KEYS[9])
+    for j = 1, #fields, 2 do
+      redis.call('HSET', KEYS[10], fields[j], fields[j + 1])
+    end
+    entries = #fields / 2
+    redis.call('DEL', KEYS[9])
+  end
 end
-return {#back, failed, interrupted}
+return {#back, failed, interrupted, entries}
