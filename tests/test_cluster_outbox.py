@@ -357,6 +357,7 @@ def test_sigkill_of_resc_at_random_points_of_a_cross_slot_backlog_gives_one_task
     preload(client, BACKLOG)
     path = write_config(tmp_path, config(cluster.url(), with_set))
     chance = random.Random(with_set)
+    entries_left = 0
     for _ in range(4):
         process = resc_process(str(path))
         at = client.llen(OTHER_TODO) + chance.randrange(200, 1200)
@@ -364,6 +365,8 @@ def test_sigkill_of_resc_at_random_points_of_a_cross_slot_backlog_gives_one_task
         threading.Event().wait(chance.random() / 50)
         process.send_signal(signal.SIGKILL)
         process.wait()
+        entries_left += outboxes_left(client)
+    print(f"outbox entries left by the kills: {entries_left}")
     process = resc_process(str(path))
     try:
         wait_until(lambda: complete(client, BACKLOG) and outboxes_left(client) == 0, timeout_s=90)
@@ -399,3 +402,20 @@ def test_a_target_slots_master_killed_under_a_cross_slot_backlog_loses_no_task(
         assert_exactly_once(client, BACKLOG)
     finally:
         client.close()
+
+
+def test_wait_replicas_without_replicas_warns_and_still_pushes_each_task_once(
+    cluster: ClusterTopology, client: RedisCluster, tmp_path: Path
+):
+    settings = config(cluster.url())
+    settings["redis"]["wait_replicas"] = 1
+    path = write_config(tmp_path, settings)
+    process = resc_process(str(path))
+    try:
+        client.lpush(INPUT, "ev/0", "ev/1")
+        wait_until(lambda: complete(client, 2), timeout_s=20)
+    finally:
+        log = stop(process)
+    assert "fewer replicas than redis.wait_replicas acknowledged" in log
+    assert_exactly_once(client, 2)
+    assert outboxes_left(client) == 0

@@ -112,6 +112,14 @@ class RedisConfig(_Model):
         '"embedded": a private server that `resc run` starts '
         '(pip install "resc[embedded]")'
     )
+    wait_replicas: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="on a Redis Cluster: how many replicas of a master must acknowledge "
+        "(WAIT, at most 1 s) the tasks that a commit pushed there for another slot's events "
+        "before the commit forgets them; 0: none",
+    )
 
     @field_validator("url")
     @classmethod

@@ -53,6 +53,7 @@ from resc.core.keys import (
     taken_ahead,
     taken_owner,
 )
+from resc.core.logs import get_logger
 from resc.core.slots import slot_of
 from resc.engine import outbox as outboxes
 from resc.engine.rules import Result
@@ -74,6 +75,10 @@ _SHEBANG = "#!lua\n"
 _CLUSTER_SHA = {
     name: sha1((_SHEBANG + source).encode()).hexdigest() for name, source in SCRIPTS.items()
 }
+
+# How long a commit waits for replicas (redis.wait_replicas), milliseconds.
+_WAIT_MS = 1000
+log = get_logger("resc.store")
 
 # A blocking take waits this long, so that a stop request is seen promptly.
 BLOCK_TIMEOUT_S = 1.0
@@ -166,10 +171,15 @@ class Store:
     """One connection to Redis, for one watcher. Commands can be pipelined: send_*()
     return a Reply at once, and replies are read in the order the commands were sent."""
 
-    def __init__(self, url: str, pool: redis.ConnectionPool | None = None) -> None:
+    def __init__(
+        self, url: str, pool: redis.ConnectionPool | None = None, wait_replicas: int = 0
+    ) -> None:
         """`pool`: connections to use instead of those made from `url` (which then only
-        names the server in messages), for an in-memory server."""
+        names the server in messages), for an in-memory server. `wait_replicas`: the
+        replicas that must acknowledge a commit's writes in other slots of a cluster
+        (redis.wait_replicas)."""
         self.url = url
+        self.wait_replicas = wait_replicas
         self.display_url = redact_url(url)
         if url == EMBEDDED_REDIS:
             raise StoreError(
@@ -225,7 +235,15 @@ class Store:
 
     # --- the connection -----------------------------------------------------------
 
-    def _send(self, args: tuple[Any, ...], action: str, convert: Callable[[Any], T]) -> Reply[T]:
+    def _send(
+        self,
+        args: tuple[Any, ...],
+        action: str,
+        convert: Callable[[Any], T],
+        route: bytes | str | None = None,
+    ) -> Reply[T]:
+        """Send a command; on a cluster to the master of its first key's slot, or of
+        `route`'s (a command without keys)."""
         reply: Reply[T] = Reply(self, action, convert)
         # A master that the sentinels replaced may still answer as one: nothing more is
         # sent to it (the caller recovers its taken queue on the new master).
@@ -234,7 +252,7 @@ class Store:
             raise RedisUnavailable(f"{action}: {moved}")
         with converted_errors(action):
             try:
-                conn = self._connection(args)
+                conn = self._connection(args, route)
                 conn.send_packed_command([hiredis.pack_command(args)])
             except BaseException:
                 self._broken()
@@ -242,7 +260,7 @@ class Store:
         self._pending.append((conn, reply))
         return reply
 
-    def _connection(self, args: tuple[Any, ...]) -> Any:
+    def _connection(self, args: tuple[Any, ...], route: bytes | str | None = None) -> Any:
         if not self._on_cluster:
             if self._conn is None:
                 assert self._pool is not None
@@ -253,7 +271,7 @@ class Store:
         elif self._stale:
             self._cluster.nodes_manager.initialize()
         self._stale = False
-        key = _first_key(args)
+        key = _first_key(args) if route is None else route
         if key is None:
             raise StoreError(f"{args[0]!r} names no key, so no slot of the cluster")
         node = self._cluster.nodes_manager.get_node_from_slot(slot_of(key))
@@ -265,6 +283,11 @@ class Store:
         self._conns[node.name] = (pool, conn)
         self._load_scripts(conn)
         return conn
+
+    def _master_of(self, slot: int) -> str:
+        """The name of the master that serves `slot` (on a cluster)."""
+        assert self._cluster is not None
+        return str(self._cluster.nodes_manager.get_node_from_slot(slot).name)
 
     def _load_scripts(self, conn: Any) -> None:
         """Load the scripts on a new connection to a cluster's master (nothing else is in
@@ -657,6 +680,14 @@ class Store:
             command = self._script("apply", keys, args)
             reply = self._send(command, f"committing to slot {slot} of the cluster", bytes)
             sent.append((slot, group, reply))
+        acks = []
+        if self.wait_replicas:
+            # One WAIT per master: it covers every write sent before it on the connection.
+            masters = {self._master_of(slot): slot for slot, _, _ in sent}
+            for slot in masters.values():
+                wait = (b"WAIT", self.wait_replicas, _WAIT_MS)
+                route = outboxes.marker(slot, batch)
+                acks.append(self._send(wait, "waiting for replicas", int, route=route))
         statuses: dict[tuple[int, int], str] = {}
         failed: dict[int, str] = {}
         for _, group, reply in sent:
@@ -674,6 +705,14 @@ class Store:
                 if letter == "!":
                     reason = f"key {next(reasons)}: its task was not pushed"
                     failed.setdefault(item.number, reason)
+        short = sum(ack.get() < self.wait_replicas for ack in acks)
+        if short:
+            log.warning(
+                "fewer replicas than redis.wait_replicas acknowledged a commit's tasks for "
+                "other slots within 1 s: a failover of their master now may lose them",
+                masters=short,
+                wanted=self.wait_replicas,
+            )
         events = {item.number: item.event for item in items}
         pairs = [field for i, why in failed.items() for field in (events[i], why)]
         done = self._script(

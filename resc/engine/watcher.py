@@ -82,7 +82,7 @@ class Watcher:
         # processed are abandoned: they go back to the input queue uncommitted.
         self.deadline: float | None = None
         self.stats = stats or WatcherStats()
-        self.store = store or Store(settings.redis.url)
+        self.store = store or Store(settings.redis.url, wait_replicas=settings.redis.wait_replicas)
         self._rule_of_fetch = _rule_of_fetch(config)
         self.fetch = fetcher or AsyncFetcher(
             stop=self.stop,
