@@ -7,9 +7,12 @@ one node.
                     task co-located with it (`{p0}/todo`, set `{p0}/todo-set`); time until
                     every task is queued and every input and taken list is empty
                     (events/s), on the cluster and on one node with the same config.
+  cluster_cross     the same, each event's task in the next tag's queue and set, on
+                    another master: committed through the outbox on the cluster.
+  cluster_wait      cluster_cross on three masters with a replica each, without and with
+                    redis.wait_replicas 1: what waiting for a replica costs.
 
-Cross-slot results are not measured: `resc run` refuses them on a cluster (README, Redis
-Cluster). Every run checks its result exactly, as bench/run.py's do.
+Every run checks its result exactly, as bench/run.py's do.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,7 @@ from bench.run import WrongResult, wait_for
 from resc.connection.clients import cluster_client
 from resc.dev.embedded import EmbeddedRedis, free_port
 
-SCENARIOS = ["cluster_backlog"]
+SCENARIOS = ["cluster_backlog", "cluster_cross", "cluster_wait"]
 SLOTS = 16384
 BUS_OFFSET = 10000
 # One tag per master of the three slot ranges (0-5460, 5461-10921, 10922-16383).
@@ -57,7 +61,8 @@ def _ports_with_bus() -> int:
 class LocalCluster:
     """Three masters on loopback, sharing the slots in three ranges."""
 
-    def __init__(self, masters: int = 3) -> None:
+    def __init__(self, masters: int = 3, replicas: bool = False) -> None:
+        self.replicas = replicas
         self.nodes = [
             EmbeddedRedis(
                 "--cluster-enabled",
@@ -68,28 +73,36 @@ class LocalCluster:
                 "1000",
                 prefer="path",
             )
-            for _ in range(masters)
+            for _ in range(masters * (2 if replicas else 1))
         ]
+        self.masters = self.nodes[:masters]
         for node in self.nodes:
             node.port = _ports_with_bus()
             node.url = f"redis://127.0.0.1:{node.port}/0"
 
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.masters)
 
     def __enter__(self) -> LocalCluster:
         try:
             for node in self.nodes:
                 node.start()
-            share = SLOTS // len(self.nodes)
-            for i, node in enumerate(self.nodes):
-                last = SLOTS - 1 if i == len(self.nodes) - 1 else (i + 1) * share - 1
+            share = SLOTS // len(self.masters)
+            for i, node in enumerate(self.masters):
+                last = SLOTS - 1 if i == len(self.masters) - 1 else (i + 1) * share - 1
                 with node.client() as client:
                     client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * share, last)
             with self.nodes[0].client() as first:
                 for node in self.nodes[1:]:
                     first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
             wait_for(self._ready, 30, "the cluster to be ready")
+            for master, replica in zip(self.masters, self.nodes[len(self.masters) :], strict=False):
+                with master.client(decode_responses=True) as client:
+                    master_id = client.execute_command("CLUSTER", "MYID")
+                with replica.client() as client:
+                    client.execute_command("CLUSTER", "REPLICATE", master_id)
+            if self.replicas:
+                wait_for(self._replicated, 30, "the replicas to be in sync")
         except BaseException:
             self.close()
             raise
@@ -105,6 +118,13 @@ class LocalCluster:
                     return False
         return True
 
+    def _replicated(self) -> bool:
+        for node in self.masters:
+            with node.client(decode_responses=True) as client:
+                if client.info("replication").get("connected_slaves") != 1:
+                    return False
+        return True
+
     def close(self) -> None:
         for node in self.nodes:
             node.close(at_once=True)
@@ -113,8 +133,15 @@ class LocalCluster:
         self.close()
 
 
-def config(url: str) -> dict[str, Any]:
-    """Three watchers, one per tag, each making its event's task in its own slot."""
+def _target(tag: str, cross: bool) -> str:
+    """The tag of the queue that a watcher's events make their task in: its own, or
+    (cross-slot) the next one's, on another master."""
+    return TAGS[(TAGS.index(tag) + 1) % len(TAGS)] if cross else tag
+
+
+def config(url: str, cross: bool = False, wait_replicas: int = 0) -> dict[str, Any]:
+    """Three watchers, one per tag, each making its event's task in its own slot (or,
+    `cross`, in the next tag's)."""
     watchers = [
         {
             "input_queue": f"{{{tag}}}/events",
@@ -123,23 +150,23 @@ def config(url: str) -> dict[str, Any]:
                     "on": r"^acq/(?P<product_id>\w+)$",
                     "make": {
                         "task": f"trt/{tag}/${{product_id}}",
-                        "queue": f"{{{tag}}}/todo",
-                        "set": f"{{{tag}}}/todo-set",
+                        "queue": f"{{{_target(tag, cross)}}}/todo",
+                        "set": f"{{{_target(tag, cross)}}}/todo-set",
                     },
                 }
             ],
         }
         for tag in TAGS
     ]
-    return {"redis": {"url": url}, "watchers": watchers}
+    return {"redis": {"url": url, "wait_replicas": wait_replicas}, "watchers": watchers}
 
 
-def expected(count: int) -> dict[str, set[bytes]]:
+def expected(count: int, cross: bool = False) -> dict[str, set[bytes]]:
     """Todo queue -> its exact tasks, for `count` events spread over the tags."""
     queues: dict[str, set[bytes]] = {f"{{{tag}}}/todo": set() for tag in TAGS}
     for i in range(count):
         tag = TAGS[i % len(TAGS)]
-        queues[f"{{{tag}}}/todo"].add(f"trt/{tag}/{i}".encode())
+        queues[f"{{{_target(tag, cross)}}}/todo"].add(f"trt/{tag}/{i}".encode())
     return queues
 
 
@@ -164,14 +191,14 @@ def _in_hand(client: Client) -> int:
     return total
 
 
-def _check(client: Client, count: int) -> None:
+def _check(client: Client, count: int, cross: bool) -> None:
     for tag in TAGS:
         for queue in (f"{{{tag}}}/events", f"{{{tag}}}/events/failed"):
             if client.llen(queue):
                 raise WrongResult(f"{queue} holds {client.llen(queue)} events")
     if _in_hand(client):
         raise WrongResult(f"{_in_hand(client)} events still in hand")
-    for queue, tasks in expected(count).items():
+    for queue, tasks in expected(count, cross).items():
         got = client.lrange(queue, 0, -1)
         if len(got) != len(tasks) or set(got) != tasks:  # type: ignore[arg-type]
             raise WrongResult(
@@ -191,9 +218,11 @@ def _taking(masters: list[EmbeddedRedis]) -> bool:
 
 
 @contextmanager
-def _resc(url: str, masters: list[EmbeddedRedis], workdir: Path) -> Iterator[None]:
+def _resc(
+    url: str, masters: list[EmbeddedRedis], workdir: Path, cross: bool, wait_replicas: int
+) -> Iterator[None]:
     path = workdir / "bench-cluster.json"
-    path.write_text(json.dumps(config(url)))
+    path.write_text(json.dumps(config(url, cross, wait_replicas)))
     process = subprocess.Popen(
         [sys.executable, "-m", "resc", str(path)], env={**os.environ, "RESC_LOG": "warn"}
     )
@@ -211,14 +240,22 @@ def _resc(url: str, masters: list[EmbeddedRedis], workdir: Path) -> Iterator[Non
 
 
 def run_backlog(
-    url: str, masters: list[EmbeddedRedis], client: Client, count: int, workdir: Path
+    url: str,
+    masters: list[EmbeddedRedis],
+    client: Client,
+    count: int,
+    workdir: Path,
+    cross: bool = False,
+    wait_replicas: int = 0,
 ) -> float:
     """Events per second for a backlog of `count` events over the three watchers."""
     for node in masters:
         with node.client() as plain:
             plain.flushall()
+            if wait_replicas:
+                plain.execute_command("WAIT", wait_replicas, 5000)
     _preload(client, count)
-    with _resc(url, masters, workdir):
+    with _resc(url, masters, workdir, cross, wait_replicas):
         started = time.perf_counter()
         for tag in TAGS:  # each rename wakes that watcher's BLMOVE
             client.rename(f"{{{tag}}}/staging", f"{{{tag}}}/events")
@@ -230,34 +267,75 @@ def run_backlog(
 
         finished = wait_for(done, 600, f"{count} events")
         wait_for(lambda: _in_hand(client) == 0, 30, "the taken lists to empty")
-    _check(client, count)
+    _check(client, count, cross)
     return count / (finished - started)
 
 
 def run_all(workdir: Path, scenarios: set[str], count: int, runs: int) -> dict[str, Any]:
-    """The cluster scenarios among `scenarios`: the same backlog on one node and on the
+    """The cluster scenarios among `scenarios`: the same backlogs on one node and on the
     cluster, medians of `runs`."""
     from bench.run import median_of
 
     results: dict[str, Any] = {}
-    if "cluster_backlog" not in scenarios:
-        return results
-    with EmbeddedRedis(prefer="path") as node, node.client() as one:
-        results["cluster_backlog_one_node"] = median_of(
-            runs, lambda: run_backlog(node.url, [node], one, count, workdir)
-        )
-    with LocalCluster() as cluster:
-        client = cluster_client(cluster.url(), socket_timeout=10)
-        try:
-            results["cluster_backlog"] = median_of(
-                runs, lambda: run_backlog(cluster.url(), cluster.nodes, client, count, workdir)
+    variants = [(name, name == "cluster_cross") for name in ("cluster_backlog", "cluster_cross")]
+    wanted = [(name, cross) for name, cross in variants if name in scenarios]
+    if wanted:
+        with EmbeddedRedis(prefer="path") as node, node.client() as one:
+            for name, cross in wanted:
+                results[f"{name}_one_node"] = median_of(
+                    runs, partial(run_backlog, node.url, [node], one, count, workdir, cross)
+                )
+        with LocalCluster() as cluster:
+            client = cluster_client(cluster.url(), socket_timeout=10)
+            try:
+                for name, cross in wanted:
+                    results[name] = median_of(
+                        runs,
+                        partial(
+                            run_backlog,
+                            cluster.url(),
+                            cluster.masters,
+                            client,
+                            count,
+                            workdir,
+                            cross,
+                        ),
+                    )
+            finally:
+                client.close()
+        for name, cross in wanted:
+            one_node, on_cluster = results[f"{name}_one_node"], results[name]
+            kind = "cross-slot, through the outbox" if cross else "co-located"
+            print(
+                f"  {name:<18} {on_cluster:>10,.0f} events/s on 3 masters, "
+                f"{one_node:,.0f} on one node ({on_cluster / one_node:.2f}x; 3 watchers, {kind})",
+                flush=True,
             )
-        finally:
-            client.close()
-    one_node, on_cluster = results["cluster_backlog_one_node"], results["cluster_backlog"]
-    print(
-        f"  {'cluster_backlog':<18} {on_cluster:>10,.0f} events/s on 3 masters, "
-        f"{one_node:,.0f} on one node ({on_cluster / one_node:.2f}x; 3 watchers, co-located)",
-        flush=True,
-    )
+    if "cluster_wait" in scenarios:
+        with LocalCluster(replicas=True) as cluster:
+            client = cluster_client(cluster.url(), socket_timeout=10)
+            try:
+                for acks in (0, 1):
+                    results[f"cluster_wait_{acks}"] = median_of(
+                        runs,
+                        partial(
+                            run_backlog,
+                            cluster.url(),
+                            cluster.masters,
+                            client,
+                            count,
+                            workdir,
+                            True,
+                            acks,
+                        ),
+                    )
+            finally:
+                client.close()
+        without, waiting = results["cluster_wait_0"], results["cluster_wait_1"]
+        print(
+            f"  {'cluster_wait':<18} {waiting:>10,.0f} events/s with wait_replicas 1, "
+            f"{without:,.0f} without ({waiting / without:.2f}x; cross-slot, 3 masters with a "
+            "replica each)",
+            flush=True,
+        )
     return results

@@ -17,8 +17,8 @@ Scenarios:
             trips each (BRPOPLPUSH, ZSCORE, ZADD, LPUSH, PUBLISH, LREM, PUBLISH).
   api_*     the HTTP API under a keep-alive load client (bench/api.py).
   fetch_*   a rule that fetches, against a local web service (bench/fetch.py).
-  cluster_* a co-located backlog on a 3-master Redis Cluster the bench starts, beside one
-            node (bench/cluster.py).
+  cluster_* co-located and cross-slot backlogs on a 3-master Redis Cluster the bench
+            starts, beside one node, and the cost of waiting for replicas (bench/cluster.py).
 
 Every run checks its result (exact task counts, no duplicates, queues empty) and a wrong
 result is an error, never a number.

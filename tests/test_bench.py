@@ -53,7 +53,10 @@ def test_quick_benchmark_runs_every_scenario_with_correct_results(tmp_path: Path
         assert sweep and all(figures["events_per_s"] > 0 for figures in sweep.values())
         assert kind in done.stdout
     assert results["fetch_client"]["httpx"]["requests_per_s"] > 0
-    assert results["cluster_backlog"] > 0 and results["cluster_backlog_one_node"] > 0
-    assert "cluster_backlog" in done.stdout
+    for name in ("cluster_backlog", "cluster_cross"):
+        assert results[name] > 0 and results[f"{name}_one_node"] > 0
+        assert name in done.stdout
+    assert results["cluster_wait_0"] > 0 and results["cluster_wait_1"] > 0
+    assert "cluster_wait" in done.stdout
     for name in scenarios:
         assert name in done.stdout

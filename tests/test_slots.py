@@ -62,6 +62,8 @@ DERIVED = {
     "instance_taken": (BASE + "/taken", "host-1.example:42"),
     "instance_heartbeat": (BASE + "/taken", "host-1.example:42"),
     "instances": (BASE + "/taken",),
+    "outbox": (BASE + "/taken/i1",),
+    "orphaned_outbox": (BASE + "/taken",),
     "worker_taken_list": ("{plant}/todo", "w-1"),
     "worker_heartbeat": ("{plant}/todo", "w-1"),
     "queue_workers": ("{plant}/todo",),
@@ -137,3 +139,13 @@ def test_a_worker_on_an_untagged_queue_is_told_what_to_write():
     assert refusal is not None
     assert "plant/todo/taken/w-1" in refusal
     assert "'{plant}/todo'" in refusal
+
+
+def test_an_outbox_marker_lives_in_its_queues_slot_whatever_the_queues_name():
+    from resc.engine.outbox import marker
+
+    for queue in (b"{orders}/todo", b"orders/todo", b"a{b", b"a}b", b"{}x", b"x{}y}", b"\xff"):
+        key = marker(queue, "abc-1")
+        assert slot_of(key) == slot_of(queue), queue
+        assert key.startswith(b"resc/applied/{") and key.endswith(b"}/abc-1")
+    assert marker(b"{orders}/todo", "abc-1") == b"resc/applied/{orders}/abc-1"

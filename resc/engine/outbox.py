@@ -31,7 +31,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
-from resc.core.slots import SLOTS, slot_of
+from resc.core.slots import SLOTS, hash_tag, slot_of
 from resc.engine.rules import Result
 
 # 30 days: an entry is replayed within a heartbeat's time to live of its writer's death,
@@ -111,33 +111,28 @@ def by_slot(items: Sequence[Item]) -> dict[int, list[Item]]:
     return groups
 
 
-def marker(slot: int, batch: str) -> str:
-    """The key in `slot` that says the batch's results of that slot were applied:
-    `resc/applied/{<tag>}/<batch>`, where the tag is the first of `s0`, `s1`, ... that
-    hashes to the slot."""
-    return f"resc/applied/{{{slot_tag(slot)}}}/{batch}"
-
-
-def slot_tag(slot: int) -> str:
-    """The first name of the form s<n> whose hash slot is `slot`."""
-    if not 0 <= slot < SLOTS:
-        raise ValueError(f"slot {slot} is not one of the cluster's 0 to {SLOTS - 1}")
-    return _slot_tags()[slot]
+def marker(queue: bytes, batch: str) -> bytes:
+    """The key in the slot of `queue` (the first of the batch's queues in that slot) that
+    says the batch's results of that slot were applied: `resc/applied/{<tag>}/<batch>`,
+    with the queue's hash tag, or its whole name when it has none; a name without a tag
+    that holds a `}` (which would cut the tag short) takes the first of `s0`, `s1`, ...
+    that hashes to its slot."""
+    tag = hash_tag(queue)
+    if tag is None:
+        tag = queue if b"}" not in queue else slot_tag(slot_of(queue)).encode()
+    return b"resc/applied/{" + tag + b"}/" + batch.encode()
 
 
 @functools.cache
-def _slot_tags() -> list[str]:
-    """Every slot's tag, found once (about 170,000 names are hashed)."""
-    tags: list[str | None] = [None] * SLOTS
-    left, n = SLOTS, 0
-    while left:
-        name = f"s{n}"
-        slot = slot_of(name)
-        if tags[slot] is None:
-            tags[slot] = name
-            left -= 1
+def slot_tag(slot: int) -> str:
+    """The first name of the form s<n> whose hash slot is `slot` (about 16,000 names
+    are hashed to find it)."""
+    if not 0 <= slot < SLOTS:
+        raise ValueError(f"slot {slot} is not one of the cluster's 0 to {SLOTS - 1}")
+    n = 0
+    while slot_of(f"s{n}") != slot:
         n += 1
-    return [tag for tag in tags if tag is not None]
+    return f"s{n}"
 
 
 _BATCH = re.compile(r"(?P<writer>[0-9a-f]+)-(?P<seq>\d+)")

@@ -663,7 +663,7 @@ class Store:
             )
         sent = []
         for slot, group in outboxes.by_slot(items).items():
-            keys: list[Any] = [outboxes.marker(slot, batch)]
+            keys: list[Any] = [outboxes.marker(group[0].result.queue, batch)]
             index: dict[bytes, int] = {}
             args: list[Any] = [score, outboxes.MARKER_TTL_MS, *talk]
             for item in group:
@@ -683,11 +683,10 @@ class Store:
         acks = []
         if self.wait_replicas:
             # One WAIT per master: it covers every write sent before it on the connection.
-            masters = {self._master_of(slot): slot for slot, _, _ in sent}
-            for slot in masters.values():
+            masters = {self._master_of(slot): group[0].result.queue for slot, group, _ in sent}
+            for queue in masters.values():
                 wait = (b"WAIT", self.wait_replicas, _WAIT_MS)
-                route = outboxes.marker(slot, batch)
-                acks.append(self._send(wait, "waiting for replicas", int, route=route))
+                acks.append(self._send(wait, "waiting for replicas", int, route=queue))
         statuses: dict[tuple[int, int], str] = {}
         failed: dict[int, str] = {}
         for _, group, reply in sent:
@@ -722,8 +721,9 @@ class Store:
         )
         removed = self._call(done, f"committing to {entry_outbox}", int)
         if own and removed:
-            for slot, _, _ in sent:
-                self._send((b"DEL", outboxes.marker(slot, batch)), "forgetting a marker", int)
+            for _, group, _ in sent:
+                forget = (b"DEL", outboxes.marker(group[0].result.queue, batch))
+                self._send(forget, "forgetting a marker", int)
         return statuses, failed
 
     def replay_outbox(
