@@ -12,6 +12,7 @@ Scenarios:
             protocol (both clocks and the original's loop in C: bench/latency.c).
   ceiling   Redis alone doing the same per-event writes in one Lua call per batch
             (bench/ceiling.lua), fed back to back: what this Redis can do here.
+  backlog_2x  backlog_set shared by two resc processes on one config (--instance ids).
   memory    RSS of the resc process before and after many events.
   original  the original resc's protocol re-enacted: one event at a time, seven round
             trips each (BRPOPLPUSH, ZSCORE, ZADD, LPUSH, PUBLISH, LREM, PUBLISH).
@@ -37,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,14 +210,23 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> floa
 
 
 def run_backlog(
-    server: EmbeddedRedis, variant: str, count: int, workdir: Path, batch: int | None = None
+    server: EmbeddedRedis,
+    variant: str,
+    count: int,
+    workdir: Path,
+    batch: int | None = None,
+    instances: int = 1,
 ) -> float:
-    """Events per second for a pre-loaded backlog of `count` events."""
+    """Events per second for a pre-loaded backlog of `count` events, shared by
+    `instances` resc processes on one config."""
     client = server.client()
     client.flushall()
     preload(client, "bench/staging", 0, count)
     queues = list(expected_tasks(variant, count))
-    with resc(server, rules_for(variant), workdir, batch):
+    with ExitStack() as running:
+        for n in range(instances):
+            ident = f"bench-{n}" if instances > 1 else None
+            running.enter_context(resc(server, rules_for(variant), workdir, batch, instance=ident))
         started = time.perf_counter()
         client.rename("bench/staging", INPUT)  # all at once, waking resc's BLMOVE
 
@@ -331,7 +341,7 @@ def median_of(runs: int, measure: Callable[[], float]) -> float:
     return statistics.median(measure() for _ in range(runs))
 
 
-SCENARIOS = ["original", "backlog", "latency", "ceiling", "memory"]
+SCENARIOS = ["original", "backlog", "backlog_2x", "latency", "ceiling", "memory"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -399,6 +409,16 @@ def main(argv: list[str] | None = None) -> int:
                     if "original" in results:
                         ratio += f", {results[name] / results['original']:.0f}x original"
                     print(f"  {name:<18} {results[name]:>10,.0f} events/s{ratio}", flush=True)
+            if "backlog_2x" in scenarios:
+                results["backlog_2x"] = median_of(
+                    sizes.runs,
+                    lambda: run_backlog(server, "set", sizes.backlog, workdir, instances=2),
+                )
+                print(
+                    f"  {'backlog_2x':<18} {results['backlog_2x']:>10,.0f} events/s "
+                    "(backlog_set shared by two resc processes on one config)",
+                    flush=True,
+                )
             if "latency" in scenarios:
                 results["latency"] = latency.run_all(
                     server, workdir, sizes.latency_rates, sizes.latency_s, sizes.runs

@@ -30,6 +30,7 @@ def test_quick_benchmark_runs_every_scenario_with_correct_results(tmp_path: Path
         "backlog_noset",
         "backlog_10rules",
         "backlog_3makes",
+        "backlog_2x",
         "api_client",
         "api_produce",
         "api_batch",
