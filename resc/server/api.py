@@ -233,9 +233,11 @@ class Api:
                         "application/json": {
                             "schema": {
                                 "type": "object",
+                                "minProperties": 1,
                                 "additionalProperties": {
                                     "type": "array",
                                     "items": {"type": "string"},
+                                    "minItems": 1,
                                 },
                             }
                         }
