@@ -9,6 +9,8 @@ Keys, beside the queue `<queue>`:
   `<queue>/claims/attempts`   hash: task -> times claimed, until done or failed
   `<queue>/failed` and its reasons hash (resc.core.failures): the failed tasks
 and reads `<queue>/delayed` (resc.core.keys.delayed_tasks): the tasks not due yet.
+On a Redis Cluster all of them must share the queue's slot (cluster_refusal); the done
+queue need not.
 """
 
 from __future__ import annotations
@@ -149,21 +151,6 @@ class ClaimStore:
     def redis(self) -> redis.Redis | RedisCluster:
         """The blocking client (a RedisCluster on a cluster, known at its first use)."""
         return self._sync.get()
-
-    @property
-    def on_cluster(self) -> bool | None:
-        """Whether Redis is a cluster; None until a first command has said."""
-        for probed in (self._aio, self._sync):
-            if isinstance(probed.current, RedisCluster | AsyncRedisCluster):
-                return True
-            if probed.current is not None and probed.probed:
-                return False
-        return None
-
-    def refusal(self, queue: TodoQueue) -> str | None:
-        """Why `queue` is refused (on a cluster), as cluster_refusal(); None when Redis
-        is known to be one server, or not known yet."""
-        return cluster_refusal(queue) if self.on_cluster else None
 
     def _check(self, client: object, queue: TodoQueue) -> None:
         if isinstance(client, RedisCluster | AsyncRedisCluster):
