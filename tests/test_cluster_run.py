@@ -306,38 +306,3 @@ def test_a_store_follows_its_slot_to_the_new_master_after_a_failover(
     finally:
         store.close()
         client.close()
-
-
-def test_resc_run_on_a_cluster_serves_its_health_paths_without_the_api(
-    cluster: ClusterTopology, client: RedisCluster, tmp_path: Path
-):
-    import httpx
-
-    from tests.test_http_api import free_port
-
-    port = free_port()
-    config = backlog_config(cluster.url())
-    config["http"] = {"listen": f"127.0.0.1:{port}"}
-    process = resc_process(str(write_config(tmp_path, config)))
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(base + "/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(ready, 30)
-        preload(client, 10)
-        wait_until(lambda: client.llen(TODO) == 10)
-        assert "resc_events_taken_total" in httpx.get(base + "/metrics").text
-        answer = httpx.post(base + "/v1/queues/%7Bplant%7D%2Fevents/events", content="x")
-        assert answer.status_code == 404
-    finally:
-        log = stop(process)
-    assert (
-        f"resc: the HTTP API does not support a Redis Cluster yet: 127.0.0.1:{port} serves "
-        "/metrics, /livez and /readyz only" in log
-    )
-    assert "HTTP API process ended" not in log

@@ -115,9 +115,8 @@ def test_a_cluster_url_gives_no_single_server_client():
         with pytest.raises(StoreError) as info:
             make("redis+cluster://:hunter2@a:1")
         assert str(info.value) == (
-            "redis+cluster://:***@a:1 names a Redis Cluster: the HTTP API and the dashboard "
-            "do not support one yet (resc run, check, status, failed, work and the worker "
-            "library do)"
+            "redis+cluster://:***@a:1 names a Redis Cluster, not one server: its clients "
+            "are cluster_client() and async_cluster_client() (or a ProbedClient)"
         )
 
 

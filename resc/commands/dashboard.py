@@ -96,7 +96,13 @@ def main(args: argparse.Namespace) -> int:
 
     from resc.core.logs import get_logger
     from resc.dashboard.app import Dashboard
-    from resc.server.service import HttpService, NoWatchers
+    from resc.server.service import ApiSpec, HttpService, NoWatchers
+
+    refusals = ApiSpec.of(config, listen).cluster_refusals()
+    if refusals:
+        for line in refusals:
+            print(f"resc: {line}", file=sys.stderr)
+        return EXIT_USAGE
 
     log = get_logger("resc.dashboard")
     stop = threading.Event()

@@ -131,26 +131,15 @@ def main(args: argparse.Namespace) -> int:
             print(f"resc: {line}", file=sys.stderr)
         return EXIT_USAGE
     listen = args.http or (config.http.listen if config.http else None)
-    with_api = listen is None or not _on_cluster(config)
-    if not with_api:
-        print(
-            f"resc: the HTTP API does not support a Redis Cluster yet: {listen} serves "
-            "/metrics, /livez and /readyz only",
-            file=sys.stderr,
-        )
-    return _run(
-        config, Path(args.config), args.watch_config, args.http, dashboard, instance, with_api
-    )
+    if listen is not None:
+        from resc.server.service import ApiSpec
 
-
-def _on_cluster(config: Config) -> bool:
-    """Whether redis.url names a Redis Cluster (False when its server cannot be asked)."""
-    from resc.connection.clients import is_cluster
-
-    try:
-        return is_cluster(config.redis.url)
-    except StoreError:
-        return False
+        refusals = ApiSpec.of(config, listen).cluster_refusals()
+        if refusals:
+            for line in refusals:
+                print(f"resc: {line}", file=sys.stderr)
+            return EXIT_USAGE
+    return _run(config, Path(args.config), args.watch_config, args.http, dashboard, instance)
 
 
 def _run(
@@ -160,10 +149,8 @@ def _run(
     http_listen: str | None,
     dashboard: Access | None,
     instance: _Instance,
-    with_api: bool = True,
     on_forced_exit: Callable[[], None] | None = None,
 ) -> int:
-    """`with_api` False: the HTTP server without the API (on a Redis Cluster)."""
     from resc.engine import daemon
     from resc.server.api_process import daemon_api_process
     from resc.server.service import daemon_service
@@ -175,8 +162,6 @@ def _run(
 
         def serve(running: daemon.Daemon) -> daemon.Service:
             extensions = [daemon_dashboard(running, dashboard)] if dashboard is not None else []
-            if not with_api:
-                return daemon_api_process(running, listen, extensions, with_api=False)
             if in_own_process:
                 return daemon_api_process(running, listen, extensions)
             return daemon_service(running, listen, extensions)

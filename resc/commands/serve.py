@@ -42,7 +42,13 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     from resc.core.logs import get_logger
-    from resc.server.service import HttpService, NoWatchers
+    from resc.server.service import ApiSpec, HttpService, NoWatchers
+
+    refusals = ApiSpec.of(config, listen).cluster_refusals()
+    if refusals:
+        for line in refusals:
+            print(f"resc: {line}", file=sys.stderr)
+        return EXIT_USAGE
 
     log = get_logger("resc.serve")
     stop = threading.Event()

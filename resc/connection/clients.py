@@ -59,8 +59,8 @@ def connection_pool(url: str, **options: Any) -> redis.ConnectionPool:
 
 def _no_single_server(url: str) -> StoreError:
     return StoreError(
-        f"{redact_url(url)} names a Redis Cluster: the HTTP API and the dashboard do not "
-        "support one yet (resc run, check, status, failed, work and the worker library do)"
+        f"{redact_url(url)} names a Redis Cluster, not one server: its clients are "
+        "cluster_client() and async_cluster_client() (or a ProbedClient)"
     )
 
 
@@ -291,6 +291,11 @@ class ProbedClient:
         before its first use)."""
         return self._client
 
+    @property
+    def probed(self) -> bool:
+        """Whether the client is known to be the right kind (a cluster URL's always is)."""
+        return self._probed
+
     def get(self) -> redis.Redis | RedisCluster:
         """The client; redis-py's errors, or RedisClusterException, when the first use
         cannot reach the server."""
@@ -307,6 +312,64 @@ class ProbedClient:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+
+
+class AsyncProbedClient:
+    """ProbedClient on redis.asyncio: a RedisCluster from the first use for a cluster
+    URL, or once the server of a server URL says at the first use that it is a cluster
+    node. Made anywhere; it connects in the event loop of its first use, which owns it
+    from then on (aclose() there)."""
+
+    def __init__(self, url: str, options: dict[str, Any]) -> None:
+        self._url = url
+        self._options = options
+        self._client: aioredis.Redis | AsyncRedisCluster | None = None
+        self._probed = is_cluster_url(url)
+        self._lock: asyncio.Lock | None = None
+        if not self._probed:
+            try:
+                self._client = async_client(url, **options)
+            except ValueError as exc:
+                raise StoreError(f"cannot use the Redis URL {redact_url(url)}: {exc}") from None
+
+    @property
+    def current(self) -> aioredis.Redis | AsyncRedisCluster | None:
+        """The client made so far, without asking the server."""
+        return self._client
+
+    @property
+    def probed(self) -> bool:
+        """Whether the client is known to be the right kind (a cluster URL's always is)."""
+        return self._probed
+
+    async def get(self) -> aioredis.Redis | AsyncRedisCluster:
+        """The client; redis-py's errors, or RedisClusterException, when the first use
+        cannot reach the server (the next use tries again)."""
+        if self._probed and self._client is not None:
+            return self._client
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._client is None:
+                made = async_cluster_client(self._url, **self._options)
+                try:
+                    await made.initialize()
+                except BaseException:
+                    await made.aclose()
+                    raise
+                self._client = made
+            elif not self._probed:
+                info = await self._client.info("cluster")
+                self._probed = True
+                if info.get("cluster_enabled"):
+                    await self._client.aclose()
+                    self._client = None
+                    return await self.get()
+            return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
 
 
 class ClientOf:

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from starlette.concurrency import run_in_threadpool
 
@@ -79,8 +80,9 @@ class Dashboard:
         self.in_daemon = in_daemon
         url = config().redis.url
         self.reader = StatusReader(url)
-        self.redis = clients.client(
-            url, socket_timeout=5, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0)
+        # A RedisCluster on a cluster (a node's server URL: from the first read).
+        self.redis = clients.ProbedClient(
+            url, {"socket_timeout": 5, "socket_connect_timeout": 5, "retry": Retry(NoBackoff(), 0)}
         )
         self.failed = FailedLists(FailedStore(url))
         self.history = History(config, observed, self.reader, interval_s)
@@ -126,7 +128,7 @@ class Dashboard:
         api("session", self._session)
         api("overview", self._overview)
         api("rules", lambda: rules(self.config(), self.observed, self.history, self.in_daemon))
-        api("queues", lambda: queues(self.config(), self.reader, self.redis))
+        api("queues", lambda: queues(self.config(), self.reader, self.redis.get()))
         api("failed", lambda: self.failed.listing(self.config()))
 
         @app.get("/dashboard/api/live", include_in_schema=False)
@@ -201,7 +203,7 @@ async def _body(request: Request) -> bytes:
 def _reading(read: Callable[[], Any]) -> Any:
     try:
         return read()
-    except (RescError, redis.RedisError) as exc:
+    except (RescError, redis.RedisError, RedisClusterException) as exc:
         raise Refused(503, f"Redis cannot be read: {exc}") from None
 
 

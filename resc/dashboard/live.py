@@ -14,9 +14,11 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from resc.connection import clients
+from resc.core.errors import StoreError
 from resc.core.logs import get_logger
 
 log = get_logger("resc.dashboard")
@@ -64,22 +66,28 @@ class LiveTail:
     def _loop(self) -> None:
         assert self.channel is not None
         while not self._stop.is_set():
-            client = clients.client(self.url, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0))
+            # On a cluster, a RedisCluster: its pubsub subscribes on one node, and a
+            # PUBLISH on any node reaches every node's subscribers.
+            probed: clients.ProbedClient | None = None
             try:
-                pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                probed = clients.ProbedClient(
+                    self.url, {"socket_connect_timeout": 5, "retry": Retry(NoBackoff(), 0)}
+                )
+                pubsub = probed.get().pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                 pubsub.subscribe(self.channel)
                 self.error = None
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=0.5)
                     if message is not None:
                         self._keep(message["data"])
-            except redis.RedisError as exc:
+            except (redis.RedisError, RedisClusterException, StoreError) as exc:
                 if self.error is None:
                     log.warning("dashboard: listener channel unavailable", error=str(exc))
                 self.error = str(exc)
                 self._stop.wait(RETRY_S)
             finally:
-                client.close()
+                if probed is not None:
+                    probed.close()
 
     def _keep(self, raw: bytes | str) -> None:
         text = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else str(raw)

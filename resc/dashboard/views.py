@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from resc.config.models import Config
 from resc.core.errors import StoreError
@@ -220,7 +221,9 @@ def rules(config: Config, observed: Observed, history: History, in_daemon: bool)
     }
 
 
-def queues(config: Config, reader: StatusReader, client: redis.Redis) -> dict[str, Any]:
+def queues(
+    config: Config, reader: StatusReader, client: redis.Redis | RedisCluster
+) -> dict[str, Any]:
     read = reader.todo(config, [], MOST_TODO_KEYS)
     names = [s.queue for s in read.samples]
     claims = _claims(client, names)
@@ -231,8 +234,9 @@ def queues(config: Config, reader: StatusReader, client: redis.Redis) -> dict[st
     }
 
 
-def _claims(client: redis.Redis, queues: Sequence[str]) -> dict[str, int | None]:
-    """Queue -> the HTTP API's claims on it (None: no claims hash)."""
+def _claims(client: redis.Redis | RedisCluster, queues: Sequence[str]) -> dict[str, int | None]:
+    """Queue -> the HTTP API's claims on it (None: no claims hash). On a cluster, each
+    key's commands go to its master (the pipeline is not atomic there, nor needs be)."""
     pipe = client.pipeline(transaction=False)
     for queue in queues:
         pipe.type(claims_key(queue))

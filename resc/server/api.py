@@ -1,6 +1,7 @@
-"""The queue API under /v1: produce events into a watcher's input queue, and consume the
-tasks of a todo queue as promises (resc.server.claims). Every refusal is a JSON body
-{"error": "..."} with a 4xx status; Redis unavailable is 503."""
+"""The queue API under /v1: produce events into a watcher's input queue (or several
+queues in one request), and consume the tasks of a todo queue as promises
+(resc.server.claims). Every refusal is a JSON body {"error": "..."} with a 4xx status;
+Redis unavailable (a lost connection, a cluster failing over or moving a slot) is 503."""
 
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ import redis
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
 from resc.config.durations import DURATION_PATTERN, parse_duration_s
+from resc.connection.edge import is_transient_reply, reply_text
+from resc.core.errors import RescError
 from resc.core.logs import get_logger
 from resc.server.access import Tokens
-from resc.server.claims import Claim, ClaimStore, Outcome, TodoQueue
+from resc.server.claims import Claim, ClaimStore, KeysApart, Outcome, TodoQueue
 
 log = get_logger("resc.http")
 
@@ -30,6 +34,9 @@ MAX_WAIT_MS = 60_000
 MAX_TIMEOUT_MS = 7 * 24 * 3_600_000
 DEFAULT_REASON = "failed through the HTTP API"
 TAG_PRODUCE, TAG_CONSUME = "produce", "consume"
+# What a call to Redis may raise: redis-py's errors, the refusals of its cluster client
+# (which are no RedisError), and resc's own (KeysApart).
+STORE_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException, RescError)
 
 
 class ApiError(Exception):
@@ -45,6 +52,11 @@ class Error(BaseModel):
 
 class Queued(BaseModel):
     queued: int = Field(description="events pushed")
+
+
+class BatchQueued(BaseModel):
+    queued: int = Field(description="events pushed, in all")
+    queues: dict[str, int] = Field(description="events pushed, per queue")
 
 
 class Promise(BaseModel):
@@ -126,10 +138,17 @@ class Api:
 
     def _reap_loop(self) -> None:
         failing = False
+        refused: set[str] = set()
         while not self.closing.wait(self.reap_interval_s):
             try:
                 for queue in self.todo.values():
-                    expired, retried = self.store.reap(queue)
+                    try:
+                        expired, retried = self.store.reap(queue)
+                    except KeysApart as exc:
+                        if queue.name not in refused:
+                            log.error("claims reaper: queue refused", error=str(exc))
+                            refused.add(queue.name)
+                        continue
                     if expired or retried:
                         log.info(
                             "claims put back", queue=queue.name, expired=expired, retried=retried
@@ -137,7 +156,7 @@ class Api:
                 if failing:
                     log.info("claims reaper: Redis is back")
                 failing = False
-            except redis.RedisError as exc:
+            except STORE_ERRORS as exc:
                 if not failing:
                     log.warning("claims reaper: Redis unavailable, retrying", error=str(exc))
                 failing = True
@@ -169,7 +188,8 @@ class Api:
 
     def install(self, app: FastAPI) -> None:
         app.add_exception_handler(ApiError, _api_error)
-        app.add_exception_handler(redis.RedisError, _redis_error)
+        for kind in STORE_ERRORS:
+            app.add_exception_handler(kind, _redis_error)
         produce_role = [Depends(self._role("produce"))]
         consume_role = [Depends(self._role("consume"))]
 
@@ -200,6 +220,57 @@ class Api:
             await self.store.push(queue, events)
             return Queued(queued=len(events))
 
+        @app.post(
+            "/v1/events",
+            status_code=202,
+            tags=[TAG_PRODUCE],
+            dependencies=produce_role,
+            responses=_errors(400, 404, 409, 413),
+            openapi_extra={
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "minProperties": 1,
+                                "additionalProperties": {
+                                    "type": "array",
+                                    "items": {"type": "string"},
+                                    "minItems": 1,
+                                },
+                            }
+                        }
+                    },
+                }
+            },
+        )
+        async def produce_many(request: Request) -> Any:
+            """Push events into several queues: the body is a JSON object of queue ->
+            array of events. Each queue's events are one LPUSH. On one server the whole
+            batch is one transaction; on a Redis Cluster only each queue's push is
+            atomic: when a master fails, the queues of the others are pushed, and the
+            503 says which were (`queued`) and which not (`not_queued`)."""
+            batch = _batch(await self._body(request))
+            unknown = [queue for queue in batch if queue not in self.produce]
+            if unknown:
+                raise ApiError(404, f"{unknown[0]!r} is not a queue resc takes events into")
+            pushed = await self.store.push_many(batch)
+            if not pushed.refused:
+                return BatchQueued(queued=sum(pushed.queued.values()), queues=pushed.queued)
+            status, message, headers = store_error(next(iter(pushed.refused.values())))
+            return JSONResponse(
+                {
+                    "error": f"some queues were not pushed: {message}",
+                    "queued": pushed.queued,
+                    "not_queued": {
+                        queue: store_error(exc)[1] for queue, exc in pushed.refused.items()
+                    },
+                },
+                status,
+                headers=headers,
+            )
+
         @app.get(
             "/v1/queues/{queue:path}",
             tags=[TAG_CONSUME],
@@ -213,7 +284,7 @@ class Api:
                 raise ApiError(404, f"{queue!r} is not a queue of the HTTP API")
             self._check("consume" if todo is not None else "produce", authorization)
             if todo is None:
-                length = self.store.redis.llen(queue)
+                length = self.store.length(queue)
                 return QueueInfo(queue=queue, produce=True, consume=False, length=length, set=None)
             found = self.store.lengths(todo)
             return QueueInfo(
@@ -387,6 +458,21 @@ def _events(body: bytes, content_type: str | None) -> list[str]:
     return [text]
 
 
+def _batch(body: bytes) -> dict[str, list[str]]:
+    try:
+        batch = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "the body is not JSON: send an object of queue -> events") from None
+    if not isinstance(batch, dict) or not batch:
+        raise ApiError(400, "the body must be a JSON object of queue -> array of events")
+    for queue, events in batch.items():
+        if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+            raise ApiError(400, f"{queue!r}: the events must be an array of strings")
+        if not events:
+            raise ApiError(400, f"{queue!r}: the array holds no event")
+    return batch
+
+
 def _duration(text: str, name: str, low_ms: int, high_ms: int) -> int:
     """Milliseconds, brought within [low_ms, high_ms]; a 422 naming `name` when `text` is
     not a duration."""
@@ -416,10 +502,35 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": str(exc)}, exc.status, headers=exc.headers)
 
 
-async def _redis_error(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, redis.ResponseError) and "WRONGTYPE" in str(exc):
-        return JSONResponse({"error": f"a key has the wrong type: {exc}"}, 409)
+# A client may try again after this long when Redis is unavailable for a moment.
+RETRY_AFTER = {"Retry-After": "1"}
+
+
+def store_error(exc: BaseException) -> tuple[int, str, dict[str, str] | None]:
+    """The status, message and headers of the answer to a call to Redis that raised
+    `exc` (one of STORE_ERRORS)."""
+    if isinstance(exc, KeysApart):
+        return 409, str(exc), None
+    if isinstance(exc, redis.ResponseError):
+        if "WRONGTYPE" in str(exc):
+            return 409, f"a key has the wrong type: {exc}", None
+        if is_transient_reply(exc):
+            return (
+                503,
+                "Redis cannot run it now (a failover, or the key's slot moving): "
+                f"{reply_text(exc)}",
+                RETRY_AFTER,
+            )
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-        return JSONResponse({"error": f"Redis unavailable: {exc}"}, 503)
+        return 503, f"Redis unavailable: {exc}", RETRY_AFTER
+    if isinstance(exc, SlotNotCoveredError):
+        return 503, f"the cluster serves no slot of the key now: {exc}", RETRY_AFTER
+    if isinstance(exc, RedisClusterException) and "cannot be connected" in str(exc):
+        return 503, f"Redis Cluster unavailable: {exc}", RETRY_AFTER
     log.error("Redis refused an API call", error=str(exc))
-    return JSONResponse({"error": f"Redis refused: {exc}"}, 503)
+    return 503, f"Redis refused: {exc}", None
+
+
+async def _redis_error(request: Request, exc: Exception) -> Response:
+    status, message, headers = store_error(exc)
+    return JSONResponse({"error": message}, status, headers=headers)

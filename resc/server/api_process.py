@@ -79,22 +79,16 @@ class ApiProcess:
         readiness: Callable[[], dict[str, str]],
         collectors: Sequence[Collector] = (),
         extensions: Sequence[Extension] = (),
-        with_api: bool = True,
     ) -> None:
-        """Without `with_api`, the daemon's paths only, on the address itself, and no
-        process for the API."""
         self.spec = ApiSpec.of(config, listen)
-        self.with_api = with_api
         # The tokens are read here too, so that a missing one stops resc at start.
         tokens = Tokens.from_environment(self.spec.http)
         self._public = bind(listen)
         self.address = address_of(self._public)
         self._directory = tempfile.mkdtemp(prefix="resc-http-")
-        inner = self._public
-        if with_api:
-            inner = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            inner.bind(os.path.join(self._directory, _SOCKET_NAME))
-            inner.listen(128)
+        inner = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        inner.bind(os.path.join(self._directory, _SOCKET_NAME))
+        inner.listen(128)
         registry = registry_for(metrics_of)
         for collector in collectors:
             registry.register(collector)
@@ -107,8 +101,7 @@ class ApiProcess:
         self._lock = threading.Lock()
         self._child: subprocess.Popen[bytes] | None = None
         self._watcher = threading.Thread(target=self._watch, daemon=True, name="http api process")
-        if with_api:
-            warn_if_open(tokens, listen)
+        warn_if_open(tokens, listen)
 
     @property
     def pid(self) -> int | None:
@@ -120,9 +113,6 @@ class ApiProcess:
         for extension in self.extensions:
             extension.start()
         self.listener.start()
-        if not self.with_api:
-            log.info("HTTP server started, without the API", address=self.address)
-            return
         self._spawn()
         self._watcher.start()
         log.info("HTTP server started", address=self.address, api_pid=self.pid)
@@ -205,11 +195,10 @@ def _close_stdin(child: subprocess.Popen[bytes]) -> None:
 
 
 def daemon_api_process(
-    daemon: Daemon, listen: str, extensions: Sequence[Extension] = (), with_api: bool = True
+    daemon: Daemon, listen: str, extensions: Sequence[Extension] = ()
 ) -> ApiProcess:
-    """The HTTP server of a running daemon, its API in a process of its own (without
-    `with_api`, none): the daemon's metrics (with the todo queues' and the set_ttl
-    sweep's), its readiness."""
+    """The HTTP server of a running daemon, its API in a process of its own: the daemon's
+    metrics (with the todo queues' and the set_ttl sweep's), its readiness."""
     todo = TodoCollector(lambda: daemon.config, daemon.expiry_stats, daemon.scheduler_stats)
     return ApiProcess(
         daemon.config,
@@ -218,7 +207,6 @@ def daemon_api_process(
         daemon.not_ready,
         collectors=[todo],
         extensions=extensions,
-        with_api=with_api,
     )
 
 

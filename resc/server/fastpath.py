@@ -17,7 +17,6 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-import redis
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import Request
@@ -26,6 +25,7 @@ from starlette.types import Message, Receive, Scope, Send
 from resc.server.api import (
     MAX_TIMEOUT_MS,
     MAX_WAIT_MS,
+    STORE_ERRORS,
     Api,
     ApiError,
     _api_error,
@@ -91,7 +91,7 @@ class FastPaths:
             return await self.app(scope, _replay(body, False, receive), send)
         try:
             await api.store.push(queue, events)
-        except redis.RedisError as exc:
+        except STORE_ERRORS as exc:
             return await _answer(await _redis_error(Request(scope), exc), scope, send)
         await _answer(JSONResponse({"queued": len(events)}, 202), scope, send)
 
@@ -109,7 +109,7 @@ class FastPaths:
             raise Pass  # waiting polls: the app does it
         try:
             found = await api.store.claim(todo, timeout_ms)
-        except redis.RedisError as exc:
+        except STORE_ERRORS as exc:
             return await _answer(await _redis_error(Request(scope), exc), scope, send)
         if found is None:
             return await _answer(Response(status_code=204), scope, send)
@@ -129,7 +129,7 @@ class FastPaths:
             answer: Response = JSONResponse(finished(queue, claim_id, outcome, "done").model_dump())
         except ApiError as exc:
             answer = await _api_error(Request(scope), exc)
-        except redis.RedisError as exc:
+        except STORE_ERRORS as exc:
             answer = await _redis_error(Request(scope), exc)
         await _answer(answer, scope, send)
 

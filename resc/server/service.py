@@ -7,19 +7,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import redis
 from fastapi import FastAPI
 from prometheus_client.registry import Collector
 
 from resc.config.models import Config, HttpConfig, parse_listen
+from resc.connection.clients import is_cluster
+from resc.core.errors import StoreError
 from resc.core.logs import get_logger
 from resc.core.metrics import Observed, WatcherStats, registry_for
 from resc.engine.daemon import Daemon
 from resc.ops.todo_metrics import TodoCollector
 from resc.server.access import Tokens, produce_queues, todo_queues
-from resc.server.api import Api
+from resc.server.api import STORE_ERRORS, Api
 from resc.server.app import build_app
-from resc.server.claims import ClaimStore, TodoQueue
+from resc.server.claims import ClaimStore, TodoQueue, cluster_refusal
 from resc.server.fastpath import FastPaths
 from resc.server.listener import HttpListener
 
@@ -66,6 +67,18 @@ class ApiSpec:
         todo = {name: TodoQueue(name, set_, zrem) for name, set_, zrem in spec["todo"]}
         http = HttpConfig.model_validate(spec["http"])
         return cls(spec["redis_url"], http, frozenset(spec["produce"]), todo)
+
+    def cluster_refusals(self) -> list[str]:
+        """On a Redis Cluster (a cluster URL, or a server URL whose server says it is a
+        cluster node), why todo queues cannot be served there, each saying what to
+        write. Empty when they can, or when the server cannot be asked now: the API then
+        refuses such a queue at its first use (409)."""
+        try:
+            if not is_cluster(self.redis_url):
+                return []
+        except StoreError:
+            return []
+        return [found for queue in self.todo.values() if (found := cluster_refusal(queue))]
 
     def api(self, reap_interval_s: float = 1.0) -> Api:
         """The API, with the tokens of this process's environment; RescError when one
@@ -128,8 +141,8 @@ class HttpService:
     def redis_readiness(self) -> dict[str, str]:
         """Without watchers, resc is ready when Redis answers."""
         try:
-            self.api.store.redis.ping()
-        except redis.RedisError as exc:
+            self.api.store.ping()
+        except STORE_ERRORS as exc:
             return {"redis": f"Redis unavailable: {exc}"}
         return {}
 
