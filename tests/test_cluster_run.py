@@ -302,7 +302,9 @@ def test_a_store_follows_its_slot_to_the_new_master_after_a_failover(
         store.connect()
         assert store.take(INPUT, f"{TAKEN}/i1", 10) == [b"ev/1"]
         with replica.plain() as plain:  # the scripts were loaded on the new master
-            assert plain.execute_command("SCRIPT", "EXISTS", *store._sha.values()) == [1] * 5
+            assert plain.execute_command("SCRIPT", "EXISTS", *store._sha.values()) == [1] * len(
+                store._sha
+            )
     finally:
         store.close()
         client.close()
