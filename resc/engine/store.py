@@ -651,32 +651,14 @@ class Store:
         markers. Returns each item's status by (number, position): 'p' (pushed), 'd'
         (already in its set) or '!' (a key of the wrong type), in capitals when it was
         applied before (a replay), and the reasons of the events that failed."""
-        score = int(time.time())
-        if listener is None:
-            talk: tuple[Any, ...] = ("", "text", "", queues.taken_queue)
-        else:
-            talk = (
-                listener.channel,
-                "json" if listener.json else "text",
-                listener.watcher,
-                queues.taken_queue,
-            )
+        talk = (
+            int(time.time()),
+            outboxes.MARKER_TTL_MS,
+            *_listener_args(listener, queues.taken_queue),
+        )
         sent = []
         for slot, group in outboxes.by_slot(items).items():
-            keys: list[Any] = [outboxes.marker(group[0].result.queue, batch)]
-            index: dict[bytes, int] = {}
-            args: list[Any] = [score, outboxes.MARKER_TTL_MS, *talk]
-            for item in group:
-                result = item.result
-                q = index.setdefault(result.queue, len(keys) + 1)
-                if q == len(keys) + 1:
-                    keys.append(result.queue)
-                d = 0
-                if result.set is not None:
-                    d = index.setdefault(result.set, len(keys) + 1)
-                    if d == len(keys) + 1:
-                        keys.append(result.set)
-                args += (item.event, result.task, q, d, result.rule, result.make or "")
+            keys, args = _apply_arguments(batch, group, talk)
             command = self._script("apply", keys, args)
             reply = self._send(command, f"committing to slot {slot} of the cluster", bytes)
             sent.append((slot, group, reply))
@@ -691,13 +673,10 @@ class Store:
         failed: dict[int, str] = {}
         for _, group, reply in sent:
             letters, _, why = reply.get().partition(b"\n")
-            if letters.startswith(b"="):
-                # Applied before this replay: nothing pushed now. Its failures are still
-                # recorded by the run that removes the entry.
-                letters = letters[1:]
-                before = True
-            else:
-                before = False
+            # '=': applied before this replay, nothing pushed now. Its failures are still
+            # recorded by the run that removes the entry.
+            before = letters.startswith(b"=")
+            letters = letters.removeprefix(b"=")
             reasons = iter(why.decode("utf-8", "replace").split("\n"))
             for item, letter in zip(group, letters.decode(), strict=True):
                 statuses[item.number, item.position] = letter.upper() if before else letter
@@ -741,7 +720,7 @@ class Store:
         fields = self._call((b"HGETALL", entry_outbox), action, _pairs)
         queues = _Queues(taken_queue, taken_queue, failed_queue, "")
         entries = pushed = deduplicated = failed = 0
-        pairs = sorted(fields, key=lambda p: _order(p[0]))
+        pairs = sorted(fields, key=lambda p: outboxes.batch_order(p[0]))
         for batch, value in pairs:
             try:
                 items = outboxes.decode(value)
@@ -830,17 +809,7 @@ def _commit_arguments(
     keys = list(own_keys)
     roles: dict[bytes, tuple[str, int]] = {}
     now = time.time()
-    args: list[Any] = [int(now)]
-    if listener is None:
-        args += ("", "text", "", taken_queue)
-    else:
-        args += (
-            listener.channel,
-            "json" if listener.json else "text",
-            listener.watcher,
-            taken_queue,
-        )
-    args.append(batch)
+    args: list[Any] = [int(now), *_listener_args(listener, taken_queue), batch]
     with_rule = listener is not None and listener.json
     elsewhere: dict[int, list[int]] = {}
     for i, (event, results, failure) in enumerate(outcomes):
@@ -887,11 +856,44 @@ def _commit_arguments(
     return keys, args, elsewhere
 
 
+def _listener_args(listener: Listener | None, taken_queue: str) -> tuple[str, ...]:
+    """The listener's ARGV of commit.lua and apply.lua: channel ('' for none), format,
+    the watcher's name, and its taken queue as messages name it."""
+    if listener is None:
+        return ("", "text", "", taken_queue)
+    return (listener.channel, "json" if listener.json else "text", listener.watcher, taken_queue)
+
+
+def _apply_arguments(
+    batch: str, group: Sequence[outboxes.Item], talk: tuple[Any, ...]
+) -> tuple[list[bytes], list[Any]]:
+    """KEYS and ARGV of apply.lua (see its header) for one slot's items; `talk`: its
+    ARGV before the records."""
+    keys = [outboxes.marker(group[0].result.queue, batch)]
+    index: dict[bytes, int] = {}
+
+    def at(key: bytes) -> int:
+        if key not in index:
+            keys.append(key)
+            index[key] = len(keys)
+        return index[key]
+
+    args: list[Any] = list(talk)
+    for event, result in ((item.event, item.result) for item in group):
+        dedup = 0 if result.set is None else at(result.set)
+        args += (event, result.task, at(result.queue), dedup, result.rule, result.make or "")
+    return keys, args
+
+
+# A commit on a cluster asks the slot of every result's queue and set: the names repeat.
+_slot_of_name = functools.lru_cache(maxsize=4096)(slot_of)
+
+
 def _elsewhere(home: int, queue: bytes, dedup: bytes | None, delayed: bool) -> bool:
     """Whether a result goes to a slot other than `home` (through the outbox);
     _KeyConflict when it cannot be committed on a cluster at all."""
-    slot = slot_of(queue)
-    if dedup is not None and slot_of(dedup) != slot:
+    slot = _slot_of_name(queue)
+    if dedup is not None and _slot_of_name(dedup) != slot:
         raise _KeyConflict(
             f"set {dedup.decode('utf-8', 'replace')} and queue "
             f"{queue.decode('utf-8', 'replace')} are in two slots of the cluster: the dedup "
@@ -987,10 +989,6 @@ def _merged(
             status[i] = "f"
             failures[i] = failed[i]
     return CommitReport("".join(status), pushed, failures)
-
-
-def _order(batch: bytes) -> tuple[str, int]:
-    return outboxes.batch_order(batch)
 
 
 def _report(status: str, failures: dict[int, str]) -> CommitReport:
