@@ -144,6 +144,61 @@ def test_the_same_event_twice_with_a_set_gives_one_task_per_slot(
     assert client.lrange(HOME_TODO, 0, -1) == [b"home/8", b"home/7"]
 
 
+@pytest.mark.parametrize("listener_format", ["text", "json"])
+def test_the_listener_hears_one_trigger_per_pushed_task_in_every_slot(
+    cluster: ClusterTopology, client: RedisCluster, tmp_path: Path, listener_format: str
+):
+    settings = config(cluster.url(), with_set=True)
+    settings["listener_channel"] = "resc-events"
+    settings["listener_format"] = listener_format
+    # A cluster's PUBLISH reaches the subscribers of every node.
+    node = next(n for n in cluster.masters if n is not cluster.master_of(OTHER_TODO))
+    with node.plain() as plain, plain.pubsub() as listener:
+        listener.subscribe("resc-events")
+        assert listener.get_message(timeout=5)["type"] == "subscribe"
+        with running(settings, tmp_path):
+            client.lpush(INPUT, "ev/1", "ev/1", "ev/2")
+            wait_until(lambda: complete(client, 2) and outboxes_left(client) == 0)
+        messages = []
+        while (message := listener.get_message(timeout=1)) is not None:
+            messages.append(message["data"])
+    if listener_format == "json":
+        decoded = [json.loads(m) for m in messages]
+        triggers = Counter((d["task"], d["queue"]) for d in decoded if d["kind"] == "trigger")
+        assert all(d["watcher"] == INPUT for d in decoded)
+        dones = [d["event"] for d in decoded if d["kind"] == "done"]
+    else:
+        texts = [m if isinstance(m, str) else m.decode() for m in messages]
+        triggers = Counter((t.split(" -> ")[1], "") for t in texts if " TRIGGER " in t)
+        dones = [t.split(" DONE ")[1] for t in texts if " DONE " in t]
+    expected = {
+        (f"{word}/{n}", queue if listener_format == "json" else "")
+        for n in (1, 2)
+        for word, queue in (("home", HOME_TODO), ("other", OTHER_TODO), ("third", THIRD_TODO))
+    }
+    # The second ev/1 found each of its tasks in its set: no trigger of its own.
+    assert triggers == Counter(expected)
+    assert sorted(dones) == ["ev/1", "ev/1", "ev/2"]
+
+
+def test_two_instances_share_a_cross_slot_backlog_with_one_task_per_result(
+    cluster: ClusterTopology, client: RedisCluster, tmp_path: Path
+):
+    path = write_config(tmp_path, config(cluster.url(), with_set=True))
+    first = resc_process("--instance", "one", str(path))
+    second = resc_process("--instance", "two", str(path))
+    try:
+        wait_until(lambda: len(client.smembers(f"{TAKEN}/instances")) == 2, timeout_s=20)
+        preload(client, 4000)
+        wait_until(lambda: complete(client, 4000) and outboxes_left(client) == 0, timeout_s=60)
+    finally:
+        logs = [stop(first), stop(second)]
+    assert_exactly_once(client, 4000)
+    assert markers_left(cluster) == 0
+    for log in logs:
+        assert "Traceback" not in log
+
+
 def test_a_wrong_typed_key_in_another_slot_fails_the_event_and_says_why(
     cluster: ClusterTopology, client: RedisCluster, tmp_path: Path
 ):

@@ -63,10 +63,15 @@ SCRIPTS = {
     name: (files("resc.engine") / "lua" / f"{name}.lua").read_text("utf-8")
     for name in ("take", "recover", "commit", "replay", "heartbeat", "apply", "outbox_done")
 }
-# Put in front of the scripts that record failures.
-_FAILURE_RECORDS = (files("resc.engine") / "lua" / "lib" / "failure_records.lua").read_text("utf-8")
-for _name in ("commit", "recover", "outbox_done"):
-    SCRIPTS[_name] = _FAILURE_RECORDS + "\n" + SCRIPTS[_name]
+# The libraries of resc/engine/lua/lib, put in front of the scripts that use them.
+_LIBRARIES = {
+    "failure_records": ("commit", "recover", "outbox_done"),
+    "messages": ("commit", "apply"),
+}
+for _library, _users in _LIBRARIES.items():
+    _text = (files("resc.engine") / "lua" / "lib" / f"{_library}.lua").read_text("utf-8")
+    for _name in _users:
+        SCRIPTS[_name] = _text + "\n" + SCRIPTS[_name]
 
 # On a cluster the scripts are loaded as each master's connection is made, after the
 # first command to it is built: that command names them by these, the SHA-1s of the

@@ -20,6 +20,8 @@
 -- Touches   KEYS[1] (SET PX), todo queues (LPUSH), dedup sets (ZADD NX); PUBLISHes to
 --           the listener channel.
 --
+-- publish_trigger comes from lib/messages.lua, which is put in front.
+--
 -- The marker is written with the pushes, in the same atomic step, so that a replay of
 -- the outbox entry (after resc was killed between this script and the entry's removal)
 -- pushes nothing twice. Its time to live only bounds what a lost entry leaves behind:
@@ -71,16 +73,12 @@ while i <= nargs do
     local queue = KEYS[queue_index]
     redis.call('LPUSH', queue, task)
     status[#status + 1] = 'p'
-    if channel == '' then
-      -- no message
-    elseif json then
-      redis.call('PUBLISH', channel, cjson.encode({
+    if channel ~= '' then
+      publish_trigger(channel, named, event, task, json and {
         kind = 'trigger', event = event, task = task, queue = queue,
         set = set_index > 0 and KEYS[set_index] or nil, rule = ARGV[i + 4],
         make = ARGV[i + 5] ~= '' and ARGV[i + 5] or nil,
-        watcher = watcher, taken_queue = named, time = now}))
-    else
-      redis.call('PUBLISH', channel, named .. ' TRIGGER ' .. event .. ' -> ' .. task)
+        watcher = watcher, taken_queue = named, time = now} or nil)
     end
   else
     status[#status + 1] = 'd'

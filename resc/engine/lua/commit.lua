@@ -38,7 +38,8 @@
 -- it may be pushed now. Redis does not undo the writes of a script that fails halfway,
 -- so every key's type is checked before the first write.
 --
--- add_failure_record comes from lib/failure_records.lua, which is put in front.
+-- add_failure_record and publish_trigger come from lib/failure_records.lua and
+-- lib/messages.lua, which are put in front.
 --
 -- Identical events share their attempts count and their reasons field: the count goes
 -- only with the last copy in the taken list, and each failed copy adds its own record.
@@ -162,18 +163,14 @@ while i <= nargs do
           redis.call('LPUSH', queue, task)
         end
         status[#status + 1] = 'p'
-        if channel == '' then
-          -- no message
-        elseif json then
-          redis.call('PUBLISH', channel, cjson.encode({
+        if channel ~= '' then
+          publish_trigger(channel, named, event, task, json and {
             kind = 'trigger', event = event, task = task, queue = queue,
             set = set_index > 0 and KEYS[set_index] or nil, rule = ARGV[i + 5],
             make = ARGV[i + 6] ~= '' and ARGV[i + 6] or nil,
             due = due and string.format('%d.%03d', math.floor(tonumber(due) / 1000),
               tonumber(due) % 1000) or nil,
-            watcher = watcher, taken_queue = named, time = now}))
-        else
-          redis.call('PUBLISH', channel, named .. ' TRIGGER ' .. event .. ' -> ' .. task)
+            watcher = watcher, taken_queue = named, time = now} or nil)
         end
       else
         status[#status + 1] = 'd'
