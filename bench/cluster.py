@@ -271,6 +271,32 @@ def run_backlog(
     return count / (finished - started)
 
 
+def _medians(
+    cluster: LocalCluster,
+    runs: int,
+    count: int,
+    workdir: Path,
+    runs_of: dict[str, tuple[bool, int]],
+) -> dict[str, float]:
+    """Per name, the median of `runs` backlogs on the cluster with its (cross, wait
+    replicas)."""
+    from bench.run import median_of
+
+    client = cluster_client(cluster.url(), socket_timeout=10)
+    try:
+        return {
+            name: median_of(
+                runs,
+                partial(
+                    run_backlog, cluster.url(), cluster.masters, client, count, workdir, *variant
+                ),
+            )
+            for name, variant in runs_of.items()
+        }
+    finally:
+        client.close()
+
+
 def run_all(workdir: Path, scenarios: set[str], count: int, runs: int) -> dict[str, Any]:
     """The cluster scenarios among `scenarios`: the same backlogs on one node and on the
     cluster, medians of `runs`."""
@@ -286,23 +312,8 @@ def run_all(workdir: Path, scenarios: set[str], count: int, runs: int) -> dict[s
                     runs, partial(run_backlog, node.url, [node], one, count, workdir, cross)
                 )
         with LocalCluster() as cluster:
-            client = cluster_client(cluster.url(), socket_timeout=10)
-            try:
-                for name, cross in wanted:
-                    results[name] = median_of(
-                        runs,
-                        partial(
-                            run_backlog,
-                            cluster.url(),
-                            cluster.masters,
-                            client,
-                            count,
-                            workdir,
-                            cross,
-                        ),
-                    )
-            finally:
-                client.close()
+            runs_of = {name: (cross, 0) for name, cross in wanted}
+            results.update(_medians(cluster, runs, count, workdir, runs_of))
         for name, cross in wanted:
             one_node, on_cluster = results[f"{name}_one_node"], results[name]
             kind = "cross-slot, through the outbox" if cross else "co-located"
@@ -313,24 +324,8 @@ def run_all(workdir: Path, scenarios: set[str], count: int, runs: int) -> dict[s
             )
     if "cluster_wait" in scenarios:
         with LocalCluster(replicas=True) as cluster:
-            client = cluster_client(cluster.url(), socket_timeout=10)
-            try:
-                for acks in (0, 1):
-                    results[f"cluster_wait_{acks}"] = median_of(
-                        runs,
-                        partial(
-                            run_backlog,
-                            cluster.url(),
-                            cluster.masters,
-                            client,
-                            count,
-                            workdir,
-                            True,
-                            acks,
-                        ),
-                    )
-            finally:
-                client.close()
+            runs_of = {f"cluster_wait_{acks}": (True, acks) for acks in (0, 1)}
+            results.update(_medians(cluster, runs, count, workdir, runs_of))
         without, waiting = results["cluster_wait_0"], results["cluster_wait_1"]
         print(
             f"  {'cluster_wait':<18} {waiting:>10,.0f} events/s with wait_replicas 1, "
