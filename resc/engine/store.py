@@ -65,8 +65,9 @@ SCRIPTS = {
 }
 # The libraries of resc/engine/lua/lib, put in front of the scripts that use them.
 _LIBRARIES = {
-    "failure_records": ("commit", "recover", "outbox_done"),
+    "failure_records": ("commit", "recover", "outbox_done", "replay"),
     "messages": ("commit", "apply"),
+    "key_types": ("heartbeat", "recover", "replay", "outbox_done"),
 }
 for _library, _users in _LIBRARIES.items():
     _text = (files("resc.engine") / "lua" / "lib" / f"{_library}.lua").read_text("utf-8")

@@ -19,12 +19,11 @@
 --          the wrong type.
 -- Touches  KEYS[1] (SET PX), KEYS[2] (SADD).
 
-for index, wanted in ipairs({'string', 'set', 'list'}) do
-  local actual = redis.call('TYPE', KEYS[index]).ok
-  if actual ~= wanted and actual ~= 'none' then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[index] .. ' holds a ' .. actual
-      .. ', where resc keeps a ' .. wanted)
-  end
+-- wrong_type comes from lib/key_types.lua, put in front.
+
+local wrong = wrong_type({'string', 'set', 'list'})
+if wrong then
+  return wrong
 end
 
 local value = redis.call('GET', KEYS[1])

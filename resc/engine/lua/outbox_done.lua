@@ -13,15 +13,13 @@
 --          write, when a key holds the wrong type.
 -- Touches  KEYS[1] (HDEL), KEYS[2] (LPUSH), KEYS[3] (HSET).
 --
--- add_failure_record comes from lib/failure_records.lua, which is put in front. Only the
--- run that removes the entry records the failures, so that each is recorded once.
+-- wrong_type and add_failure_record come from lib/key_types.lua and
+-- lib/failure_records.lua, which are put in front. Only the run that removes the entry
+-- records the failures, so that each is recorded once.
 
-for index, wanted in ipairs({'hash', 'list', 'hash'}) do
-  local actual = redis.call('TYPE', KEYS[index]).ok
-  if actual ~= wanted and actual ~= 'none' then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[index] .. ' holds a ' .. actual
-      .. ', where resc keeps a ' .. wanted)
-  end
+local wrong = wrong_type({'hash', 'list', 'hash'})
+if wrong then
+  return wrong
 end
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
   return 0

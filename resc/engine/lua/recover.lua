@@ -43,13 +43,10 @@
 -- back meanwhile is left alone, and two instances recovering the same dead one move its
 -- events once (the second finds its list empty).
 
-for index, wanted in ipairs({'list', 'list', 'hash', 'list', 'hash', 'string', 'string', 'set',
-                             'hash', 'hash'}) do
-  local actual = redis.call('TYPE', KEYS[index]).ok
-  if actual ~= wanted and actual ~= 'none' then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[index] .. ' holds a ' .. actual
-      .. ', where resc keeps a ' .. wanted)
-  end
+local wrong = wrong_type({'list', 'list', 'hash', 'list', 'hash', 'string', 'string', 'set',
+                          'hash', 'hash'})
+if wrong then
+  return wrong
 end
 
 if ARGV[3] == '1' and redis.call('EXISTS', KEYS[7]) == 1 then
@@ -71,8 +68,9 @@ if max_attempts > 0 then
   end
 end
 
--- One record per failed copy, as commit.lua writes them (lib/failure_records.lua, put
--- in front of this script).
+-- One record per failed copy, as commit.lua writes them. wrong_type and
+-- add_failure_record come from lib/key_types.lua and lib/failure_records.lua, which are
+-- put in front.
 local time = redis.call('TIME')
 local now = time[1] .. '.' .. string.format('%06d', tonumber(time[2]))
 local function given_up(j)

@@ -12,12 +12,11 @@
 -- goes, so that the other copies keep theirs. A value that is not a JSON array (as
 -- resc wrote before) stands for one copy.
 
-for index, wanted in ipairs({'list', 'list', 'hash'}) do
-  local actual = redis.call('TYPE', KEYS[index]).ok
-  if actual ~= wanted and actual ~= 'none' then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[index] .. ' holds a ' .. actual
-      .. ', where resc keeps a ' .. wanted)
-  end
+-- wrong_type and failure_records come from lib/key_types.lua and lib/failure_records.lua, put in front.
+
+local wrong = wrong_type({'list', 'list', 'hash'})
+if wrong then
+  return wrong
 end
 
 local event = redis.call('RPOP', KEYS[1])
@@ -25,14 +24,7 @@ if not event then
   return false
 end
 redis.call('LPUSH', KEYS[2], event)
-local value = redis.call('HGET', KEYS[3], event)
-local records
-if value and string.sub(value, 1, 1) == '[' then
-  local ok, decoded = pcall(cjson.decode, value)
-  if ok and type(decoded) == 'table' then
-    records = decoded
-  end
-end
+local records = failure_records(KEYS[3], event)
 if records and #records > 1 then
   table.remove(records, 1)
   redis.call('HSET', KEYS[3], event, cjson.encode(records))
