@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hjson
 import pytest
 from redis.cluster import RedisCluster
 
@@ -474,3 +475,61 @@ def test_wait_replicas_without_replicas_warns_and_still_pushes_each_task_once(
     assert "fewer replicas than redis.wait_replicas acknowledged" in log
     assert_exactly_once(client, 2)
     assert outboxes_left(client) == 0
+
+
+EXAMPLE = Path(__file__).parent.parent / "configs" / "example.hjson"
+
+
+def tagged_example(url: str, cross: bool) -> dict[str, Any]:
+    """configs/example.hjson with hash-tagged names: its input queue `{global}/events`;
+    its queue and set in the input queue's slot, or (cross) under the tag of their
+    process (`{trt/plant3}/todo-queue`), which spreads them over the masters."""
+    example = hjson.loads(EXAMPLE.read_text())
+    watcher = example["watchers"][0]
+    watcher["input_queue"], watcher["taken_queue"] = "{global}/events", "{global}/taken"
+    make = watcher["rules"][0]["make"]
+    tag = "{trt/${process_id}}" if cross else "{global}/trt/${process_id}"
+    make["queue"], make["set"] = f"{tag}/todo-queue", f"{tag}/todo-set"
+    example["redis"] = {"url": url}
+    example.pop("listener_channel", None)
+    return dict(example)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cross", [False, True])
+def test_the_tagged_example_survives_kill_9_several_times_with_one_task_per_event(
+    cluster: ClusterTopology, client: RedisCluster, tmp_path: Path, cross: bool
+):
+    plants, count = 6, 6000
+    queue = "{trt/plant%d}/todo-queue" if cross else "{global}/trt/plant%d/todo-queue"
+    if cross:
+        masters = {cluster.master_of(queue % p).port for p in range(plants)}
+        assert len(masters) == 3  # the example's plants land on every master
+    for start in range(0, count, 1000):
+        client.lpush(
+            "{global}/events", *(f"acq/plant{i % plants}/{i}" for i in range(start, start + 1000))
+        )
+    path = write_config(tmp_path, tagged_example(cluster.url(), cross))
+    chance = random.Random(cross)
+
+    def queued() -> int:
+        return sum(client.llen(queue % p) for p in range(plants))
+
+    for _ in range(3):
+        process = resc_process(str(path))
+        at = queued() + chance.randrange(300, 1500)
+        wait_until(lambda at=at: queued() >= at, timeout_s=60)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    process = resc_process(str(path))
+    try:
+        wait_until(
+            lambda: queued() >= count and drained(client, "{global}/events", "{global}/taken"),
+            timeout_s=90,
+        )
+    finally:
+        stop(process)
+    for p in range(plants):
+        tasks = tasks_of(client, queue % p)
+        wanted = {f"trt/plant{p}/{i}".encode() for i in range(p, count, plants)}
+        assert set(tasks) == wanted and max(tasks.values()) == 1, queue % p
