@@ -138,11 +138,17 @@ class ClusterTopology:
         replica = self.replicas[index]
         node.kill()
         started = time.monotonic()
+        self.wait_promoted(replica, timeout_s)
+        self.promotion_s = time.monotonic() - started
+        self.masters[index], self.replicas[index] = replica, node
+        return replica
 
+    def wait_promoted(self, replica: ClusterNode, timeout_s: float = 20) -> None:
+        """Wait until every live node sees `replica` as a master serving slots, and the
+        cluster as usable: a client that asks any node for the slots then finds it."""
         replica_id = replica.node_id()
 
         def promoted() -> bool:
-            """Every live node sees the replica as a master serving slots."""
             try:
                 for live in self.nodes:
                     if live.process is None:
@@ -158,9 +164,6 @@ class ClusterTopology:
                 return False
 
         wait_until(promoted, timeout_s=timeout_s)
-        self.promotion_s = time.monotonic() - started
-        self.masters[index], self.replicas[index] = replica, node
-        return replica
 
     def close(self) -> None:
         for node in self.nodes:

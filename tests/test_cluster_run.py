@@ -289,7 +289,10 @@ def test_a_store_follows_its_slot_to_the_new_master_after_a_failover(
         time.sleep(0.2)
         with replica.plain() as plain:
             plain.execute_command("CLUSTER", "FAILOVER")
-        wait_until(lambda: topology.master_of(INPUT) is replica)
+        # Every node, not only the new master, must know of the failover before connect()
+        # asks one of them where the slot lives.
+        topology.wait_promoted(replica)
+        assert topology.master_of(INPUT) is replica
         thread.join(5)
         [taken] = outcome
         if taken is None:  # the failover came after the wait ended: the next take sees it

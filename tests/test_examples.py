@@ -250,6 +250,11 @@ def test_worker_idles_and_waits_out_a_restart(start_worker, restartable_redis):
     # restart.
     r.lpush(TAKEN, "trt/plantA/in-hand")
     restartable_redis.kill()
+    # Down for longer than the worker's longest wait between commands (its 1 s take):
+    # a worker that connects anew for each command (the shell worker's redis-cli) sees a
+    # command fail only if one is sent while Redis is down; a restart shorter than the gap
+    # between two of its commands it never sees, and it need not: nothing of its broke.
+    time.sleep(2)
     restartable_redis.start()  # the same port, the same data
     r.lpush(QUEUE, "trt/plantA/3", "trt/plantA/4")
     # The workers' waits grow to 5 s while Redis restarts; a loaded machine adds more.
