@@ -101,7 +101,7 @@ def cluster_client(url: str, **options: Any) -> RedisCluster:
         return RedisCluster.from_url(url, **options)
     ssl = tls_arguments(target)
     return RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],  # type: ignore[no-untyped-call]
+        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],  # type: ignore[no-untyped-call, unused-ignore]
         username=target.username,
         password=target.password,
         **ssl,
@@ -187,7 +187,7 @@ class _MasterConnection(redis.Connection):
     """A connection to the master the sentinels name when it connects."""
 
     def __init__(self, *, tracker: MasterTracker, **kwargs: Any) -> None:
-        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call, unused-ignore]
         self.tracker = tracker
 
     def connect_check_health(
@@ -197,10 +197,10 @@ class _MasterConnection(redis.Connection):
             return
         self.host, self.port = self.tracker.resolve()
         super().connect_check_health(check_health, retry_socket_connect)
-        self.send_command("ROLE")  # type: ignore[no-untyped-call]
+        self.send_command("ROLE")  # type: ignore[no-untyped-call, unused-ignore]
         role = self.read_response()[0]
         if role not in (b"master", "master"):
-            self.disconnect()  # type: ignore[no-untyped-call]
+            self.disconnect()  # type: ignore[no-untyped-call, unused-ignore]
             raise _not_a_master(self.host, self.port, role)
 
 
@@ -217,8 +217,8 @@ class _MasterPool(redis.ConnectionPool):
         connection = super().get_connection(*args, **options)
         if master_moved(connection):
             try:
-                connection.disconnect()  # type: ignore[no-untyped-call]
-                connection.connect()  # type: ignore[no-untyped-call]
+                connection.disconnect()  # type: ignore[no-untyped-call, unused-ignore]
+                connection.connect()  # type: ignore[no-untyped-call, unused-ignore]
             except BaseException:
                 self.release(connection)
                 raise
@@ -256,7 +256,7 @@ class _AsyncMasterSSLConnection(_AsyncMasterConnection, aioredis.SSLConnection):
 class _AsyncMasterPool(aioredis.ConnectionPool):
     async def get_connection(self, *args: Any, **options: Any) -> Any:
         self.connection_kwargs["tracker"].attach(self)
-        return await super().get_connection(*args, **options)  # type: ignore[no-untyped-call]
+        return await super().get_connection(*args, **options)  # type: ignore[no-untyped-call, unused-ignore]
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
         self.connection_kwargs["tracker"].detach(self)

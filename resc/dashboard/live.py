@@ -73,7 +73,7 @@ class LiveTail:
                 probed = clients.ProbedClient(
                     self.url, {"socket_connect_timeout": 5, "retry": Retry(NoBackoff(), 0)}
                 )
-                pubsub = probed.get().pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                pubsub = probed.get().pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call, unused-ignore]
                 pubsub.subscribe(self.channel)
                 self.error = None
                 while not self._stop.is_set():

@@ -139,7 +139,7 @@ class Demo:
         config_path = Path(self.server.dir) / "example.hjson"
         config_path.write_text(CONFIG % {"url": self.server.url})
         daemon = Daemon(load_config(config_path))
-        pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
+        pubsub = self.client.pubsub()  # type: ignore[no-untyped-call, unused-ignore]
         pubsub.subscribe(CHANNEL)
         workers = [self._worker(name) for name in WORKERS]
         threads = [

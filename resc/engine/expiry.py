@@ -196,7 +196,7 @@ class SetExpiry:
         # A cluster is scanned one master after another, each with its own cursor.
         nodes: list[Any] = [None]
         if isinstance(client, RedisCluster):
-            nodes = sorted(client.get_primaries(), key=lambda n: str(n.name))  # type: ignore[no-untyped-call]
+            nodes = sorted(client.get_primaries(), key=lambda n: str(n.name))  # type: ignore[no-untyped-call, unused-ignore]
         for node in nodes:
             where = target.set.source if node is None else f"{target.set.source} @{node.name}"
             cursor = self._scan_cursors.pop(where, 0)

@@ -60,7 +60,7 @@ class CaseStore:
         )
         self._pubsub: Any = None
         if self._listener is not None:
-            self._pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+            self._pubsub = self._client.pubsub()  # type: ignore[no-untyped-call, unused-ignore]
             self._pubsub.subscribe(self._listener.channel)
 
     def commit(self, outcome: Outcome) -> Committed:

@@ -292,7 +292,7 @@ class WorkerStore:
                 if refusal is not None:
                     raise StoreError(refusal)
                 self._notice_apart = self.keys.notice_apart()
-                node = self._redis.get_node_from_key(self.keys.queue)  # type: ignore[no-untyped-call]
+                node = self._redis.get_node_from_key(self.keys.queue)  # type: ignore[no-untyped-call, unused-ignore]
                 info = self._redis.info("server", target_nodes=node)
             else:
                 info = self._redis.info("server")
@@ -390,7 +390,7 @@ class WorkerStore:
         with converted_errors(f"looking for taken lists of {self.keys.queue}"):
             pattern = self.calls.taken_pattern()
             if isinstance(self._redis, RedisCluster):
-                node = self._redis.get_node_from_key(self.keys.queue)  # type: ignore[no-untyped-call]
+                node = self._redis.get_node_from_key(self.keys.queue)  # type: ignore[no-untyped-call, unused-ignore]
                 cursors, found = self._redis.scan(
                     cursor, match=pattern, count=count, target_nodes=node
                 )
