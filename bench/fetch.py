@@ -2,8 +2,8 @@
 local web service in a child process that answers after a fixed delay.
 
   fetch_client    the HTTP clients alone against the service, 64 requests in flight:
-                  httpx's AsyncClient and aiohttp (when installed) side by side, with
-                  the CPU each spends per request
+                  resc's own (resc.fetch.http1), httpx's AsyncClient and aiohttp (when
+                  installed) side by side, with the CPU each spends per request
   fetch_original  the original's protocol re-enacted with a sequential fetch per event
   fetch_5ms       the backlog with every answer after 5 ms, at several concurrencies
   fetch_5ms_2x    the same backlog shared by two resc processes on one config (each its
@@ -277,6 +277,24 @@ async def _load(kind: str, port: int, count: int, in_flight: int) -> tuple[float
 
             await asyncio.gather(*(one_httpx() for _ in range(in_flight)))
         return time.perf_counter() - clock[0], time.process_time() - clock[1]
+    if kind == "http1":
+        from resc.fetch.client import HEADERS
+        from resc.fetch.http1 import Http1Client, target_of
+
+        client = Http1Client(in_flight, HEADERS)
+
+        async def one_http1() -> None:
+            for i in left:
+                started(i)
+                answer = await client.request(
+                    "GET", target_of(f"{url}{i}"), None, None, 10.0, 1 << 20
+                )
+                if json.loads(answer.body)["id"] != str(i):
+                    raise WrongResult("wrong answer")
+
+        await asyncio.gather(*(one_http1() for _ in range(in_flight)))
+        await client.close()
+        return time.perf_counter() - clock[0], time.process_time() - clock[1]
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=in_flight)
@@ -302,7 +320,7 @@ def _client_alone(kind: str, port: int, count: int, in_flight: int) -> dict[str,
 
 def run_client(port: int, count: int) -> dict[str, dict[str, float]]:
     """Each installed async client alone against the 5 ms service, in a child process."""
-    kinds = ["httpx"]
+    kinds = ["http1", "httpx"]
     with contextlib.suppress(ImportError):
         import aiohttp  # noqa: F401
 
