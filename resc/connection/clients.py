@@ -22,6 +22,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
@@ -113,7 +114,7 @@ def async_cluster_client(url: str, **options: Any) -> AsyncRedisCluster:
     """An asyncio RedisCluster client, as cluster_client() makes a threaded one; it
     connects at its first command (or `await initialize()`)."""
     target = parse_redis_url(url)
-    options.setdefault("retry", Retry(NoBackoff(), 0))
+    options.setdefault("retry", AsyncRetry(NoBackoff(), 0))
     if isinstance(target, SentinelUrl):
         raise ValueError("a sentinel URL names no cluster")
     if isinstance(target, ServerUrl):

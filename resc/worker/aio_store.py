@@ -9,9 +9,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.client import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.retry import Retry
 
 from resc.config.redis_url import is_cluster_url
 from resc.connection import clients
@@ -42,7 +42,7 @@ class AsyncWorkerStore:
         self._options: dict[str, Any] = {
             "socket_timeout": worker_store.TAKE_BLOCK_S + 10,
             "socket_connect_timeout": 5,
-            "retry": Retry(NoBackoff(), 0),
+            "retry": AsyncRetry(NoBackoff(), 0),
             "client_name": client_name.replace(" ", "_"),
         }
         self._redis: Redis | RedisCluster | None = None
