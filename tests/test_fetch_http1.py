@@ -367,3 +367,14 @@ def test_many_requests_in_flight_each_get_their_own_answer(serve):
     urls = [server.url(f"/item/{i}") for i in range(500)]
     results: list[Any] = fetch(*urls, max_connections=16)
     assert [answer_of(r).body for r in results] == [f"/item/{i}".encode() for i in range(500)]
+
+
+def test_a_connection_idle_for_too_long_is_closed_instead_of_used(serve, monkeypatch):
+    monkeypatch.setattr("resc.fetch.http1._IDLE_S", 0.2)
+    server = serve(lambda path: (_ok(b"{}"), "keep"))
+    results = fetch(server.url("/1"), server.url("/2"), server.url("/3"), between=0.05)
+    assert all(answer_of(r).status == 200 for r in results)
+    assert server.connections == 1  # 50 ms apart: the same connection
+    results = fetch(server.url("/4"), server.url("/5"), between=0.3)
+    assert all(answer_of(r).status == 200 for r in results)
+    assert server.connections == 3  # 300 ms apart: a new one

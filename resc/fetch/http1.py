@@ -394,7 +394,8 @@ class Http1Client:
         idle = self._idle.get(origin)
         while idle:
             conn = idle.pop()  # the most recently used: the least likely to be closed
-            if not conn.closed and conn.loop.time() - conn.idle_since < _IDLE_S:
+            transport, fresh = conn.transport, conn.loop.time() - conn.idle_since < _IDLE_S
+            if fresh and not conn.closed and transport and not transport.is_closing():
                 return conn
             self._drop(conn)
         return None
