@@ -11,6 +11,7 @@ the bench (fetch_client, 64 requests in flight), httpx's AsyncClient spent about
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Callable, Mapping
 from urllib.parse import quote, urljoin
@@ -43,6 +44,8 @@ _STOP_POLL_S = 0.05
 # Kept as they are in a URL; anything else (non-ASCII text of the config, spaces) is
 # percent-encoded as UTF-8, as httpx does. Values from events are encoded already.
 _URL_SAFE = "!#$%&'()*+,-./:;=?@[]_~"
+# A character that quote() would change: most URLs have none, and need no quoting.
+_UNSAFE = re.compile(r"[^A-Za-z0-9!#$%&'()*+,\-./:;=?@\[\]_~]")
 _REDIRECTS = {301, 302, 303, 307, 308}
 
 
@@ -161,7 +164,9 @@ class AsyncFetcher(FetchStates):
 
     async def _attempt(self, request: Request, fetch: Fetch) -> bytes:
         """One request: the body of a 2xx answer; _Retryable or FetchError otherwise."""
-        url = quote(request.url, safe=_URL_SAFE)
+        url = request.url
+        if _UNSAFE.search(url):
+            url = quote(url, safe=_URL_SAFE)
         try:
             target = target_of(url)
         except HttpError as exc:

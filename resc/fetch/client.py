@@ -51,12 +51,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# Made once: json.loads with hooks makes a decoder for every call.
+_DECODER = json.JSONDecoder(
+    parse_int=str, parse_float=_number_text, parse_constant=_reject_constant
+)
+
+
 def parse_json(body: bytes) -> Any:
-    """JSON with numbers kept as text (exact, whatever their size). ValueError if invalid."""
+    """JSON with numbers kept as text (exact, whatever their size). ValueError if invalid.
+    The bytes are decoded as json.loads decodes them (UTF-8, 16 or 32)."""
     try:
-        return json.loads(
-            body, parse_int=str, parse_float=_number_text, parse_constant=_reject_constant
-        )
+        return _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
     except RecursionError:
         raise ValueError("nested too deeply") from None
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
+import re
 import ssl
 import zlib
 from collections import deque
@@ -78,8 +80,30 @@ class Target:
 def target_of(url: str) -> Target:
     """A URL (ASCII, percent-encoded) as a Target. HttpError (InvalidURL,
     UnsupportedProtocol) when it cannot be requested."""
+    # The origin part (scheme, user, host and port) is parsed once per origin.
+    after_scheme = url.find("://") + 3
+    end = len(url)
+    for mark in "/?#":
+        found = url.find(mark, after_scheme)
+        if 0 <= found < end:
+            end = found
+    scheme, host, port, authorization = _origin(url[:end])
+    path = url[end:].partition("#")[0]
+    if not path.startswith("/"):
+        path = "/" + path
+    if not path.isascii() or _NOT_IN_PATH.search(path):
+        raise HttpError("InvalidURL", "invalid characters in the path")
+    return Target(scheme, host, port, path, authorization)
+
+
+_NOT_IN_PATH = re.compile(r"[\x00-\x20\x7f]")
+
+
+@functools.lru_cache(maxsize=256)
+def _origin(prefix: str) -> tuple[str, str, int, bytes | None]:
+    """Scheme, host, port and Basic authorization of a URL's part before its path."""
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(prefix)
         port = parts.port
     except ValueError as exc:
         raise HttpError("InvalidURL", str(exc)) from None
@@ -91,7 +115,7 @@ def target_of(url: str) -> Target:
         )
     host = parts.hostname
     if not host:
-        raise HttpError("InvalidURL", f"no host in {url!r}")
+        raise HttpError("InvalidURL", f"no host in {prefix!r}")
     try:
         host.encode("ascii")
     except UnicodeEncodeError:
@@ -101,16 +125,11 @@ def target_of(url: str) -> Target:
             raise HttpError("InvalidURL", f"invalid host name: {exc}") from None
     if any(c in host for c in " \t\r\n/\\@"):
         raise HttpError("InvalidURL", "invalid host name")
-    path = parts.path or "/"
-    if parts.query:
-        path = f"{path}?{parts.query}"
-    if any(c in path for c in " \t\r\n") or not path.isascii():
-        raise HttpError("InvalidURL", "invalid characters in the path")
     authorization = None
     if parts.username is not None:
         pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
         authorization = b"Basic " + base64.b64encode(pair)
-    return Target(scheme, host, port or _DEFAULT_PORTS[scheme], path, authorization)
+    return scheme, host, port or _DEFAULT_PORTS[scheme], authorization
 
 
 @dataclass(slots=True)
@@ -177,7 +196,13 @@ class _Connection(asyncio.Protocol):
         self._answer, self._chunks, self._size, self._decoder = None, [], 0, None
         self._limit, self._received, self._until_close = limit, False, False
         self._timeout_s, self._last_read = timeout_s, self.loop.time()
-        self._timer = self.loop.call_at(self._last_read + timeout_s, self._check_timeout)
+        # One timer per connection, not per request: it is moved only when it would go
+        # off too late; going off early, it looks again when the wait is due.
+        due = self._last_read + timeout_s
+        if self._timer is None or self._timer.when() > due:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(due, self._check_timeout)
         self.transport.write(head + body if body else head)
         return self._waiter
 
@@ -188,13 +213,13 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.transport is not None:
             self.transport.close()
 
     def _finish(self, answer: Answer | None = None, error: HttpError | None = None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         waiter, self._waiter = self._waiter, None
         if error is not None:
             self.close()
@@ -207,6 +232,7 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(answer)
 
     def _check_timeout(self) -> None:
+        self._timer = None
         if self._waiter is None:
             return
         due = self._last_read + self._timeout_s

@@ -25,7 +25,6 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from urllib.parse import quote
 
 from resc.config.models import ENV_PREFIX, Fetch
@@ -36,16 +35,33 @@ from resc.core.errors import FetchError
 _HEADER_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?")
 
 
-@dataclass(frozen=True, slots=True)
 class Request:
     """What to send: `shown` names the request in messages (method and URL, secrets
-    unexpanded)."""
+    unexpanded), worked out only when a message needs it."""
 
-    method: str
-    url: str
-    shown: str
-    headers: dict[bytes, bytes]
-    body: bytes | None
+    __slots__ = ("_fetch", "_shown", "_variables", "body", "headers", "method", "url")
+
+    def __init__(
+        self,
+        fetch: Fetch,
+        variables: Mapping[str, bytes],
+        url: str,
+        headers: dict[bytes, bytes],
+        body: bytes | None,
+    ) -> None:
+        self.method = fetch.method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self._fetch = fetch
+        self._variables = variables
+        self._shown: str | None = None
+
+    @property
+    def shown(self) -> str:
+        if self._shown is None:
+            self._shown = f"{self._fetch.method} {shown_url(self._fetch, self._variables)}"
+        return self._shown
 
 
 def _is_env(name: str) -> bool:
@@ -82,34 +98,53 @@ def build_request(fetch: Fetch, variables: Mapping[str, bytes]) -> Request:
     when an environment variable is not set, a header value has a line break, or the
     body is not JSON once expanded.
     """
-    shown = f"{fetch.method} {shown_url(fetch, variables)}"
-    env = _environment(fetch, shown)
-    url = fetch.url.expand({**_quoted(fetch.url, variables), **env}).decode("utf-8")
+    quoted = _quoted(fetch.url, variables)
+    env: dict[str, bytes] = {}
+    if _env_names(fetch):
+        # A missing event value in the URL is a MissingVariable before anything else.
+        shown = f"{fetch.method} {shown_url(fetch, variables)}"
+        env = _environment(fetch, shown)
+        quoted.update(env)
+    # MissingVariable when an event value is missing.
+    url = fetch.url.expand(quoted).decode("utf-8")
     headers: dict[bytes, bytes] = {}
+    request = Request(fetch, variables, url, headers, None)
     for name, pattern in fetch.headers.items():
         value = pattern.expand({**variables, **env})
         if not _HEADER_VALUE.fullmatch(value):
-            # Checked here, not left to httpx, whose message would show the value: maybe a
-            # token, on its way to the failed queue's reasons.
+            # Checked here, not left to the HTTP client, whose message would show the
+            # value: maybe a token, on its way to the failed queue's reasons.
             raise FetchError(
-                f"{shown}: the value of header {name} is not a valid header value (control "
-                f"characters, line breaks or spaces at either end)"
+                f"{request.shown}: the value of header {name} is not a valid header value "
+                f"(control characters, line breaks or spaces at either end)"
             )
         headers[name.encode("ascii")] = value
-    body = None
     if fetch.body is not None:
-        body = _json_body(fetch.body, {**variables, **env}, shown)
+        request.body = _json_body(fetch.body, {**variables, **env}, request.shown)
         if not any(name.lower() == b"content-type" for name in headers):
             headers[b"content-type"] = b"application/json"
-    return Request(fetch.method, url, shown, headers, body)
+    return request
+
+
+# The `env.NAME` variables of each fetch's patterns (by id(): the Fetch is kept in the
+# value, so that its id cannot be reused), worked out once.
+_ENV_NAMES: dict[int, tuple[Fetch, tuple[str, ...]]] = {}
+
+
+def _env_names(fetch: Fetch) -> tuple[str, ...]:
+    known = _ENV_NAMES.get(id(fetch))
+    if known is None:
+        patterns = [fetch.url, *fetch.headers.values()]
+        patterns += [fetch.body] if fetch.body is not None else []
+        names = tuple(sorted({ref for p in patterns for ref in p.refs if _is_env(ref)}))
+        known = _ENV_NAMES[id(fetch)] = (fetch, names)
+    return known[1]
 
 
 def _environment(fetch: Fetch, shown: str) -> dict[str, bytes]:
     """The `env.NAME` variables the fetch's patterns use, read now."""
-    patterns = [fetch.url, *fetch.headers.values()]
-    patterns += [fetch.body] if fetch.body is not None else []
     env: dict[str, bytes] = {}
-    for name in sorted({ref for p in patterns for ref in p.refs if _is_env(ref)}):
+    for name in _env_names(fetch):
         value = os.environ.get(name.removeprefix(ENV_PREFIX))
         if value is None:
             raise FetchError(
