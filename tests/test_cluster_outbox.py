@@ -405,7 +405,6 @@ def stop(process: subprocess.Popen[str]) -> str:
     return log
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("with_set", [False, True])
 def test_sigkill_of_resc_at_random_points_of_a_cross_slot_backlog_gives_one_task_per_result(
     cluster: ClusterTopology, client: RedisCluster, tmp_path: Path, with_set: bool
@@ -431,7 +430,6 @@ def test_sigkill_of_resc_at_random_points_of_a_cross_slot_backlog_gives_one_task
     assert_exactly_once(client, BACKLOG)
 
 
-@pytest.mark.slow
 def test_a_target_slots_master_killed_under_a_cross_slot_backlog_loses_no_task(
     cluster_with_replicas: ClusterTopology, tmp_path: Path
 ):
@@ -495,7 +493,6 @@ def tagged_example(url: str, cross: bool) -> dict[str, Any]:
     return dict(example)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("cross", [False, True])
 def test_the_tagged_example_survives_kill_9_several_times_with_one_task_per_event(
     cluster: ClusterTopology, client: RedisCluster, tmp_path: Path, cross: bool

@@ -125,7 +125,6 @@ def stop(process: subprocess.Popen[str]) -> str:
     return log
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("with_set", [False, True])
 def test_sigkill_of_resc_twice_during_a_backlog_then_restart_gives_one_task_per_event(
     cluster: ClusterTopology, client: RedisCluster, tmp_path: Path, with_set: bool
@@ -152,7 +151,6 @@ def test_sigkill_of_resc_twice_during_a_backlog_then_restart_gives_one_task_per_
     assert_exactly_once(client, BACKLOG)
 
 
-@pytest.mark.slow
 def test_a_master_killed_during_a_backlog_loses_no_task(
     cluster_with_replicas: ClusterTopology, tmp_path: Path
 ):
@@ -259,7 +257,6 @@ def test_a_reload_to_a_delayed_task_in_another_slot_is_refused_and_the_config_st
     assert client.llen(OTHER_TODO) == 0
 
 
-@pytest.mark.slow
 def test_a_store_follows_its_slot_to_the_new_master_after_a_failover(
     cluster_with_replicas: ClusterTopology,
 ):

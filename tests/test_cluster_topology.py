@@ -40,7 +40,6 @@ def test_three_masters_serve_every_slot(cluster):
         client.close()
 
 
-@pytest.mark.slow
 def test_a_killed_master_is_replaced_by_its_replica(cluster_with_replicas):
     topology = cluster_with_replicas
     client = client_of(topology)

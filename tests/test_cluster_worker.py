@@ -232,7 +232,6 @@ def stopped(process: subprocess.Popen[str]) -> str:
     return err
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("restart_as", ["first", "second"])
 @pytest.mark.parametrize("done_queue", [CO_LOCATED_DONE, CROSS_SLOT_DONE])
 def test_resc_work_killed_mid_task_then_restarted_does_every_task(
@@ -283,7 +282,6 @@ def test_resc_work_killed_mid_task_then_restarted_does_every_task(
     assert set(started) == set(tasks(count))
 
 
-@pytest.mark.slow
 def test_a_master_killed_under_a_running_worker_loses_no_task(
     cluster_with_replicas: ClusterTopology,
 ):
