@@ -21,7 +21,8 @@ import pytest
 from resc.fetch.client import HEADERS
 from resc.fetch.http1 import Answer, Http1Client, HttpError, target_of
 
-Script = Callable[[str], tuple[bytes, str]]  # path -> (bytes to send, "keep" or "close")
+# path -> (bytes to send, then: "keep", "close", "sleep:S" before sending, "hold:S" after)
+Script = Callable[[str], tuple[bytes, str]]
 
 
 def _ok(body: bytes, *headers: str) -> bytes:
@@ -81,6 +82,9 @@ class ScriptedServer:
                 if then.startswith("sleep:"):
                     time.sleep(float(then.removeprefix("sleep:")))
                 sock.sendall(answer)
+                if then.startswith("hold:"):  # sent; then nothing more for a while
+                    time.sleep(float(then.removeprefix("hold:")))
+                    return
                 if then == "close":
                     return
         except OSError:
@@ -378,3 +382,20 @@ def test_a_connection_idle_for_too_long_is_closed_instead_of_used(serve, monkeyp
     results = fetch(server.url("/4"), server.url("/5"), between=0.3)
     assert all(answer_of(r).status == 200 for r in results)
     assert server.connections == 3  # 300 ms apart: a new one
+
+
+def test_headers_without_end_fail_instead_of_filling_the_memory(serve):
+    endless = b"HTTP/1.1 200 OK\r\nx-long: " + b"a" * 200_000  # and never a line end
+    server = serve(lambda path: (endless, "hold:5"))
+    started = time.monotonic()
+    [result] = fetch(server.url("/h"), timeout_s=4)
+    error = error_of(result)
+    assert error.name == "RemoteProtocolError" and "65536 bytes" in str(error)
+    assert time.monotonic() - started < 3
+
+
+def test_a_large_first_read_holding_headers_and_body_is_not_taken_for_long_headers(serve):
+    body = b'{"pad":"' + b"p" * 300_000 + b'"}'
+    server = serve(lambda path: (_ok(body), "keep"))
+    [result] = fetch(server.url("/b"))
+    assert answer_of(result).body == body

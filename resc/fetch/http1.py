@@ -33,6 +33,8 @@ import httptools
 _IDLE_S = 15.0
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NO_BODY = frozenset({204, 304})
+# The most an answer's status line and headers may take, as in most HTTP servers.
+MAX_HEAD_BYTES = 64 * 1024
 
 
 class HttpError(Exception):
@@ -182,6 +184,8 @@ class _Connection(asyncio.Protocol):
         self._limit = 0
         self._decoder: _Decoder | None = None
         self._received = False  # any byte of the current answer
+        self._head_size = 0  # bytes received before the end of the answer's headers
+        self._head_done = False
         self._until_close = False  # a body that ends with the connection
         self._timeout_s = 0.0
         self._last_read = 0.0
@@ -194,6 +198,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None and self._waiter is None
         self._waiter = self.loop.create_future()
         self._answer, self._chunks, self._size, self._decoder = None, [], 0, None
+        self._head_size, self._head_done = 0, False
         self._limit, self._received, self._until_close = limit, False, False
         self._timeout_s, self._last_read = timeout_s, self.loop.time()
         # One timer per connection, not per request: it is moved only when it would go
@@ -261,6 +266,18 @@ class _Connection(asyncio.Protocol):
             if not isinstance(cause, HttpError):
                 cause = HttpError("RemoteProtocolError", f"invalid answer: {exc}")
             self._finish(error=cause)
+            return
+        if not self._head_done:
+            # The parser keeps a header until its end: a service sending headers without
+            # end must not take the memory the body's cap protects.
+            self._head_size += len(data)
+            if self._head_size > MAX_HEAD_BYTES and self._waiter is not None:
+                self._finish(
+                    error=HttpError(
+                        "RemoteProtocolError",
+                        f"the answer's status line and headers pass {MAX_HEAD_BYTES} bytes",
+                    )
+                )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -289,6 +306,7 @@ class _Connection(asyncio.Protocol):
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
 
     def on_headers_complete(self) -> None:
+        self._head_done = True
         if self._answer is None:  # no reason phrase: on_status was not called
             self.on_status(b"")
         answer = self._answer
