@@ -399,3 +399,19 @@ def test_a_large_first_read_holding_headers_and_body_is_not_taken_for_long_heade
     server = serve(lambda path: (_ok(body), "keep"))
     [result] = fetch(server.url("/b"))
     assert answer_of(result).body == body
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:s3cret@/path",
+        "http://user:s3cret@host:port/",
+        "http://user:s3cret@[::1/",
+        "gopher://user:s3cret@host/",
+        "http://user:s3cret@host/a b",
+    ],
+)
+def test_a_url_that_cannot_be_requested_is_named_without_its_password(url):
+    with pytest.raises(HttpError) as info:
+        target_of(url)
+    assert "s3cret" not in str(info.value)

@@ -117,7 +117,7 @@ def _origin(prefix: str) -> tuple[str, str, int, bytes | None]:
         )
     host = parts.hostname
     if not host:
-        raise HttpError("InvalidURL", f"no host in {prefix!r}")
+        raise HttpError("InvalidURL", "the URL names no host")
     try:
         host.encode("ascii")
     except UnicodeEncodeError:
