@@ -1,5 +1,5 @@
 """The cluster scenarios: resc on a Redis Cluster of three masters that the bench starts
-(CLUSTER ADDSLOTSRANGE and MEET, as tests/cluster.py does), beside the same config on
+(resc.dev.cluster, as the tests' is), beside the same config on
 one node.
 
   cluster_backlog   N events pre-loaded, split over three watchers whose input queues
@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,49 +34,33 @@ from redis.cluster import RedisCluster
 
 from bench.run import WrongResult, wait_for
 from resc.connection.clients import cluster_client
+from resc.dev.cluster import NODE_ARGUMENTS, bus_is_free, form_cluster
 from resc.dev.embedded import EmbeddedRedis, free_port
 
 SCENARIOS = ["cluster_backlog", "cluster_cross", "cluster_wait"]
-SLOTS = 16384
-BUS_OFFSET = 10000
 # One tag per master of the three slot ranges (0-5460, 5461-10921, 10922-16383).
 TAGS = ("p3", "p2", "p0")
 
 
-def _ports_with_bus() -> int:
+def _port_with_bus() -> int:
     """A free port P whose cluster bus port P + 10000 is free too."""
-    while True:
-        port = free_port()
-        if port + BUS_OFFSET > 65535:
-            continue
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + BUS_OFFSET))
-            except OSError:
-                continue
-        return port
+    while not bus_is_free(port := free_port()):
+        pass
+    return port
 
 
 class LocalCluster:
-    """Three masters on loopback, sharing the slots in three ranges."""
+    """Three masters on loopback, sharing the slots in three ranges (resc.dev.cluster),
+    with a replica each when `replicas`."""
 
     def __init__(self, masters: int = 3, replicas: bool = False) -> None:
-        self.replicas = replicas
         self.nodes = [
-            EmbeddedRedis(
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "1000",
-                prefer="path",
-            )
+            EmbeddedRedis(*NODE_ARGUMENTS, prefer="path")
             for _ in range(masters * (2 if replicas else 1))
         ]
         self.masters = self.nodes[:masters]
         for node in self.nodes:
-            node.port = _ports_with_bus()
+            node.port = _port_with_bus()
             node.url = f"redis://127.0.0.1:{node.port}/0"
 
     def url(self) -> str:
@@ -87,43 +70,11 @@ class LocalCluster:
         try:
             for node in self.nodes:
                 node.start()
-            share = SLOTS // len(self.masters)
-            for i, node in enumerate(self.masters):
-                last = SLOTS - 1 if i == len(self.masters) - 1 else (i + 1) * share - 1
-                with node.client() as client:
-                    client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * share, last)
-            with self.nodes[0].client() as first:
-                for node in self.nodes[1:]:
-                    first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
-            wait_for(self._ready, 30, "the cluster to be ready")
-            for master, replica in zip(self.masters, self.nodes[len(self.masters) :], strict=False):
-                with master.client(decode_responses=True) as client:
-                    master_id = client.execute_command("CLUSTER", "MYID")
-                with replica.client() as client:
-                    client.execute_command("CLUSTER", "REPLICATE", master_id)
-            if self.replicas:
-                wait_for(self._replicated, 30, "the replicas to be in sync")
+            form_cluster(self.masters, self.nodes[len(self.masters) :])
         except BaseException:
             self.close()
             raise
         return self
-
-    def _ready(self) -> bool:
-        for node in self.nodes:
-            with node.client(decode_responses=True) as client:
-                info = client.execute_command("CLUSTER", "INFO")
-                if "cluster_state:ok" not in info:
-                    return False
-                if f"cluster_known_nodes:{len(self.nodes)}" not in info:
-                    return False
-        return True
-
-    def _replicated(self) -> bool:
-        for node in self.masters:
-            with node.client(decode_responses=True) as client:
-                if client.info("replication").get("connected_slaves") != 1:
-                    return False
-        return True
 
     def close(self) -> None:
         for node in self.nodes:

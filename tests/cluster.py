@@ -1,31 +1,18 @@
 """A Redis Cluster for tests: three masters (and optionally one replica each) on loopback
 ports of this test process's range, each a real server process of the binary the tests
-use, joined with CLUSTER ADDSLOTSRANGE and CLUSTER MEET (no redis-cli needed).
-
-A node on port P also listens on P + 10000 (the cluster bus): both must be free.
+use, joined by resc.dev.cluster; and what the tests do to it (kill a master, wait for
+its replica's promotion, find the master of a key).
 """
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
 import redis
 
+from resc.dev.cluster import NODE_ARGUMENTS, bus_is_free, form_cluster
 from tests.conftest import RedisServer, _own_port, wait_until
-
-SLOTS = 16384
-BUS_OFFSET = 10000
-
-
-def _bus_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port + BUS_OFFSET))
-        except OSError:
-            return False
-    return True
 
 
 class ClusterNode(RedisServer):
@@ -35,17 +22,12 @@ class ClusterNode(RedisServer):
         folder.mkdir(parents=True)
         super().__init__(
             folder,
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            "nodes.conf",
-            "--cluster-node-timeout",
-            "1000",
+            *NODE_ARGUMENTS,
             "--repl-diskless-sync-delay",
             "0",
             *args,
         )
-        while not _bus_is_free(self.port):
+        while not bus_is_free(self.port):
             self.port = _own_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
@@ -86,37 +68,7 @@ class ClusterTopology:
     def _start(self) -> None:
         for node in self.nodes:
             node.start()
-        share = SLOTS // len(self.masters)
-        for i, node in enumerate(self.masters):
-            last = SLOTS - 1 if i == len(self.masters) - 1 else (i + 1) * share - 1
-            with node.plain() as client:
-                client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * share, last)
-        with self.masters[0].plain() as first:
-            for node in self.nodes[1:]:
-                first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
-        for master, replica in zip(self.masters, self.replicas, strict=False):
-            master_id = master.node_id()
-            with replica.plain() as client:
-                wait_until(lambda c=client, i=master_id: i in c.execute_command("CLUSTER", "NODES"))
-                client.execute_command("CLUSTER", "REPLICATE", master_id)
-        for node in self.nodes:
-            wait_until(lambda n=node: self._ready(n), timeout_s=20)
-
-    def _ready(self, node: ClusterNode) -> bool:
-        """The node sees the cluster as usable and every node in its role."""
-        try:
-            with node.plain() as client:
-                info = client.execute_command("CLUSTER", "INFO")
-                if "cluster_state:ok" not in info:
-                    return False
-                if f"cluster_known_nodes:{len(self.nodes)}" not in info:
-                    return False
-                if node in self.replicas:
-                    replication = client.info("replication")
-                    return bool(replication.get("master_link_status") == "up")
-                return True
-        except redis.RedisError:
-            return False
+        form_cluster(self.masters, self.replicas)
 
     def master_of(self, key: str) -> ClusterNode:
         """The node that serves the slot of `key` now."""
