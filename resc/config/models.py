@@ -4,6 +4,7 @@ The checks that tie fields together, and loading a file, are in config_load.py."
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -203,6 +204,16 @@ class Fetch(_FetchSettings):
     path: str | None = Field(
         default=None, description="where the objects are in the answer: data.children"
     )
+
+    @functools.cached_property
+    def env_names(self) -> tuple[str, ...]:
+        """The `env.NAME` references of the URL, headers and body, sorted: read from the
+        environment at each request."""
+        patterns = [self.url, *self.headers.values()]
+        patterns += [self.body] if self.body is not None else []
+        return tuple(
+            sorted({ref for p in patterns for ref in p.refs if ref.startswith(ENV_PREFIX)})
+        )
 
     @field_validator("headers")
     @classmethod

@@ -100,7 +100,7 @@ def build_request(fetch: Fetch, variables: Mapping[str, bytes]) -> Request:
     """
     quoted = _quoted(fetch.url, variables)
     env: dict[str, bytes] = {}
-    if _env_names(fetch):
+    if fetch.env_names:
         # A missing event value in the URL is a MissingVariable before anything else.
         shown = f"{fetch.method} {shown_url(fetch, variables)}"
         env = _environment(fetch, shown)
@@ -126,25 +126,10 @@ def build_request(fetch: Fetch, variables: Mapping[str, bytes]) -> Request:
     return request
 
 
-# The `env.NAME` variables of each fetch's patterns (by id(): the Fetch is kept in the
-# value, so that its id cannot be reused), worked out once.
-_ENV_NAMES: dict[int, tuple[Fetch, tuple[str, ...]]] = {}
-
-
-def _env_names(fetch: Fetch) -> tuple[str, ...]:
-    known = _ENV_NAMES.get(id(fetch))
-    if known is None:
-        patterns = [fetch.url, *fetch.headers.values()]
-        patterns += [fetch.body] if fetch.body is not None else []
-        names = tuple(sorted({ref for p in patterns for ref in p.refs if _is_env(ref)}))
-        known = _ENV_NAMES[id(fetch)] = (fetch, names)
-    return known[1]
-
-
 def _environment(fetch: Fetch, shown: str) -> dict[str, bytes]:
     """The `env.NAME` variables the fetch's patterns use, read now."""
     env: dict[str, bytes] = {}
-    for name in _env_names(fetch):
+    for name in fetch.env_names:
         value = os.environ.get(name.removeprefix(ENV_PREFIX))
         if value is None:
             raise FetchError(
