@@ -415,3 +415,24 @@ def test_a_url_that_cannot_be_requested_is_named_without_its_password(url):
     with pytest.raises(HttpError) as info:
         target_of(url)
     assert "s3cret" not in str(info.value)
+
+
+def test_headers_without_end_after_an_interim_answer_fail_too(serve):
+    endless = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nx-long: " + b"a" * 200_000
+    server = serve(lambda path: (endless, "hold:5"))
+    [result] = fetch(server.url("/h"), timeout_s=4)
+    error = error_of(result)
+    assert error.name == "RemoteProtocolError" and "65536 bytes" in str(error)
+
+
+def test_a_fetchs_own_headers_replace_the_clients_on_every_request(serve):
+    server = serve(lambda path: (_ok(b"{}"), "keep"))
+    own = {b"User-Agent": b"mine", b"Host": b"svc.example"}
+    fetch(server.url("/1"), server.url("/2"), headers=own, between=0.01)
+    fetch(server.url("/3"))
+    for head in server.requests[:2]:
+        lines = head.decode().split("\r\n")
+        names = [line.split(":")[0].lower() for line in lines[1:]]
+        assert names.count("user-agent") == 1 and names.count("host") == 1
+        assert "User-Agent: mine" in lines and "Host: svc.example" in lines
+    assert b"user-agent: resc/" in server.requests[2]

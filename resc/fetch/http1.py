@@ -23,7 +23,6 @@ import ssl
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httptools
@@ -146,25 +145,29 @@ class Answer:
 
 
 class _Decoder:
-    """Decompresses a body as it comes, failing once it passes `limit` bytes."""
+    """Decompresses a body as it comes."""
 
-    def __init__(self, encoding: str, limit: int) -> None:
+    def __init__(self, encoding: str) -> None:
         self.encoding = encoding
-        self.limit = limit
         self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS if "gzip" in encoding else 15)
         self._first = True
 
-    def feed(self, data: bytes, size: int) -> bytes:
+    def feed(self, data: bytes, most: int) -> bytes:
+        """What `data` decompresses to, at most `most` bytes of it (a bomb stops there)."""
         try:
-            out = self._zlib.decompress(data, self.limit - size + 1)
+            out = self._zlib.decompress(data, most)
         except zlib.error:
             if not (self._first and self.encoding == "deflate"):
                 raise
             # "deflate" without its zlib header, as some servers send it.
             self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
-            out = self._zlib.decompress(data, self.limit - size + 1)
+            out = self._zlib.decompress(data, most)
         self._first = False
         return out
+
+    def flush(self) -> bytes:
+        """What the decompressor still holds, once the body has ended."""
+        return self._zlib.flush()
 
 
 class _Connection(asyncio.Protocol):
@@ -193,7 +196,9 @@ class _Connection(asyncio.Protocol):
 
     # --- requests -------------------------------------------------------------------
 
-    def send(self, head: bytes, body: bytes | None, limit: int, timeout_s: float) -> Any:
+    def send(
+        self, head: bytes, body: bytes | None, limit: int, timeout_s: float
+    ) -> asyncio.Future[Answer]:
         """Write a request; the future of its Answer."""
         assert self.transport is not None and self._waiter is None
         self._waiter = self.loop.create_future()
@@ -320,7 +325,7 @@ class _Connection(asyncio.Protocol):
             )
         encoding = headers.get("content-encoding", "identity").strip().lower()
         if encoding in ("gzip", "x-gzip", "deflate"):
-            self._decoder = _Decoder(encoding, self._limit)
+            self._decoder = _Decoder(encoding)
         elif encoding not in ("identity", ""):
             raise HttpError("DecodingError", f"unsupported Content-Encoding {encoding!r}")
         self._until_close = (
@@ -333,9 +338,13 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self._decoder is not None:
             try:
-                body = self._decoder.feed(body, self._size)
+                body = self._decoder.feed(body, self._limit - self._size + 1)
             except zlib.error as exc:
                 raise HttpError("DecodingError", f"invalid compressed body: {exc}") from None
+        self._add(body)
+
+    def _add(self, body: bytes) -> None:
+        """Keep a piece of the (decompressed) body; TooLarge past the size cap."""
         self._size += len(body)
         if self._size > self._limit:
             raise HttpError(
@@ -346,7 +355,8 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if self._answer is not None and 100 <= self._answer.status < 200:
-            self._answer = None  # an interim answer (100 Continue): the real one follows
+            # An interim answer (100 Continue): the real one follows, headers and all.
+            self._answer, self._head_size, self._head_done = None, 0, False
             return
         self._until_close = False
         self._complete()
@@ -356,18 +366,12 @@ class _Connection(asyncio.Protocol):
         if answer is None:
             self._finish(error=HttpError("RemoteProtocolError", "an answer without a status"))
             return
-        if self._decoder is not None and not self._decoder._zlib.eof and self._chunks:
-            tail = self._decoder._zlib.flush()
-            self._size += len(tail)
-            if self._size > self._limit:
-                self._finish(
-                    error=HttpError(
-                        "TooLarge",
-                        f"the answer is larger than max_response_bytes ({self._limit} bytes)",
-                    )
-                )
+        if self._decoder is not None:
+            try:
+                self._add(self._decoder.flush())
+            except HttpError as exc:
+                self._finish(error=exc)
                 return
-            self._chunks.append(tail)
         answer.body = b"".join(self._chunks)
         self._chunks = []
         if not self._parser.should_keep_alive():
@@ -386,7 +390,7 @@ class Http1Client:
         self._open: set[_Connection] = set()
         self._headers = {name.lower(): value for name, value in headers.items()}
         self._headers["accept-encoding"] = "gzip, deflate"
-        self._common = self._common_of(())
+        self._commons: dict[tuple[bytes, ...], tuple[bytes, bool, bool]] = {}
         self._tls: ssl.SSLContext | None = None
 
     async def close(self) -> None:
@@ -485,25 +489,36 @@ class Http1Client:
         self._open.add(conn)
         return conn
 
-    def _common_of(self, given: Any) -> bytes:
-        """The client's own headers but those of the names `given` (lower case)."""
-        return b"".join(
-            f"{name}: {value}\r\n".encode("latin-1")
-            for name, value in self._headers.items()
-            if name not in given
-        )
+    def _common_of(self, names: tuple[bytes, ...]) -> tuple[bytes, bool, bool]:
+        """For a request whose own headers have `names`: the client's headers but those
+        the request replaces, and whether to send the Host and the URL's authorization.
+        Worked out once per set of names (a fetch's headers are its config's)."""
+        known = self._commons.get(names)
+        if known is None:
+            given = {name.decode("latin-1").lower() for name in names}
+            common = b"".join(
+                f"{name}: {value}\r\n".encode("latin-1")
+                for name, value in self._headers.items()
+                if name not in given
+            )
+            known = self._commons[names] = (
+                common,
+                "host" not in given,
+                "authorization" not in given,
+            )
+        return known
 
     def _head(
         self, method: str, target: Target, headers: dict[bytes, bytes] | None, body: bytes | None
     ) -> bytes:
         """The request line and headers: the request's own headers replace the client's
         (and the Host) of the same name."""
-        given = {name.decode("latin-1").lower() for name in headers} if headers else set()
+        common, host, authorization = self._common_of(tuple(headers) if headers else ())
         parts = [f"{method} {target.path} HTTP/1.1\r\n".encode("ascii")]
-        if "host" not in given:
+        if host:
             parts += [b"host: ", target.host_header, b"\r\n"]
-        parts.append(self._common_of(given) if given else self._common)
-        if target.authorization is not None and "authorization" not in given:
+        parts.append(common)
+        if target.authorization is not None and authorization:
             parts += [b"authorization: ", target.authorization, b"\r\n"]
         if headers:
             for name, value in headers.items():
