@@ -108,31 +108,36 @@ def redact_url(url: str) -> str:
 
 @contextmanager
 def converted_errors(action: str) -> Iterator[None]:
-    """redis-py's exceptions as resc's: RedisUnavailable for a lost connection or no
-    answer or a server that is no writable master for now, StoreError for another error
-    reply; each message starting with `action`."""
+    """redis-py's exceptions as resc's (see converted), each message starting with
+    `action`."""
     try:
         yield
-    except redis.ConnectionError as exc:
-        raise RedisUnavailable(f"{action}: connection lost: {exc}") from None
-    except redis.TimeoutError as exc:
-        raise RedisUnavailable(f"{action}: no answer from Redis: {exc}") from None
-    except redis.ResponseError as exc:
+    except (redis.RedisError, RedisClusterException) as exc:
+        raise converted(exc, action) from None
+
+
+def converted(exc: redis.RedisError | RedisClusterException, action: str) -> StoreError:
+    """redis-py's exception as resc's: RedisUnavailable for a lost connection or no answer
+    or a server that is no writable master for now, StoreError for another error reply;
+    its message starting with `action`. Without a context manager, for the commands of
+    the event path, where a generator per command shows in the latency."""
+    if isinstance(exc, redis.ConnectionError):
+        return RedisUnavailable(f"{action}: connection lost: {exc}")
+    if isinstance(exc, redis.TimeoutError):
+        return RedisUnavailable(f"{action}: no answer from Redis: {exc}")
+    if isinstance(exc, redis.ResponseError):
         if is_transient_reply(exc):
-            raise RedisUnavailable(
+            return RedisUnavailable(
                 f"{action}: Redis is not a writable master now: {reply_text(exc)}"
-            ) from None
+            )
         wrong_type = _WRONGTYPE.search(str(exc))
-        raise StoreError(f"{action}: {wrong_type[1] if wrong_type else exc}") from None
-    except redis.RedisError as exc:
-        raise StoreError(f"{action}: {exc}") from None
-    except SlotNotCoveredError as exc:
-        raise RedisUnavailable(
-            f"{action}: the cluster serves no slot of the key now: {exc}"
-        ) from None
-    except RedisClusterException as exc:
-        if str(exc).startswith(_CLUSTER_UNREACHABLE):
-            raise RedisUnavailable(f"{action}: {exc}") from None
-        # redis-py's own refusals (keys of one command in several slots, say), which do
-        # not derive from RedisError.
-        raise StoreError(f"{action}: {exc}") from None
+        return StoreError(f"{action}: {wrong_type[1] if wrong_type else exc}")
+    if isinstance(exc, SlotNotCoveredError):
+        return RedisUnavailable(f"{action}: the cluster serves no slot of the key now: {exc}")
+    if isinstance(exc, redis.RedisError):
+        return StoreError(f"{action}: {exc}")
+    if str(exc).startswith(_CLUSTER_UNREACHABLE):
+        return RedisUnavailable(f"{action}: {exc}")
+    # redis-py's own refusals (keys of one command in several slots, say), which do not
+    # derive from RedisError.
+    return StoreError(f"{action}: {exc}")

@@ -33,12 +33,19 @@ import hiredis
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from resc.config.models import EMBEDDED_REDIS
 from resc.config.redis_url import is_cluster_url
 from resc.connection.clients import cluster_client, connection_pool, master_moved
-from resc.connection.edge import converted_errors, is_transient_reply, redact_url, reply_text
+from resc.connection.edge import (
+    converted,
+    converted_errors,
+    is_transient_reply,
+    redact_url,
+    reply_text,
+)
 from resc.core.errors import HeartbeatLost, RedisUnavailable, StoreError
 from resc.core.failures import FailedRecord, decode
 from resc.core.keys import (
@@ -256,13 +263,15 @@ class Store:
         if self._conn is not None and (moved := master_moved(self._conn)):
             self._broken()
             raise RedisUnavailable(f"{action}: {moved}")
-        with converted_errors(action):
-            try:
-                conn = self._connection(args, route)
-                conn.send_packed_command([hiredis.pack_command(args)])
-            except BaseException:
-                self._broken()
-                raise
+        try:
+            conn = self._connection(args, route)
+            conn.send_packed_command([hiredis.pack_command(args)])
+        except (redis.RedisError, RedisClusterException) as exc:
+            self._broken()
+            raise converted(exc, action) from None
+        except BaseException:
+            self._broken()
+            raise
         self._pending.append((conn, reply))
         return reply
 
@@ -321,8 +330,7 @@ class Store:
                 value = exc
             except redis.RedisError as exc:
                 self._broken()
-                with converted_errors(oldest.action):
-                    raise exc from None
+                raise converted(exc, oldest.action) from None
             self._pending.popleft()
             if (
                 self._on_cluster
@@ -576,9 +584,7 @@ class Store:
         watcher's (default `taken_list`), which names the attempts hash and is named in
         the listener's messages; `input_queue` names the watcher's set of queues with
         delayed tasks."""
-        queues = _Queues(
-            taken_list, taken_queue or taken_list, failed_queue, delayed_queues(input_queue)
-        )
+        queues = _queues(taken_list, taken_queue or taken_list, failed_queue, input_queue)
         return self._send_commit(queues, outcomes, listener, {})
 
     def commit(
@@ -755,6 +761,13 @@ class _Queues(NamedTuple):
     taken_queue: str
     failed: str
     delayed_queues: str
+
+
+@functools.lru_cache(maxsize=256)
+def _queues(taken_list: str, taken_queue: str, failed_queue: str, input_queue: str) -> _Queues:
+    """A watcher's _Queues, made once: a commit's names are the same for all of its
+    batches."""
+    return _Queues(taken_list, taken_queue, failed_queue, delayed_queues(input_queue))
 
 
 # KEYS[1.._OWN_KEYS] of commit.lua are the watcher's own.
