@@ -304,6 +304,8 @@ class Membership:
     def interrupted(self) -> int:
         """How many interrupted events the sweeps put back since the last call: they
         are first in the input queue, and the watcher takes them one at a time."""
+        if not self._interrupted:
+            return 0  # the usual answer, without the lock (a sweep's count waits a call)
         with self._interrupted_lock:
             n, self._interrupted = self._interrupted, 0
         return n
@@ -311,9 +313,10 @@ class Membership:
     def orphaned(self) -> bool:
         """Whether outbox entries were orphaned since the last call (the watcher then
         replays the watcher's orphaned entries)."""
-        found = self._orphans.is_set()
+        if not self._orphans.is_set():
+            return False
         self._orphans.clear()
-        return found
+        return True
 
     def _count(self, recovered: Recovered | None) -> int:
         if recovered is None:

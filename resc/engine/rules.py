@@ -78,6 +78,7 @@ class RuleSet:
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = tuple(rules)
+        self.fetches = any(rule.fetch for rule in self.rules)
         self._makes = tuple(
             tuple(
                 (

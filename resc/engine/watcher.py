@@ -288,8 +288,6 @@ class Watcher:
             most = 1 if self._alone else cfg.batch
             if not woken:
                 next_events = store.send_take(cfg.input_queue, taken_list, most, heartbeat)
-            self.stats.taken += len(events)
-            self.stats.batch_sizes.observe(len(events))
             outcomes = self._process(events)
             if committing is not None:
                 self._committed(committing)
@@ -305,6 +303,9 @@ class Watcher:
                 ),
                 taken_at,
             )
+            # Counted once the commit is on its way: a lone event's task is not held up.
+            self.stats.taken += len(events)
+            self.stats.batch_sizes.observe(len(events))
             if woken:
                 woken = False
                 next_events = store.send_take(cfg.input_queue, taken_list, most, heartbeat)
@@ -324,7 +325,7 @@ class Watcher:
         """Whether the rules of the next events fetch (those of a reload, if any)."""
         with self._switch_lock:
             rules = self._switch[1] if self._switch is not None else self.rules
-        return any(rule.fetch for rule in rules.rules)
+        return rules.fetches
 
     def _pump_fetching(self) -> None:
         """Take and process events while their rules fetch: up to `concurrency` in flight
@@ -434,36 +435,38 @@ class Watcher:
         """
         rules = self._batch_rules()
         matched: list[str] = []
-        process = partial(
-            self._process_one,
-            rules=rules,
-            info=self.log.isEnabledFor(logging.INFO),
-            debug=self._rules_log.isEnabledFor(logging.DEBUG),
-            matched=matched,
-        )
+        info = self.log.isEnabledFor(logging.INFO)
+        debug = self._rules_log.isEnabledFor(logging.DEBUG)
         concurrency = self.config.concurrency
-        if any(rule.fetch for rule in rules.rules):
+        if rules.fetches:
             outcomes = self._process_on_loop(
                 events,
                 partial(
-                    self._process_one_async,
-                    rules=rules,
-                    info=self.log.isEnabledFor(logging.INFO),
-                    debug=self._rules_log.isEnabledFor(logging.DEBUG),
-                    matched=matched,
+                    self._process_one_async, rules=rules, info=info, debug=debug, matched=matched
                 ),
             )
         elif concurrency == 1:
-            outcomes = _in_order(events, process, [])
+            # The path of a lone event at a low rate: no more calls than it takes.
+            outcomes = []
+            process_one = self._process_one
+            for event in events:
+                outcome = process_one(event, rules, info, debug, matched)
+                if outcome is None:
+                    break
+                outcomes.append(outcome)
         else:
             # Several at once; commits keep the order in which events were taken.
+            process = partial(
+                self._process_one, rules=rules, info=info, debug=debug, matched=matched
+            )
             outcomes = []
             for future in self._run_until_deadline([partial(process, e) for e in events]):
                 outcome = future.result() if future.done() and not future.cancelled() else None
                 if outcome is None:
                     break
                 outcomes.append(outcome)
-        self.stats.matches.update(matched)
+        if matched:
+            self.stats.matches.update(matched)
         return outcomes
 
     def _process_on_loop(
@@ -624,21 +627,6 @@ class Watcher:
 
 def _iso(unix_s: float) -> str:
     return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="milliseconds")
-
-
-def _in_order(
-    events: Sequence[bytes],
-    process: Callable[[bytes], Outcome | None],
-    done: list[Outcome],
-) -> list[Outcome]:
-    """Process events one after the other into `done`, until one has no outcome (resc is
-    stopping); `done` can be read meanwhile, to commit what is finished."""
-    for event in events:
-        outcome = process(event)
-        if outcome is None:
-            break
-        done.append(outcome)
-    return done
 
 
 async def _on_loop(
