@@ -8,8 +8,13 @@ is not hidden by the events queued behind it. The original's protocol runs as th
 program's `original` mode: one event at a time, each command a round trip of its own,
 as the original sends them.
 
-Runs are interleaved (resc, then the original, at each rate and variant, then again),
-and the medians of `runs` are reported, with the CPU each process spent per event.
+The same loop written in Python (bench/original_python.py) runs beside them: the
+difference between the two loops is what the language alone costs here, at the same
+protocol.
+
+Runs are interleaved (resc, then the original in C and in Python, at each rate and
+variant, then again), and the medians of `runs` are reported, with the CPU each process
+spent per event.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import shutil
 import signal
 import statistics
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,13 +124,26 @@ def run_resc(
 
 
 def run_original(
-    binary: Path, server: EmbeddedRedis, variant: str, rate: int, seconds: float
+    binary: Path,
+    server: EmbeddedRedis,
+    variant: str,
+    rate: int,
+    seconds: float,
+    language: str = "c",
 ) -> dict[str, float]:
+    """The original's protocol at `rate`: bench/latency.c's loop (`language` "c"), or the
+    same loop in Python (bench/original_python.py)."""
     from bench.run import INPUT, TAKEN, WrongResult
 
     server.client().flushall()
-    process = subprocess.Popen([str(binary), "original", str(server.port), INPUT, TAKEN, variant])
+    arguments = [str(server.port), INPUT, TAKEN, variant]
+    if language == "c":
+        command = [str(binary), "original", *arguments]
+    else:
+        command = [sys.executable, "-m", "bench.original_python", *arguments]
+    process = subprocess.Popen(command, cwd=Path(__file__).parent.parent)
     try:
+        _wait_in_take(server, process)
         before = cpu_s(process.pid)
         latencies = probe(binary, server, rate, seconds)
         spent = cpu_s(process.pid) - before
@@ -133,6 +153,22 @@ def run_original(
             raise WrongResult(f"the original's protocol exited with {process.returncode}")
     check_empty(server)
     return summary(latencies, spent)
+
+
+def _wait_in_take(server: EmbeddedRedis, process: subprocess.Popen[bytes]) -> None:
+    """Until the loop's connection waits in BRPOPLPUSH: a Python loop takes a while to
+    start, and events pushed before would wait for it, not for the protocol."""
+    from bench.run import WrongResult
+
+    client = server.client()
+    deadline = time.monotonic() + 30
+    try:
+        while not any(c.get("cmd") == "brpoplpush" for c in client.client_list()):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise WrongResult("the original's protocol did not start")
+            time.sleep(0.01)
+    finally:
+        client.close()
 
 
 def run_all(
@@ -152,6 +188,9 @@ def run_all(
                     samples.setdefault(f"original_{key}", []).append(
                         run_original(binary, server, variant, rate, seconds)
                     )
+                    samples.setdefault(f"original_python_{key}", []).append(
+                        run_original(binary, server, variant, rate, seconds, "python")
+                    )
     return {
         name: {field: statistics.median(s[field] for s in runs_of) for field in runs_of[0]}
         for name, runs_of in samples.items()
@@ -160,12 +199,12 @@ def run_all(
 
 def table(results: dict[str, dict[str, float]]) -> list[str]:
     lines = [
-        f"  {'latency':<22} {'p50':>7} {'p90':>7} {'p99':>7} {'p99.9':>7} {'max':>7}"
+        f"  {'latency':<28} {'p50':>7} {'p90':>7} {'p99':>7} {'p99.9':>7} {'max':>7}"
         f" {'CPU/event':>10}"
     ]
     for name, r in results.items():
         lines.append(
-            f"  {name:<22} {r['p50_ms']:>7.2f} {r['p90_ms']:>7.2f} {r['p99_ms']:>7.2f}"
+            f"  {name:<28} {r['p50_ms']:>7.2f} {r['p90_ms']:>7.2f} {r['p99_ms']:>7.2f}"
             f" {r['p99_9_ms']:>7.2f} {r['max_ms']:>7.2f} {r['cpu_us_per_event']:>7.0f} µs"
         )
     lines.append("  (milliseconds from LPUSH to the task's arrival; medians of the runs)")

@@ -37,7 +37,14 @@ def test_quick_benchmark_runs_every_scenario_with_correct_results(tmp_path: Path
         "api_cycle",
     ]
     assert all(results[name] > 0 for name in scenarios)
-    for name in ("resc_set_1000", "resc_noset_1000", "original_set_1000", "original_noset_1000"):
+    for name in (
+        "resc_set_1000",
+        "resc_noset_1000",
+        "original_set_1000",
+        "original_noset_1000",
+        "original_python_set_1000",
+        "original_python_noset_1000",
+    ):
         measured = results["latency"][name]
         assert 0 < measured["p50_ms"] <= measured["p99_ms"] <= measured["max_ms"]
         assert measured["cpu_us_per_event"] > 0
