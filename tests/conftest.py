@@ -229,6 +229,24 @@ def resc_process(
     )
 
 
+# The log level under which a resc_process logs "resc started" (see until_started), and
+# only warnings from the rest.
+STARTED_LOG = {"RESC_LOG": "warn,resc.daemon=info"}
+
+
+def until_started(process: subprocess.Popen[str]) -> str:
+    """What resc (a resc_process run with env=STARTED_LOG) logged until "resc started":
+    its watchers run, and a SIGTERM is handled. Sent earlier, during start-up, it finds
+    no handler yet and ends the process by the signal."""
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if "resc started" in line:
+            return "".join(seen)
+    raise AssertionError("resc exited before it started:\n" + "".join(seen))
+
+
 def run_resc(
     *args: str, env: dict[str, str] | None = None, timeout_s: float = 30
 ) -> subprocess.CompletedProcess[str]:
