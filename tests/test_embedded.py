@@ -167,8 +167,12 @@ def test_a_second_signal_exits_at_once_and_kills_the_server_first(tmp_path: Path
     try:
         # Running: its watcher is connected (so its signal handlers are in place).
         wait_until(lambda: any(c.get("name") == "resc" for c in client.client_list()))
+        # Both pending at once, whatever the load: otherwise the first one's stop may be
+        # over before the second is sent. (Two SIGTERMs would merge in one.)
+        process.send_signal(signal.SIGSTOP)
         process.send_signal(signal.SIGTERM)
-        process.send_signal(signal.SIGINT)  # another signal: two SIGTERMs may merge in one
+        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGCONT)
         process.communicate(timeout=20)
         assert process.returncode == 130
         with pytest.raises(redis.ConnectionError):
