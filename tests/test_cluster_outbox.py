@@ -417,18 +417,20 @@ def test_sigkill_of_resc_at_random_points_of_a_cross_slot_backlog_gives_one_task
     entries_left = 0
     for _ in range(4):
         process = resc_process(str(path))
-        # At most the whole backlog: on a fast machine the kills may come after its end.
-        at = min(client.llen(OTHER_TODO) + chance.randrange(200, 1200), BACKLOG)
-        wait_until(lambda at=at: client.llen(OTHER_TODO) >= at, timeout_s=60)
-        threading.Event().wait(chance.random() / 50)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        try:
+            # At most the whole backlog: on a fast machine the kills may come after its end.
+            at = min(client.llen(OTHER_TODO) + chance.randrange(200, 1200), BACKLOG)
+            wait_until(lambda at=at: client.llen(OTHER_TODO) >= at, timeout_s=60)
+            threading.Event().wait(chance.random() / 50)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
         entries_left += outboxes_left(client)
     print(f"outbox entries left by the kills: {entries_left}")
     process = resc_process(str(path), env=STARTED_LOG)
-    # The kills may have left nothing to do: to be stopped, this one must run first.
-    until_started(process)
     try:
+        # The kills may have left nothing to do: to be stopped, this one must run first.
+        until_started(process)
         wait_until(lambda: complete(client, BACKLOG) and outboxes_left(client) == 0, timeout_s=90)
     finally:
         stop(process)
@@ -519,13 +521,15 @@ def test_the_tagged_example_survives_kill_9_several_times_with_one_task_per_even
 
     for _ in range(3):
         process = resc_process(str(path))
-        at = min(queued() + chance.randrange(300, 1500), count)  # as above
-        wait_until(lambda at=at: queued() >= at, timeout_s=60)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        try:
+            at = min(queued() + chance.randrange(300, 1500), count)  # as above
+            wait_until(lambda at=at: queued() >= at, timeout_s=60)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
     process = resc_process(str(path), env=STARTED_LOG)
-    until_started(process)  # as above: the kills may have left nothing to do
     try:
+        until_started(process)  # as above: the kills may have left nothing to do
         wait_until(
             lambda: queued() >= count and drained(client, "{global}/events", "{global}/taken"),
             timeout_s=90,

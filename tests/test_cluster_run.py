@@ -134,9 +134,11 @@ def test_sigkill_of_resc_twice_during_a_backlog_then_restart_gives_one_task_per_
     caught_in_hand = 0
     for kill_at in (1_000, 3_000):
         process = resc_process(str(path))
-        wait_until(lambda at=kill_at: client.llen(TODO) >= at, timeout_s=60)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        try:
+            wait_until(lambda at=kill_at: client.llen(TODO) >= at, timeout_s=60)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
         caught_in_hand += len(in_hand(client, TAKEN))
     assert caught_in_hand > 0
     process = resc_process(str(path))
