@@ -88,6 +88,29 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         servers.current_item = None
 
 
+# The resc processes started by the body of the test running (resc_process), kept on its
+# item (tests.servers.current_item: this module is imported twice, as the plugin
+# `conftest` and as `tests.conftest`, so a global of its own would be two): those still
+# running when the body ends, because it failed before it could stop them, are killed
+# then, so that none outlives its test (and takes the events of a later test's server
+# on the same port). Processes that fixtures start are theirs to stop.
+_STARTED = "resc_processes_of_its_body"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[object]:
+    started: list[subprocess.Popen[str]] = []
+    setattr(item, _STARTED, started)
+    try:
+        return (yield)
+    finally:
+        delattr(item, _STARTED)
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _temporary_files_under_pytest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The temporary files of resc, in the tests and in the resc processes they start,
@@ -221,12 +244,16 @@ def resc_process(
     """resc's command line in a child process, as a user runs it."""
     full_env = {**os.environ, **(env or {})}
     pipes: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "resc", *args],
         env=full_env,
         text=True,
         **{**pipes, **kwargs},
     )
+    started = getattr(servers.current_item, _STARTED, None)
+    if started is not None:
+        started.append(process)
+    return process
 
 
 # The log level under which a resc_process logs "resc started" (see until_started), and
