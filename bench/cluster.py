@@ -21,7 +21,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ from redis.cluster import RedisCluster
 from bench.run import WrongResult, wait_for
 from resc.connection.clients import cluster_client
 from resc.dev.cluster import NODE_ARGUMENTS, bus_is_free, form_cluster
-from resc.dev.embedded import EmbeddedRedis
+from resc.dev.embedded import EmbeddedRedis, port_is_free
 
 SCENARIOS = ["cluster_backlog", "cluster_cross", "cluster_wait"]
 # One tag per master of the three slot ranges (0-5460, 5461-10921, 10922-16383).
@@ -54,18 +53,9 @@ _NODE_PORTS = range(20_000, 22_000)
 def _port_with_bus() -> int:
     """A free port P whose cluster bus port P + 10000 is free too."""
     for port in random.sample(_NODE_PORTS, len(_NODE_PORTS)):
-        if _is_free(port) and bus_is_free(port):
+        if port_is_free(port) and bus_is_free(port):
             return port
     raise WrongResult(f"no free port for a cluster node in {_NODE_PORTS}")
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 class LocalCluster:

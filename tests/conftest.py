@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ import redis
 from resc.config.load import config_from_source
 from resc.config.models import Config
 from resc.config.source import read_source
-from resc.dev.embedded import EmbeddedRedis
+from resc.dev.embedded import EmbeddedRedis, port_is_free
 from resc.engine.daemon import Daemon
 from tests import servers
 from tests.webservice import ScriptedService, scripted_service
@@ -53,12 +52,8 @@ def _own_port() -> int:
     for _ in range(_PORTS_PER_PROCESS):
         port = low + (len(_ports_given) * 7 + 1) % _PORTS_PER_PROCESS
         _ports_given.append(port)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
+        if port_is_free(port):
+            return port
     raise RuntimeError("no free port left in this test process's range")
 
 

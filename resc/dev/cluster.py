@@ -8,14 +8,13 @@ A node on port P also listens on P + 10000, its cluster bus: both must be free.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
 
 import redis
 
-from resc.dev.embedded import EmbeddedRedis
+from resc.dev.embedded import EmbeddedRedis, port_is_free
 
 SLOTS = 16384
 BUS_OFFSET = 10000
@@ -32,14 +31,7 @@ NODE_ARGUMENTS = (
 
 def bus_is_free(port: int) -> bool:
     """Whether the cluster bus port of a node on `port` is free (and in range)."""
-    if port + BUS_OFFSET > 65535:
-        return False
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port + BUS_OFFSET))
-        except OSError:
-            return False
-    return True
+    return port + BUS_OFFSET <= 65535 and port_is_free(port + BUS_OFFSET)
 
 
 def form_cluster(

@@ -54,6 +54,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on `port` of loopback now."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class EmbeddedRedis:
     """A Redis server run by this process: `binary`, or else the one `prefer` picks.
     Stop it with stop() (or kill() for SIGKILL); start() again brings it back on the same
