@@ -25,7 +25,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -158,17 +157,22 @@ def run_original(
 def _wait_in_take(server: EmbeddedRedis, process: subprocess.Popen[bytes]) -> None:
     """Until the loop's connection waits in BRPOPLPUSH: a Python loop takes a while to
     start, and events pushed before would wait for it, not for the protocol."""
-    from bench.run import WrongResult
+    from bench.run import WrongResult, wait_for
 
     client = server.client()
-    deadline = time.monotonic() + 30
     try:
-        while not any(c.get("cmd") == "brpoplpush" for c in client.client_list()):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise WrongResult("the original's protocol did not start")
-            time.sleep(0.01)
+        wait_for(
+            lambda: (
+                process.poll() is not None
+                or any(c.get("cmd") == "brpoplpush" for c in client.client_list())
+            ),
+            30,
+            "the original's protocol to start",
+        )
     finally:
         client.close()
+    if process.poll() is not None:
+        raise WrongResult(f"the original's protocol exited at start ({process.returncode})")
 
 
 def run_all(

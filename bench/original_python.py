@@ -36,6 +36,7 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str]) -> int:
     port, input_queue, taken, variant = int(argv[0]), argv[1], argv[2], argv[3]
     with_set = variant == "set"
+    named = taken.encode()
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     reader = hiredis.Reader()
@@ -80,9 +81,9 @@ def main(argv: list[str]) -> int:
                     call(b"ZADD", dedup, str(int(time.time())), task)
             if push:
                 call(b"LPUSH", queue, task)
-                call(b"PUBLISH", b"events", b"%s TRIGGER %s -> %s" % (taken.encode(), event, task))
+                call(b"PUBLISH", b"events", b"%s TRIGGER %s -> %s" % (named, event, task))
             call(b"LREM", taken, b"1", event)
-            call(b"PUBLISH", b"events", b"%s DONE %s" % (taken.encode(), event))
+            call(b"PUBLISH", b"events", b"%s DONE %s" % (named, event))
     except _Stop:
         return 0
 
