@@ -266,11 +266,10 @@ class Store:
         try:
             conn = self._connection(args, route)
             conn.send_packed_command([hiredis.pack_command(args)])
-        except (redis.RedisError, RedisClusterException) as exc:
+        except BaseException as exc:
             self._broken()
-            raise converted(exc, action) from None
-        except BaseException:
-            self._broken()
+            if isinstance(exc, redis.RedisError | RedisClusterException):
+                raise converted(exc, action) from None
             raise
         self._pending.append((conn, reply))
         return reply
